@@ -1,0 +1,641 @@
+//! `exporter.yaml` -> a validated [`Config`]: parse, default, validate, model.
+//!
+//! Every error names the file, the target and the field
+//! (`exporter.yaml: targets[2] (urtc-main): credentials.private_key: ...`), and all errors of a
+//! file are collected before giving up, so `--config.check` can list them at once. Secrets are
+//! resolved here (`{env: NAME}`, `{file: PATH}` or a plain string) and live on only inside
+//! [`Secret`], which never prints its value.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+use crate::vendor::{self, Vendor};
+
+/// A resolved secret. Its `Debug` is redacted and it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value (tests and the demo; configs go through `Deserialize`).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for signing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+        impl<'de> Visitor<'de> for SecretVisitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a secret: a string, {env: NAME} or {file: PATH}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+                if v.is_empty() {
+                    return Err(E::custom("secret is empty"));
+                }
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
+                let Some((kind, arg)) = map.next_entry::<String, String>()? else {
+                    return Err(de::Error::custom("expected {env: NAME} or {file: PATH}"));
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom(
+                        "a secret takes exactly one of env or file",
+                    ));
+                }
+                let value = match kind.as_str() {
+                    "env" => std::env::var(&arg).map_err(|_| {
+                        de::Error::custom(format!("environment variable {arg} is not set"))
+                    })?,
+                    "file" => std::fs::read_to_string(&arg)
+                        .map_err(|e| {
+                            de::Error::custom(format!("cannot read secret file {arg}: {e}"))
+                        })?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "unknown secret source `{other}`, expected env or file"
+                        )))
+                    }
+                };
+                if value.is_empty() {
+                    return Err(de::Error::custom(format!(
+                        "secret from {kind} {arg} is empty"
+                    )));
+                }
+                Ok(Secret(value))
+            }
+        }
+        d.deserialize_any(SecretVisitor)
+    }
+}
+
+/// A Prometheus-style duration: `500ms`, `30s`, `5m`, `1h30m`, `1d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromDuration(pub Duration);
+
+impl PromDuration {
+    /// Parses `1h30m`-style text.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let bad = || format!("invalid duration \"{s}\": expected e.g. 500ms, 30s, 5m, 1h");
+        if s.is_empty() {
+            return Err(bad());
+        }
+        let mut total = Duration::ZERO;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(bad());
+            }
+            let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+            rest = &rest[digits..];
+            let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+            let ms = match &rest[..unit_len] {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return Err(bad()),
+            };
+            rest = &rest[unit_len..];
+            total += Duration::from_millis(n.checked_mul(ms).ok_or_else(bad)?);
+        }
+        Ok(total)
+    }
+}
+
+impl<'de> Deserialize<'de> for PromDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PromDuration::parse(&s)
+            .map(PromDuration)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// The `global:` section, defaults applied.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// "Today" starts at midnight in this zone.
+    pub timezone: Tz,
+    /// Default poll interval.
+    pub interval: Duration,
+    /// Deadline of one whole poll of one target.
+    pub poll_timeout: Duration,
+    /// Deadline of one HTTP request.
+    pub request_timeout: Duration,
+    /// Failed polls after which a target's room series are dropped.
+    pub stale_after: u32,
+    /// Rooms per target that get their own series.
+    pub max_rooms: usize,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            timezone: Tz::UTC,
+            interval: Duration::from_secs(60),
+            poll_timeout: Duration::from_secs(50),
+            request_timeout: Duration::from_secs(10),
+            stale_after: 3,
+            max_rooms: 5000,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawGlobal {
+    timezone: Option<String>,
+    interval: Option<PromDuration>,
+    poll_timeout: Option<PromDuration>,
+    request_timeout: Option<PromDuration>,
+    stale_after: Option<u32>,
+    max_rooms: Option<usize>,
+}
+
+/// When a target is polled.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// Every so often, with a jitter drawn once.
+    Interval(Duration),
+    /// A cron expression with seconds, in the global time zone.
+    Cron(String),
+}
+
+/// Room capacities, for `rtc_room_capacity` and the over-capacity alerts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    /// Capacity of rooms not listed in `rooms`.
+    #[serde(default)]
+    pub default: Option<u64>,
+    /// Per-room capacities.
+    #[serde(default)]
+    pub rooms: BTreeMap<String, u64>,
+}
+
+impl Capacity {
+    /// The capacity of one room, if configured.
+    pub fn of(&self, room: &str) -> Option<u64> {
+        self.rooms.get(room).copied().or(self.default)
+    }
+}
+
+/// One configured target, validated.
+#[derive(Clone)]
+pub struct Target {
+    /// Unique name; the `target` label.
+    pub name: String,
+    /// Registry name of the vendor; the `vendor` label.
+    pub vendor: &'static str,
+    /// When to poll.
+    pub schedule: Schedule,
+    /// Endpoint override (the demo points it at a simulator).
+    pub endpoint: Option<String>,
+    /// Lowered QPS, if configured.
+    pub qps: Option<f64>,
+    /// Room capacities.
+    pub capacity: Capacity,
+    /// The vendor client, built from the vendor's own keys.
+    pub client: Arc<dyn Vendor>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("vendor", &self.vendor)
+            .field("schedule", &self.schedule)
+            .field("endpoint", &self.endpoint)
+            .field("qps", &self.qps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The `global:` section.
+    pub global: Global,
+    /// The targets, in file order.
+    pub targets: Vec<Target>,
+}
+
+/// Every error found in one config file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .errors.join("\n"))]
+pub struct ConfigError {
+    /// One line per error, each naming the file, target and field.
+    pub errors: Vec<String>,
+}
+
+/// One field that failed: its path within the target and why.
+#[derive(Debug)]
+pub struct FieldError {
+    /// Dotted path, e.g. `credentials.private_key`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserializes a vendor's own keys, keeping the path of the failing field.
+pub fn from_value<T: de::DeserializeOwned>(value: Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        FieldError {
+            path: if path == "." { String::new() } else { path },
+            message: redact_values(&e.into_inner().to_string()),
+        }
+    })
+}
+
+/// serde echoes a value that has the wrong type (`invalid type: string "…"`); a secret
+/// put in the wrong place must not reach an error message, so quoted values are cut out.
+fn redact_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("string \"") {
+        out.push_str(&rest[..i + "string".len()]);
+        let after = &rest[i + "string \"".len()..];
+        match after.find('"') {
+            Some(j) => rest = &after[j + 1..],
+            None => rest = "",
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        errors: vec![format!("{}: cannot read: {e}", path.display())],
+    })?;
+    parse(&text, path)
+}
+
+const TARGET_KEYS: &[&str] = &[
+    "name", "vendor", "interval", "schedule", "endpoint", "qps", "capacity",
+];
+
+/// Parses and validates config text; `path` names the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let mut errors = Vec::new();
+    let root: Value = serde_yaml::from_str(text).map_err(|e| ConfigError {
+        errors: vec![format!("{file}: {}", redact_values(&e.to_string()))],
+    })?;
+    let Value::Mapping(mut root) = root else {
+        return Err(ConfigError {
+            errors: vec![format!(
+                "{file}: expected a mapping with `global` and `targets`"
+            )],
+        });
+    };
+    let raw_global = root.remove("global").unwrap_or(Value::Null);
+    let raw_targets = root.remove("targets");
+    for (k, _) in root.iter() {
+        errors.push(format!(
+            "{file}: unknown top-level key {}, expected global or targets",
+            key_name(k)
+        ));
+    }
+
+    let mut global = Global::default();
+    let raw_global = if raw_global.is_null() {
+        Ok(RawGlobal::default())
+    } else {
+        from_value::<RawGlobal>(raw_global)
+    };
+    match raw_global {
+        Err(e) => errors.push(format!("{file}: global.{}: {}", e.path, e.message)),
+        Ok(g) => {
+            let mut bad =
+                |field: &str, msg: String| errors.push(format!("{file}: global.{field}: {msg}"));
+            if let Some(tz) = g.timezone {
+                match tz.parse::<Tz>() {
+                    Ok(tz) => global.timezone = tz,
+                    Err(_) => bad("timezone", format!("unknown IANA time zone \"{tz}\"")),
+                }
+            }
+            let mut dur = |field: &str, v: Option<PromDuration>, slot: &mut Duration| {
+                if let Some(PromDuration(d)) = v {
+                    if d < Duration::from_millis(100) {
+                        bad(field, "must be at least 100ms".into());
+                    } else {
+                        *slot = d;
+                    }
+                }
+            };
+            dur("interval", g.interval, &mut global.interval);
+            dur("poll_timeout", g.poll_timeout, &mut global.poll_timeout);
+            dur(
+                "request_timeout",
+                g.request_timeout,
+                &mut global.request_timeout,
+            );
+            if let Some(n) = g.stale_after {
+                if n == 0 {
+                    errors.push(format!("{file}: global.stale_after: must be at least 1"));
+                } else {
+                    global.stale_after = n;
+                }
+            }
+            if let Some(n) = g.max_rooms {
+                if n == 0 {
+                    errors.push(format!("{file}: global.max_rooms: must be at least 1"));
+                } else {
+                    global.max_rooms = n;
+                }
+            }
+            if global.request_timeout > global.poll_timeout {
+                errors.push(format!(
+                    "{file}: global.request_timeout: {:?} exceeds poll_timeout {:?}",
+                    global.request_timeout, global.poll_timeout
+                ));
+            }
+        }
+    }
+
+    let mut targets = Vec::new();
+    match raw_targets {
+        None | Some(Value::Null) => {
+            errors.push(format!("{file}: targets: at least one target is required"))
+        }
+        Some(Value::Sequence(seq)) => {
+            if seq.is_empty() {
+                errors.push(format!("{file}: targets: at least one target is required"));
+            }
+            let mut names = HashSet::new();
+            for (i, raw) in seq.into_iter().enumerate() {
+                match parse_target(raw, &global) {
+                    Ok(t) => {
+                        if !names.insert(t.name.clone()) {
+                            errors.push(format!(
+                                "{file}: targets[{i}] ({}): name: duplicate target name",
+                                t.name
+                            ));
+                        }
+                        targets.push(t);
+                    }
+                    Err((name, errs)) => {
+                        let who = match name {
+                            Some(n) => format!("targets[{i}] ({n})"),
+                            None => format!("targets[{i}]"),
+                        };
+                        for e in errs {
+                            if e.path.is_empty() {
+                                errors.push(format!("{file}: {who}: {}", e.message));
+                            } else {
+                                errors.push(format!("{file}: {who}: {}: {}", e.path, e.message));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(_) => errors.push(format!("{file}: targets: expected a list of targets")),
+    }
+
+    if errors.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            global,
+            targets,
+        })
+    } else {
+        Err(ConfigError { errors })
+    }
+}
+
+fn key_name(k: &Value) -> String {
+    match k {
+        Value::String(s) => format!("`{s}`"),
+        _ => "(not a string)".to_string(),
+    }
+}
+
+fn take<T: de::DeserializeOwned>(
+    map: &mut Mapping,
+    key: &str,
+    errs: &mut Vec<FieldError>,
+) -> Option<T> {
+    let v = map.remove(key)?;
+    match from_value::<T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = if e.path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{key}.{}", e.path)
+            };
+            errs.push(FieldError::new(path, e.message));
+            None
+        }
+    }
+}
+
+/// Checks a target name: `[A-Za-z0-9_-]{1,64}`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Parses a cron expression with seconds (6 or 7 fields), as the scheduler will.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("invalid cron expression \"{expr}\" (six fields, seconds first): {e}"))
+}
+
+fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, Vec<FieldError>)> {
+    let Value::Mapping(mut map) = raw else {
+        return Err((None, vec![FieldError::new("", "expected a mapping")]));
+    };
+    let mut errs = Vec::new();
+    let name: Option<String> = take(&mut map, "name", &mut errs);
+    let shown_name = name.clone().filter(|n| valid_name(n));
+    match &name {
+        None if errs.is_empty() => errs.push(FieldError::new("name", "missing")),
+        Some(n) if !valid_name(n) => errs.push(FieldError::new(
+            "name",
+            format!("\"{n}\" must match [A-Za-z0-9_-]{{1,64}}"),
+        )),
+        _ => {}
+    }
+    let vendor_name: Option<String> = take(&mut map, "vendor", &mut errs);
+    let interval: Option<PromDuration> = take(&mut map, "interval", &mut errs);
+    let schedule: Option<String> = take(&mut map, "schedule", &mut errs);
+    let endpoint: Option<String> = take(&mut map, "endpoint", &mut errs);
+    let qps: Option<f64> = take(&mut map, "qps", &mut errs);
+    let capacity: Option<Capacity> = take(&mut map, "capacity", &mut errs);
+
+    let schedule = match (interval, schedule) {
+        (Some(_), Some(_)) => {
+            errs.push(FieldError::new(
+                "schedule",
+                "give interval or schedule, not both",
+            ));
+            None
+        }
+        (Some(PromDuration(d)), None) if d < Duration::from_millis(100) => {
+            errs.push(FieldError::new("interval", "must be at least 100ms"));
+            None
+        }
+        (Some(PromDuration(d)), None) => Some(Schedule::Interval(d)),
+        (None, Some(expr)) => match parse_cron(&expr) {
+            Ok(_) => Some(Schedule::Cron(expr)),
+            Err(e) => {
+                errs.push(FieldError::new("schedule", e));
+                None
+            }
+        },
+        (None, None) => Some(Schedule::Interval(global.interval)),
+    };
+    if let Some(ep) = &endpoint {
+        match reqwest::Url::parse(ep) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => errs.push(FieldError::new(
+                "endpoint",
+                format!("\"{ep}\" is not an http(s) URL"),
+            )),
+        }
+    }
+    if let Some(q) = qps {
+        if !(q.is_finite() && q > 0.0) {
+            errs.push(FieldError::new("qps", "must be a positive number"));
+        }
+    }
+
+    let entry = match vendor_name.as_deref() {
+        None => {
+            if !errs.iter().any(|e| e.path == "vendor") {
+                errs.push(FieldError::new("vendor", "missing"));
+            }
+            None
+        }
+        Some(v) => match vendor::lookup(v) {
+            Some(entry) => Some(entry),
+            None => {
+                errs.push(FieldError::new(
+                    "vendor",
+                    format!(
+                        "unknown vendor \"{v}\" (known: {})",
+                        vendor::REGISTRY
+                            .iter()
+                            .map(|e| e.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    // What is left belongs to the vendor, which rejects keys it does not know.
+    let client = entry.and_then(|entry| match (entry.parse)(Value::Mapping(map)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let known = e.message.starts_with("unknown field");
+            let message = if known {
+                format!("{} (common keys: {})", e.message, TARGET_KEYS.join(", "))
+            } else {
+                e.message
+            };
+            errs.push(FieldError::new(e.path, message));
+            None
+        }
+    });
+
+    match (name, entry, schedule, client) {
+        (Some(name), Some(entry), Some(schedule), Some(client)) if errs.is_empty() => Ok(Target {
+            name,
+            vendor: entry.name,
+            schedule,
+            endpoint,
+            qps,
+            capacity: capacity.unwrap_or_default(),
+            client,
+        }),
+        _ => Err((shown_name, errs)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(PromDuration::parse("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(PromDuration::parse("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(PromDuration::parse("250ms"), Ok(Duration::from_millis(250)));
+        assert!(PromDuration::parse("30").is_err());
+        assert!(PromDuration::parse("5x").is_err());
+        assert!(PromDuration::parse("").is_err());
+        assert!(PromDuration::parse("s").is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn wrong_type_values_are_cut_from_messages() {
+        assert_eq!(
+            redact_values("invalid type: string \"hunter2\", expected a map"),
+            "invalid type: string, expected a map"
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("urtc-main_1"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name(&"x".repeat(65)));
+    }
+}

@@ -1,0 +1,42 @@
+//! rtc-exporter: real-time audio/video rooms of several cloud vendors as Prometheus metrics.
+//!
+//! # Layout
+//!
+//! The flow, one module a step (see `DESIGN.md` in the project's shared notes):
+//!
+//! ```text
+//! config    YAML -> validated Config (secrets resolved, never printed)
+//! schedule  one task per target: interval (+jitter) or cron, overlap guard, deadline
+//! vendor    trait Vendor + REGISTRY; shared HTTP, rate limiter and request accounting;
+//!           one file per vendor (client + signing)
+//! ledger    peak / accumulated per room and target for the local day
+//! snapshot  immutable per-target views, swapped whole; exposition rendered once per swap
+//! metrics   self-metrics registry and the text renderer
+//! serve     hyper: /metrics, /, /-/healthy, /-/ready
+//! sim       simulated vendor servers on loopback (demo, tests, benchmarks)
+//! app       wiring: run the exporter, the demo and the simulators
+//! ```
+//!
+//! A scrape never waits on a vendor: polls build a new snapshot, the snapshot is rendered to
+//! bytes once, and `/metrics` serves the latest bytes.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod ledger;
+pub mod metrics;
+pub mod schedule;
+pub mod serve;
+pub mod sim;
+pub mod snapshot;
+pub mod vendor;
+
+/// The exporter's version, from Cargo.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git revision the binary was built from, or `unknown`.
+pub const REVISION: &str = match option_env!("RTC_EXPORTER_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};

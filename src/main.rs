@@ -1,0 +1,217 @@
+//! `rtc-exporter`: flags, logging and exit codes; the work is in the library.
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use rtc_exporter::{app, config, serve, sim};
+
+#[derive(Parser)]
+#[command(
+    name = "rtc-exporter",
+    version,
+    about = "Prometheus exporter for real-time audio/video rooms"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long = "config.file", default_value = "exporter.yaml", global = true)]
+    config_file: PathBuf,
+    /// Validate the configuration (resolving every secret) and exit: 0 if valid, 1 if not.
+    #[arg(long = "config.check")]
+    config_check: bool,
+    /// Address to listen on; repeat for several [default: :10063].
+    #[arg(long = "web.listen-address", global = true)]
+    listen: Vec<String>,
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", global = true)]
+    telemetry_path: String,
+    /// Only log messages of this level or more severe.
+    #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
+    log_level: Level,
+    /// Log line format.
+    #[arg(
+        long = "log.format",
+        value_enum,
+        default_value = "logfmt",
+        global = true
+    )]
+    log_format: Format,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulated vendors on loopback plus the exporter against them: no account needed.
+    Demo {
+        /// Seed of the simulated rooms.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The simulated vendor servers alone, printing their endpoints and keys.
+    Simulate {
+        /// Address of the first simulator; port 0 picks free ports, a fixed port counts up.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Seed of the simulated rooms.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Logfmt,
+    Json,
+}
+
+fn init_logging(level: Level, format: Format) {
+    let filter = match level {
+        Level::Debug => LevelFilter::DEBUG,
+        Level::Info => LevelFilter::INFO,
+        Level::Warn => LevelFilter::WARN,
+        Level::Error => LevelFilter::ERROR,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        Format::Logfmt => registry
+            .with(
+                tracing_logfmt::builder()
+                    .with_target(false)
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        Format::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+}
+
+async fn until_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level, cli.log_format);
+    let listen = if cli.listen.is_empty() {
+        vec![":10063".to_string()]
+    } else {
+        cli.listen.clone()
+    };
+
+    if cli.config_check {
+        return match config::load(&cli.config_file) {
+            Ok(c) => {
+                println!(
+                    "{}: OK, {} target(s)",
+                    cli.config_file.display(),
+                    c.targets.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            None => {
+                // Bad config exits before anything is bound.
+                let config = config::load(&cli.config_file)?;
+                let running = app::start(config, &listen, &cli.telemetry_path).await?;
+                tracing::info!(addresses = ?running.addrs, version = rtc_exporter::VERSION, "listening");
+                until_signal().await;
+                tracing::info!("shutting down");
+                running.stop().await
+            }
+            Some(Command::Demo { seed }) => {
+                let (sims, running) = app::demo(&listen, &cli.telemetry_path, seed).await?;
+                for s in &sims {
+                    println!("simulated {} at {}", s.sim.vendor(), s.endpoint);
+                }
+                println!(
+                    "rtc-exporter demo: open {}{} (targets: {}/)",
+                    running.url(),
+                    cli.telemetry_path,
+                    running.url()
+                );
+                until_signal().await;
+                running.stop().await
+            }
+            Some(Command::Simulate { listen, seed }) => {
+                let base: SocketAddr = serve::parse_listen(&listen)?;
+                let mut servers = Vec::new();
+                for (i, entry) in rtc_exporter::vendor::REGISTRY.iter().enumerate() {
+                    let port = if base.port() == 0 { 0 } else { base.port().saturating_add(i as u16) };
+                    let addr = SocketAddr::new(base.ip(), port);
+                    let s = sim::SimServer::start((entry.simulator)(seed.wrapping_add(i as u64)), addr).await?;
+                    println!("{} {} {}", entry.name, s.endpoint, s.sim.describe());
+                    servers.push(s);
+                }
+                if base.ip() != IpAddr::from([127, 0, 0, 1]) {
+                    tracing::warn!("simulators listen on {}, not loopback", base.ip());
+                }
+                until_signal().await;
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rtc-exporter: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The exporter's own counters ([`SelfMetrics`]) and the text renderer for a snapshot.
+//!
+//! Domain series (`rtc_*`) and per-target state are written by hand from the snapshot, in a
+//! fixed order (targets and rooms sorted), so output is stable; counters, the histogram and the
+//! `process_*` metrics come from a long-lived `prometheus` registry.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::snapshot::TargetView;
+use crate::vendor::CallError;
+
+/// Poll results, the `result` label of `rtc_exporter_polls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollResult {
+    /// The whole poll succeeded.
+    Success,
+    /// Some request failed or the deadline passed.
+    Failure,
+    /// The previous poll was still running; this one was skipped.
+    Overlap,
+}
+
+impl PollResult {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            PollResult::Success => "success",
+            PollResult::Failure => "failure",
+            PollResult::Overlap => "overlap",
+        }
+    }
+}
+
+/// Counters and histograms of the exporter itself, registered once.
+pub struct SelfMetrics {
+    registry: Registry,
+    polls: IntCounterVec,
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl SelfMetrics {
+    /// Registers the self-metrics and the process collector.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let polls = IntCounterVec::new(
+            Opts::new("rtc_exporter_polls_total", "Polls of a target by result."),
+            &["target", "vendor", "result"],
+        )?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "rtc_exporter_vendor_requests_total",
+                "HTTP requests to vendor APIs (every page counts) by outcome: ok, error, throttled, timeout, transport.",
+            ),
+            &["target", "vendor", "api", "outcome"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "rtc_exporter_vendor_errors_total",
+                "Vendor error codes by API; codes outside the documented set count as other.",
+            ),
+            &["target", "vendor", "api", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rtc_exporter_vendor_request_duration_seconds",
+                "Duration of vendor API requests, waiting for the rate limiter excluded.",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["target", "vendor", "api"],
+        )?;
+        registry.register(Box::new(polls.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(SelfMetrics {
+            registry,
+            polls,
+            requests,
+            errors,
+            duration,
+        })
+    }
+
+    /// Creates a target's poll counters at zero, so `rate()` works from the first scrape.
+    pub fn init_target(&self, target: &str, vendor: &str) {
+        for r in [
+            PollResult::Success,
+            PollResult::Failure,
+            PollResult::Overlap,
+        ] {
+            self.polls.with_label_values(&[target, vendor, r.label()]);
+        }
+    }
+
+    /// Counts one poll.
+    pub fn record_poll(&self, target: &str, vendor: &str, result: PollResult) {
+        self.polls
+            .with_label_values(&[target, vendor, result.label()])
+            .inc();
+    }
+
+    /// Counts one request, its vendor code and duration, and logs a failure: the one place
+    /// where requests are accounted for.
+    pub fn record_request(
+        &self,
+        target: &str,
+        vendor: &str,
+        api: &str,
+        seconds: f64,
+        error: Option<&CallError>,
+    ) {
+        let outcome = match error {
+            None => "ok",
+            Some(CallError::Vendor {
+                throttled: true, ..
+            }) => "throttled",
+            Some(CallError::Timeout { .. }) => "timeout",
+            Some(CallError::Transport { .. }) => "transport",
+            Some(_) => "error",
+        };
+        self.requests
+            .with_label_values(&[target, vendor, api, outcome])
+            .inc();
+        self.duration
+            .with_label_values(&[target, vendor, api])
+            .observe(seconds);
+        match error {
+            None => tracing::debug!(target_name = target, api, seconds, "vendor request ok"),
+            Some(e) => {
+                if let CallError::Vendor { label, .. } = e {
+                    self.errors
+                        .with_label_values(&[target, vendor, api, label])
+                        .inc();
+                }
+                tracing::warn!(target_name = target, api, outcome, error = %e, "vendor request failed");
+            }
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, out) {
+            tracing::error!(error = %e, "cannot encode self-metrics");
+        }
+    }
+}
+
+/// Escapes a label value for the text format.
+fn escape(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// One metric family, written only if it has samples.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    body: String,
+}
+
+impl<'a> Family<'a> {
+    fn new(
+        out: &'a mut String,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+    ) -> Self {
+        Family {
+            out,
+            name,
+            help,
+            kind,
+            body: String::new(),
+        }
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.body.push_str(self.name);
+        if !labels.is_empty() {
+            self.body.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.body.push(',');
+                }
+                self.body.push_str(k);
+                self.body.push_str("=\"");
+                escape(v, &mut self.body);
+                self.body.push('"');
+            }
+            self.body.push('}');
+        }
+        let _ = writeln!(self.body, " {value}");
+    }
+}
+
+impl Drop for Family<'_> {
+    fn drop(&mut self) {
+        if !self.body.is_empty() {
+            let _ = writeln!(self.out, "# HELP {} {}", self.name, self.help);
+            let _ = writeln!(self.out, "# TYPE {} {}", self.name, self.kind);
+            self.out.push_str(&self.body);
+        }
+    }
+}
+
+fn bool_value(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Renders the whole exposition: domain series, target state, build info, self-metrics.
+pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMetrics) -> Vec<u8> {
+    let mut out = String::with_capacity(4096);
+    let with_data = || {
+        targets
+            .values()
+            .filter_map(|t| t.data.as_ref().map(|d| (t, d)))
+    };
+
+    type RoomField = fn(&crate::snapshot::RoomRow) -> Option<f64>;
+    let room_families: [(&str, &str, RoomField); 6] = [
+        ("rtc_room_users", "Users in the room now (visible + invisible; bots excluded where the vendor marks them).", |r| Some(r.users as f64)),
+        ("rtc_room_invisible_users", "Invisible users in the room now, where the vendor tells.", |r| r.invisible.map(|v| v as f64)),
+        ("rtc_room_peak_users", "Peak concurrent users in the room today (local day). Vendor-reported where the vendor reports it; otherwise the maximum observed by polling, a lower bound.", |r| Some(r.peak as f64)),
+        ("rtc_room_accumulated_users", "Users who were in the room today (local day). Vendor-reported where the vendor reports it; otherwise distinct user ids observed by polling, a lower bound.", |r| Some(r.accumulated as f64)),
+        ("rtc_room_active", "1 while the room is in progress, 0 once it ended today.", |r| Some(bool_value(r.active))),
+        ("rtc_room_capacity", "Configured capacity of the room.", |r| r.capacity.map(|v| v as f64)),
+    ];
+    for (name, help, field) in room_families {
+        let mut f = Family::new(&mut out, name, "gauge", help);
+        for (t, d) in with_data() {
+            for r in &d.rooms {
+                if let Some(v) = field(r) {
+                    f.sample(
+                        &[("target", &t.name), ("vendor", t.vendor), ("room", &r.room)],
+                        v,
+                    );
+                }
+            }
+        }
+    }
+
+    type TotalField = fn(&crate::snapshot::TargetData) -> f64;
+    let totals: [(&str, &str, TotalField); 4] = [
+        ("rtc_rooms", "Rooms in progress now, including rooms beyond max_rooms.", |d| d.rooms_active as f64),
+        ("rtc_users", "Users now over all rooms of the target.", |d| d.users as f64),
+        ("rtc_peak_users", "Peak concurrent users of the target today (local day): the maximum observed total, at least the largest room peak; a lower bound.", |d| d.peak as f64),
+        ("rtc_accumulated_users", "Users of the target today (local day): distinct observed user ids, plus the vendor's per-room accumulated counts where it reports them (a user in two rooms then counts twice).", |d| d.accumulated as f64),
+    ];
+    for (name, help, field) in totals {
+        let mut f = Family::new(&mut out, name, "gauge", help);
+        for (t, d) in with_data() {
+            f.sample(&[("target", &t.name), ("vendor", t.vendor)], field(d));
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "rtc_device_users",
+            "gauge",
+            "Users now by device type, where the vendor tells.",
+        );
+        for (t, d) in with_data() {
+            for (device, n) in d.devices.iter().flatten() {
+                f.sample(
+                    &[
+                        ("target", &t.name),
+                        ("vendor", t.vendor),
+                        ("device", device.label()),
+                    ],
+                    *n as f64,
+                );
+            }
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "rtc_user_online",
+            "gauge",
+            "Watched users: 1 online, 0 not.",
+        );
+        for (t, d) in with_data() {
+            for (user, online) in &d.watched {
+                f.sample(
+                    &[("target", &t.name), ("vendor", t.vendor), ("user", user)],
+                    bool_value(*online),
+                );
+            }
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "rtc_target_info",
+            "gauge",
+            "Static facts of a target; always 1.",
+        );
+        for t in targets.values() {
+            f.sample(
+                &[
+                    ("target", &t.name),
+                    ("vendor", t.vendor),
+                    ("app", &t.info.app),
+                    ("region", &t.info.region),
+                ],
+                1.0,
+            );
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "rtc_exporter_build_info",
+            "gauge",
+            "Build of the exporter; always 1.",
+        );
+        f.sample(
+            &[("version", crate::VERSION), ("revision", crate::REVISION)],
+            1.0,
+        );
+    }
+    type StateField = fn(&TargetView) -> Option<f64>;
+    let state: [(&str, &str, StateField); 6] = [
+        (
+            "rtc_exporter_target_up",
+            "1 if the last poll of the target succeeded whole, else 0.",
+            |t| t.polled.then_some(bool_value(t.up)),
+        ),
+        (
+            "rtc_exporter_target_last_success_timestamp_seconds",
+            "Unix time at the end of the last successful poll.",
+            |t| t.last_success,
+        ),
+        (
+            "rtc_exporter_target_poll_duration_seconds",
+            "Duration of the last poll.",
+            |t| t.last_duration,
+        ),
+        (
+            "rtc_exporter_target_interval_seconds",
+            "The target's poll interval (cron: time between its next two runs).",
+            |t| Some(t.interval_seconds),
+        ),
+        (
+            "rtc_exporter_target_consecutive_failures",
+            "Polls failed in a row.",
+            |t| t.polled.then_some(t.consecutive_failures as f64),
+        ),
+        (
+            "rtc_exporter_target_rooms_dropped",
+            "Rooms over max_rooms in the last poll: counted in totals, no series of their own.",
+            |t| t.data.as_ref().map(|d| d.rooms_dropped as f64),
+        ),
+    ];
+    for (name, help, field) in state {
+        let mut f = Family::new(&mut out, name, "gauge", help);
+        for t in targets.values() {
+            if let Some(v) = field(t) {
+                f.sample(&[("target", &t.name), ("vendor", t.vendor)], v);
+            }
+        }
+    }
+    let mut bytes = out.into_bytes();
+    self_metrics.encode(&mut bytes);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = String::new();
+        escape("a\"b\\c\nd", &mut s);
+        assert_eq!(s, "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn empty_families_are_left_out() {
+        let mut out = String::new();
+        {
+            let _f = Family::new(&mut out, "x", "gauge", "h");
+        }
+        assert!(out.is_empty());
+        {
+            let mut f = Family::new(&mut out, "x", "gauge", "h");
+            f.sample(&[("a", "b")], 2.0);
+        }
+        assert_eq!(out, "# HELP x h\n# TYPE x gauge\nx{a=\"b\"} 2\n");
+    }
+}

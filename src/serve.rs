@@ -1,0 +1,258 @@
+//! The HTTP side (hyper): `/metrics` serves the latest rendered bytes (gzip when asked), `/` a
+//! landing page with every target's state, `/-/healthy`, and `/-/ready` once every target has
+//! finished one poll. A task per connection; nothing here waits on a vendor.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::snapshot::Board;
+
+/// Content type of the text exposition format.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Errors binding a listen address.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address does not parse.
+    #[error("--web.listen-address {0:?}: expected host:port, :port or [v6]:port")]
+    Address(String),
+    /// Binding failed (in use, not permitted, ...).
+    #[error("--web.listen-address {addr}: cannot listen: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Parses a Prometheus-style listen address: `:10063` means every interface.
+pub fn parse_listen(addr: &str) -> Result<SocketAddr, ServeError> {
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else if addr == "localhost" || addr.starts_with("localhost:") {
+        addr.replacen("localhost", "127.0.0.1", 1)
+    } else {
+        addr.to_string()
+    };
+    full.parse()
+        .map_err(|_| ServeError::Address(addr.to_string()))
+}
+
+/// Binds every listen address before anything else starts, so a busy port fails fast.
+pub async fn bind_all(addrs: &[String]) -> Result<Vec<TcpListener>, ServeError> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let sa = parse_listen(a)?;
+        let l = TcpListener::bind(sa)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: a.clone(),
+                source,
+            })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// What the server needs to answer.
+pub struct Site {
+    /// Where polls publish.
+    pub board: Arc<Board>,
+    /// `--web.telemetry-path`.
+    pub telemetry_path: String,
+}
+
+/// Serves `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, site: Arc<Site>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let site = site.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let site = site.clone();
+                async move { Ok::<_, Infallible>(handle(&site, req)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn accepts_gzip(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let q_zero =
+                parts.any(|p| p.replace(' ', "").starts_with("q=0") && !p.contains("q=0."));
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
+        })
+}
+
+fn handle(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use GET\n",
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let path = req.uri().path();
+    if path == site.telemetry_path {
+        let snap = site.board.snapshot();
+        let gzip = accepts_gzip(&req);
+        let body = if gzip { snap.gzip() } else { snap.text.clone() };
+        let mut r = Response::new(Full::new(body));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+        h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        if gzip {
+            h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        return r;
+    }
+    match path {
+        "/" => landing(site),
+        "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
+        "/-/ready" => {
+            let snap = site.board.snapshot();
+            let done = snap.targets.values().filter(|t| t.polled).count();
+            if snap.ready() {
+                text(StatusCode::OK, "Ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "Not ready: {done} of {} targets have finished a poll\n",
+                        snap.targets.len()
+                    ),
+                )
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn html_escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn landing(site: &Site) -> Response<Full<Bytes>> {
+    let snap = site.board.snapshot();
+    let mut h = String::with_capacity(2048);
+    h.push_str("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>rtc-exporter</title>");
+    h.push_str("<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}.down{color:#b00}.up{color:#070}</style></head><body>");
+    let _ = write!(
+        h,
+        "<h1>rtc-exporter</h1><p>version {} ({})</p><ul><li><a href=\"",
+        crate::VERSION,
+        crate::REVISION
+    );
+    html_escape(&site.telemetry_path, &mut h);
+    h.push_str("\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>");
+    h.push_str("<h2>Targets</h2><table><tr><th>target</th><th>vendor</th><th>state</th><th>rooms</th><th>users</th><th>last poll (s)</th><th>failures</th><th>last error</th></tr>");
+    for t in snap.targets.values() {
+        let (class, state) = match (t.polled, t.up) {
+            (false, _) => ("", "pending"),
+            (true, true) => ("up", "up"),
+            (true, false) => ("down", "down"),
+        };
+        h.push_str("<tr><td>");
+        html_escape(&t.name, &mut h);
+        let _ = write!(
+            h,
+            "</td><td>{}</td><td class=\"{class}\">{state}</td>",
+            t.vendor
+        );
+        match &t.data {
+            Some(d) => {
+                let _ = write!(h, "<td>{}</td><td>{}</td>", d.rooms_active, d.users);
+            }
+            None => h.push_str("<td>-</td><td>-</td>"),
+        }
+        match t.last_duration {
+            Some(d) => {
+                let _ = write!(h, "<td>{d:.3}</td>");
+            }
+            None => h.push_str("<td>-</td>"),
+        }
+        let _ = write!(h, "<td>{}</td><td>", t.consecutive_failures);
+        html_escape(t.last_error.as_deref().unwrap_or(""), &mut h);
+        h.push_str("</td></tr>");
+    }
+    h.push_str("</table></body></html>\n");
+    let mut r = Response::new(Full::new(Bytes::from(h)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen(":10063").ok(), "0.0.0.0:10063".parse().ok());
+        assert_eq!(parse_listen("127.0.0.1:9").ok(), "127.0.0.1:9".parse().ok());
+        assert_eq!(parse_listen("[::1]:9").ok(), "[::1]:9".parse().ok());
+        assert!(parse_listen("nonsense").is_err());
+        assert!(parse_listen(":99999").is_err());
+    }
+}

@@ -1,0 +1,314 @@
+//! Simulated vendor servers on loopback, for `demo`, `simulate`, the tests and the benchmarks.
+//!
+//! Each vendor's simulator checks signatures with its own code (not the client's), answers with
+//! the vendor's envelope and codes, throttles at the documented QPS, pages and limits windows as
+//! documented, and drives rooms from a seeded [`scenario::Scenario`] whose ground truth tests can
+//! read. Faults can be switched on per API ([`Fault`]).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::vendor::BoxFuture;
+
+pub mod scenario;
+pub mod ucloud_urtc;
+
+/// A request as a simulator sees it.
+#[derive(Debug, Clone)]
+pub struct SimRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Raw query string (still percent-encoded), without `?`.
+    pub query: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl SimRequest {
+    /// A header as a string.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+/// A simulator's answer.
+#[derive(Debug, Clone)]
+pub struct SimResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl SimResponse {
+    /// A JSON answer.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        SimResponse {
+            status,
+            content_type: "application/json",
+            body: value.to_string().into_bytes(),
+        }
+    }
+    /// A gateway error page, as a load balancer sends it.
+    pub fn gateway(status: u16) -> Self {
+        SimResponse {
+            status,
+            content_type: "text/html",
+            body: format!("<html><body><h1>{status} Bad Gateway</h1></body></html>").into_bytes(),
+        }
+    }
+    /// Cuts the body short, for the malformed-body fault.
+    pub fn truncated(mut self) -> Self {
+        let keep = self.body.len() / 2;
+        self.body.truncate(keep);
+        self
+    }
+}
+
+/// One simulated vendor.
+pub trait Simulator: Send + Sync + 'static {
+    /// The vendor's registry name.
+    fn vendor(&self) -> &'static str;
+    /// Answers one request.
+    fn handle<'a>(&'a self, req: SimRequest) -> BoxFuture<'a, SimResponse>;
+    /// A target entry (YAML mapping) that polls this simulator at `endpoint`.
+    fn demo_target(&self, endpoint: &str) -> serde_yaml::Value;
+    /// Human-readable keys and ids, for `simulate`.
+    fn describe(&self) -> String;
+    /// For tests: the concrete simulator (ground truth, faults, clock).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Faults to inject into one API's answers.
+#[derive(Debug, Clone, Default)]
+pub struct Fault {
+    /// Added before answering.
+    pub latency: Duration,
+    /// Answer with this vendor error code.
+    pub code: Option<String>,
+    /// Answer with this HTTP status and an HTML body.
+    pub http_status: Option<u16>,
+    /// Cut the JSON body in half.
+    pub malformed: bool,
+    /// Send numeric codes as strings (e.g. UCloud `"RetCode": "0"`).
+    pub code_as_string: bool,
+}
+
+/// Faults by API name.
+#[derive(Debug, Default)]
+pub struct Faults(Mutex<HashMap<String, Fault>>);
+
+impl Faults {
+    /// Sets the fault of one API (replacing any).
+    pub fn set(&self, api: &str, fault: Fault) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(api.to_string(), fault);
+    }
+    /// Clears every fault.
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+    /// The fault of one API (none: the default).
+    pub fn get(&self, api: &str) -> Fault {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(api)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The simulator's clock: live, or frozen at a Unix time (tests).
+#[derive(Debug, Default)]
+pub struct SimClock {
+    frozen: Mutex<Option<i64>>,
+    skew: Mutex<i64>,
+}
+
+impl SimClock {
+    /// Unix seconds now, as the simulator sees it.
+    pub fn now(&self) -> i64 {
+        let frozen = *self.frozen.lock().unwrap_or_else(|p| p.into_inner());
+        frozen.unwrap_or_else(|| chrono::Utc::now().timestamp()) + self.skew()
+    }
+    /// Freezes the scenario at `t`.
+    pub fn freeze(&self, t: i64) {
+        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+    }
+    /// Lets time run again.
+    pub fn thaw(&self) {
+        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    /// Shifts the simulator's clock against the real one (a vendor with a wrong clock).
+    pub fn set_skew(&self, seconds: i64) {
+        *self.skew.lock().unwrap_or_else(|p| p.into_inner()) = seconds;
+    }
+    fn skew(&self) -> i64 {
+        *self.skew.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The vendor side's rate limit: a token bucket per (account, API) holding at most one
+/// second's worth of requests (at least one), refilled continuously.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    buckets: Mutex<HashMap<(String, String), (f64, Instant)>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// Takes a token; `false` means the vendor would answer with its throttle error.
+    pub fn allow(&self, account: &str, api: &str, qps: f64) -> bool {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let cap = qps.max(1.0);
+        let entry = b
+            .entry((account.to_string(), api.to_string()))
+            .or_insert((cap, now));
+        let refill = now.duration_since(entry.1).as_secs_f64() * qps;
+        entry.0 = (entry.0 + refill).min(cap);
+        entry.1 = now;
+        if entry.0 >= 1.0 {
+            entry.0 -= 1.0;
+            true
+        } else {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            false
+        }
+    }
+    /// How many requests were refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A random key of `len` hex characters (demo and simulate credentials).
+pub fn random_key(rng: &mut fastrand::Rng, len: usize) -> String {
+    (0..len)
+        .map(|_| char::from(b"0123456789abcdef"[rng.usize(..16)]))
+        .collect()
+}
+
+/// A running simulator server.
+pub struct SimServer {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The simulator.
+    pub sim: Arc<dyn Simulator>,
+    /// Requests served.
+    pub served: Arc<std::sync::atomic::AtomicU64>,
+    stop: watch::Sender<bool>,
+}
+
+impl SimServer {
+    /// Binds `addr` (use port 0 for any) and serves `sim` in the background.
+    pub async fn start(sim: Arc<dyn Simulator>, addr: SocketAddr) -> std::io::Result<SimServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let s = sim.clone();
+        let count = served.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+                    _ = stopped.changed() => return,
+                };
+                let sim = s.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let sim = sim.clone();
+                            let count = count.clone();
+                            async move {
+                                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                Ok::<_, Infallible>(answer(sim.as_ref(), req).await)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(SimServer {
+            addr,
+            endpoint: format!("http://{addr}"),
+            sim,
+            served,
+            stop,
+        })
+    }
+
+    /// The concrete simulator, for tests.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.sim.as_any().downcast_ref::<T>()
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn answer(sim: &dyn Simulator, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let sreq = SimRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: parts.headers,
+        body,
+    };
+    let r = sim.handle(sreq).await;
+    let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+    resp
+}
+
+/// Starts one simulator per registered vendor on `ip` (port 0 each), seeded with `seed`.
+pub async fn start_all(ip: std::net::IpAddr, seed: u64) -> std::io::Result<Vec<SimServer>> {
+    let mut out = Vec::new();
+    for (i, entry) in crate::vendor::REGISTRY.iter().enumerate() {
+        let sim = (entry.simulator)(seed.wrapping_add(i as u64));
+        out.push(SimServer::start(sim, SocketAddr::new(ip, 0)).await?);
+    }
+    Ok(out)
+}

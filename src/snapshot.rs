@@ -1,0 +1,179 @@
+//! Immutable per-target views and the [`Board`] that swaps them whole.
+//!
+//! A poll publishes a new [`TargetView`]; the board renders the exposition text once and swaps
+//! the whole [`Snapshot`] atomically. A scrape loads the current snapshot (no lock) and serves
+//! its bytes; gzip is computed at most once per snapshot.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::metrics::{self, SelfMetrics};
+use crate::vendor::{DeviceCounts, TargetInfo};
+
+/// One room's series values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomRow {
+    /// Room id.
+    pub room: String,
+    /// In progress now.
+    pub active: bool,
+    /// Users now.
+    pub users: u64,
+    /// Invisible users now, where the vendor tells.
+    pub invisible: Option<u64>,
+    /// Peak today.
+    pub peak: u64,
+    /// Accumulated today.
+    pub accumulated: u64,
+    /// Configured capacity.
+    pub capacity: Option<u64>,
+}
+
+/// The data of a target's last good poll.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetData {
+    /// Rooms with their own series (at most `max_rooms`, busiest first kept), sorted by id.
+    pub rooms: Vec<RoomRow>,
+    /// Rooms in progress now, all of them.
+    pub rooms_active: u64,
+    /// Users now over all rooms.
+    pub users: u64,
+    /// Peak concurrent users of the target today.
+    pub peak: u64,
+    /// Accumulated users of the target today.
+    pub accumulated: u64,
+    /// Users by device.
+    pub devices: Option<DeviceCounts>,
+    /// Watched users: (id, online).
+    pub watched: Vec<(String, bool)>,
+    /// Rooms beyond `max_rooms`.
+    pub rooms_dropped: u64,
+}
+
+/// Everything known about one target at one moment.
+#[derive(Debug, Clone)]
+pub struct TargetView {
+    /// Target name.
+    pub name: String,
+    /// Vendor name.
+    pub vendor: &'static str,
+    /// Static facts.
+    pub info: TargetInfo,
+    /// Poll interval (cron: time between its next two runs).
+    pub interval_seconds: f64,
+    /// A poll has finished (success or failure).
+    pub polled: bool,
+    /// The last poll succeeded whole.
+    pub up: bool,
+    /// Unix time of the end of the last successful poll.
+    pub last_success: Option<f64>,
+    /// Duration of the last poll, seconds.
+    pub last_duration: Option<f64>,
+    /// Polls failed in a row.
+    pub consecutive_failures: u32,
+    /// Why the last poll failed.
+    pub last_error: Option<String>,
+    /// Last good data; `None` before the first success and once stale.
+    pub data: Option<Arc<TargetData>>,
+}
+
+/// An immutable, rendered state of every target.
+pub struct Snapshot {
+    /// The views it was rendered from.
+    pub targets: BTreeMap<String, Arc<TargetView>>,
+    /// The exposition text.
+    pub text: Bytes,
+    gzip: OnceLock<Bytes>,
+}
+
+impl Snapshot {
+    /// The text, gzip-compressed (computed on first use, then kept).
+    pub fn gzip(&self) -> Bytes {
+        self.gzip
+            .get_or_init(|| {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(self.text.len() / 4),
+                    flate2::Compression::fast(),
+                );
+                // Writing into a Vec cannot fail.
+                let _ = enc.write_all(&self.text);
+                Bytes::from(enc.finish().unwrap_or_default())
+            })
+            .clone()
+    }
+
+    /// Every target has finished at least one poll.
+    pub fn ready(&self) -> bool {
+        self.targets.values().all(|t| t.polled)
+    }
+}
+
+/// Where polls publish and scrapes read.
+pub struct Board {
+    views: Mutex<BTreeMap<String, Arc<TargetView>>>,
+    current: ArcSwap<Snapshot>,
+    metrics: Arc<SelfMetrics>,
+}
+
+impl Board {
+    /// A board with the initial views of every target.
+    pub fn new(initial: Vec<TargetView>, metrics: Arc<SelfMetrics>) -> Self {
+        let views: BTreeMap<_, _> = initial
+            .into_iter()
+            .map(|v| (v.name.clone(), Arc::new(v)))
+            .collect();
+        let snapshot = Self::render_snapshot(views.clone(), &metrics);
+        Board {
+            views: Mutex::new(views),
+            current: ArcSwap::from_pointee(snapshot),
+            metrics,
+        }
+    }
+
+    fn render_snapshot(
+        targets: BTreeMap<String, Arc<TargetView>>,
+        metrics: &SelfMetrics,
+    ) -> Snapshot {
+        let text = Bytes::from(metrics::render(&targets, metrics));
+        Snapshot {
+            targets,
+            text,
+            gzip: OnceLock::new(),
+        }
+    }
+
+    /// Replaces one target's view and swaps in a newly rendered snapshot.
+    pub fn publish(&self, view: TargetView) {
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        views.insert(view.name.clone(), Arc::new(view));
+        // Rendered under the views lock so snapshots are stored in publish order; the lock is
+        // never held across a poll, and scrapes do not take it.
+        self.current.store(Arc::new(Self::render_snapshot(
+            views.clone(),
+            &self.metrics,
+        )));
+    }
+
+    /// Re-renders with the current views (fresh self-metrics and process figures).
+    pub fn refresh(&self) {
+        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        self.current.store(Arc::new(Self::render_snapshot(
+            views.clone(),
+            &self.metrics,
+        )));
+    }
+
+    /// The current view of one target.
+    pub fn view(&self, name: &str) -> Option<Arc<TargetView>> {
+        self.current.load().targets.get(name).cloned()
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+}

@@ -1,0 +1,464 @@
+//! The vendor trait, the registry, the vendor-neutral [`Observation`], and the plumbing every
+//! vendor shares: one HTTP client, a rate limiter per (vendor, api, account), and the one place
+//! ([`Api::call`]) that times, counts and logs every request and vendor error code.
+//!
+//! A vendor module knows its own config keys, signing, paging and error codes, nothing else.
+//! Adding one: a new file here, its simulator twin in `sim/`, and one [`REGISTRY`] line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
+
+use crate::config::FieldError;
+use crate::metrics::SelfMetrics;
+use crate::sim::Simulator;
+
+pub mod ucloud_urtc;
+
+/// A boxed future, as the trait returns (the trait is used as `dyn Vendor`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One configured target's client: built from the vendor's config keys, polled by the scheduler.
+pub trait Vendor: Send + Sync + 'static {
+    /// Static facts for `rtc_target_info`.
+    fn info(&self) -> TargetInfo;
+    /// Polls the vendor once: every room of the target, with all pages and windows.
+    fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>>;
+}
+
+/// A registry row: the `vendor:` name, its config parser and its simulator.
+pub struct VendorEntry {
+    /// The `vendor:` value and the `vendor` label.
+    pub name: &'static str,
+    /// Builds a client from the target's vendor-specific keys (unknown keys are errors).
+    pub parse: fn(serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError>,
+    /// Builds the simulated vendor server for the demo, tests and benchmarks.
+    pub simulator: fn(seed: u64) -> Arc<dyn Simulator>,
+}
+
+/// Every vendor, by name. One line per vendor.
+pub static REGISTRY: &[VendorEntry] = &[ucloud_urtc::ENTRY];
+
+/// Finds a vendor by its `vendor:` name.
+pub fn lookup(name: &str) -> Option<&'static VendorEntry> {
+    REGISTRY.iter().find(|e| e.name == name)
+}
+
+/// Static facts of a target (`rtc_target_info`).
+#[derive(Debug, Clone, Default)]
+pub struct TargetInfo {
+    /// The vendor's application id.
+    pub app: String,
+    /// The vendor region, or empty.
+    pub region: String,
+}
+
+/// Device classes of `rtc_device_users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Device {
+    /// iOS and iPadOS.
+    Ios,
+    /// Android.
+    Android,
+    /// Windows.
+    Windows,
+    /// macOS.
+    Mac,
+    /// Linux.
+    Linux,
+    /// Browsers.
+    Web,
+    /// Anything else (HarmonyOS, mini-programs, unknown).
+    Other,
+}
+
+impl Device {
+    /// Every device class, in label order.
+    pub const ALL: [Device; 7] = [
+        Device::Ios,
+        Device::Android,
+        Device::Windows,
+        Device::Mac,
+        Device::Linux,
+        Device::Web,
+        Device::Other,
+    ];
+    /// The `device` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Device::Ios => "ios",
+            Device::Android => "android",
+            Device::Windows => "windows",
+            Device::Mac => "mac",
+            Device::Linux => "linux",
+            Device::Web => "web",
+            Device::Other => "other",
+        }
+    }
+    /// Maps a vendor's OS or platform name (any case) to a device class.
+    pub fn from_name(name: &str) -> Device {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "ios" | "ipados" | "iphone" | "ipad" => Device::Ios,
+            "android" => Device::Android,
+            "windows" | "win" | "win32" | "win64" | "pc" => Device::Windows,
+            "mac" | "macos" | "osx" | "darwin" => Device::Mac,
+            "linux" => Device::Linux,
+            "web" | "h5" | "browser" => Device::Web,
+            _ => Device::Other,
+        }
+    }
+}
+
+/// Users by device class.
+pub type DeviceCounts = BTreeMap<Device, u64>;
+
+/// How a room's figures for the day are known.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DayFigures {
+    /// The vendor reports the day's peak and accumulated users itself.
+    Reported {
+        /// Peak concurrent users in [local midnight, now].
+        peak: u64,
+        /// Accumulated users in [local midnight, now].
+        accumulated: u64,
+    },
+    /// The vendor lists who is in now; the ledger derives observed lower bounds.
+    Present(Vec<String>),
+}
+
+/// One room as a vendor saw it in one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomObservation {
+    /// Room id.
+    pub room: String,
+    /// In progress now.
+    pub active: bool,
+    /// Users now (visible + invisible; bots excluded where the vendor tells them apart).
+    pub users: u64,
+    /// Invisible users now, where the vendor tells.
+    pub invisible: Option<u64>,
+    /// Peak and accumulated, or who is present.
+    pub day: DayFigures,
+}
+
+/// What one poll of one target saw: vendor-neutral.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observation {
+    /// Every room the vendor listed.
+    pub rooms: Vec<RoomObservation>,
+    /// Users by device, where the vendor tells.
+    pub devices: Option<DeviceCounts>,
+    /// Watched users: (user id, online).
+    pub watched: Vec<(String, bool)>,
+}
+
+/// Why one request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The vendor answered with an error code.
+    #[error("{api}: vendor error {code}: {message}")]
+    Vendor {
+        /// The API.
+        api: &'static str,
+        /// The code as the vendor sent it.
+        code: String,
+        /// The code as counted: documented codes as they are, the rest `other`.
+        label: &'static str,
+        /// The vendor's message.
+        message: String,
+        /// The code means "too many requests".
+        throttled: bool,
+    },
+    /// The HTTP request did not finish within `request_timeout`.
+    #[error("{api}: request timed out")]
+    Timeout {
+        /// The API.
+        api: &'static str,
+    },
+    /// Connection refused, reset, TLS failure, ...
+    #[error("{api}: transport error: {message}")]
+    Transport {
+        /// The API.
+        api: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// An HTTP status the vendor does not use for its own errors, e.g. 502.
+    #[error("{api}: HTTP {status} without a vendor error")]
+    Http {
+        /// The API.
+        api: &'static str,
+        /// The status.
+        status: u16,
+    },
+    /// The body is not what the vendor documents.
+    #[error("{api}: malformed response: {message}")]
+    Malformed {
+        /// The API.
+        api: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Why a whole poll failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PollError {
+    /// A request failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The poll did not finish within `poll_timeout`.
+    #[error("poll did not finish within poll_timeout ({0:?})")]
+    Deadline(Duration),
+}
+
+/// What a vendor may use during one poll: time, zone, endpoint and the shared plumbing.
+pub struct PollCtx {
+    /// The target's name.
+    pub target: String,
+    /// The vendor's registry name.
+    pub vendor: &'static str,
+    /// Wall-clock time at the start of the poll.
+    pub now: DateTime<Utc>,
+    /// `global.timezone`.
+    pub tz: Tz,
+    /// Endpoint override.
+    pub endpoint: Option<String>,
+    /// QPS lowered by config.
+    pub qps: Option<f64>,
+    /// Shared HTTP client, limiters and self-metrics.
+    pub plumbing: Arc<Plumbing>,
+}
+
+impl PollCtx {
+    /// The local date of `now`.
+    pub fn today(&self) -> NaiveDate {
+        self.now.with_timezone(&self.tz).date_naive()
+    }
+
+    /// Local midnight of today, as Unix seconds.
+    pub fn day_start(&self) -> i64 {
+        local_midnight(self.tz, self.today()).timestamp()
+    }
+
+    /// A handle for one API of one account: rate limited at `documented_qps`, or lower where
+    /// the target's `qps:` says so. Every target on the same account shares the limiter.
+    pub fn api(&self, api: &'static str, account: &str, documented_qps: f64) -> Api<'_> {
+        let qps = self.qps.map_or(documented_qps, |q| q.min(documented_qps));
+        let limiter = self.plumbing.limiter(self.vendor, api, account, qps);
+        Api {
+            ctx: self,
+            api,
+            limiter,
+        }
+    }
+
+    /// The endpoint to use: the override, or the vendor's default.
+    pub fn endpoint_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.endpoint.as_deref().unwrap_or(default)
+    }
+}
+
+/// Midnight of `date` in `tz` (the earliest instant of that date, across DST gaps).
+pub fn local_midnight(tz: Tz, date: NaiveDate) -> DateTime<Tz> {
+    let mut t = date.and_time(chrono::NaiveTime::MIN);
+    for _ in 0..48 {
+        if let Some(dt) = tz.from_local_datetime(&t).earliest() {
+            return dt;
+        }
+        t += chrono::Duration::minutes(30);
+    }
+    Utc.from_utc_datetime(&date.and_time(chrono::NaiveTime::MIN))
+        .with_timezone(&tz)
+}
+
+type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    DefaultClock,
+    governor::middleware::NoOpMiddleware,
+>;
+
+struct SharedLimiter {
+    qps: f64,
+    limiter: Arc<Limiter>,
+}
+
+/// Pacing headroom: requests are spaced 2 % wider than the documented QPS, so jitter on the
+/// way to the vendor cannot push two of them into one of its windows.
+const PACING_HEADROOM: f64 = 1.02;
+
+/// The one HTTP client, the limiters and the self-metrics, shared by every target.
+pub struct Plumbing {
+    /// The HTTP client (rustls; `request_timeout` on every request).
+    pub http: reqwest::Client,
+    /// Counters and histograms of the exporter itself.
+    pub metrics: Arc<SelfMetrics>,
+    limiters: Mutex<HashMap<(&'static str, &'static str, String), SharedLimiter>>,
+}
+
+impl Plumbing {
+    /// Builds the shared client.
+    pub fn new(
+        request_timeout: Duration,
+        metrics: Arc<SelfMetrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .connect_timeout(request_timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("rtc-exporter/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Plumbing {
+            http,
+            metrics,
+            limiters: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn limiter(
+        &self,
+        vendor: &'static str,
+        api: &'static str,
+        account: &str,
+        qps: f64,
+    ) -> Arc<Limiter> {
+        let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (vendor, api, account.to_string());
+        if let Some(s) = map.get(&key) {
+            if s.qps <= qps {
+                return s.limiter.clone();
+            }
+        }
+        // The lowest QPS any target asks for wins for the whole account.
+        let period = Duration::from_secs_f64(PACING_HEADROOM / qps.max(0.001));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::MIN);
+        let limiter = Arc::new(RateLimiter::direct(quota));
+        map.insert(
+            key,
+            SharedLimiter {
+                qps,
+                limiter: limiter.clone(),
+            },
+        );
+        limiter
+    }
+}
+
+/// One API of one account, for one poll: rate limited, timed and counted.
+pub struct Api<'a> {
+    ctx: &'a PollCtx,
+    api: &'static str,
+    limiter: Arc<Limiter>,
+}
+
+impl Api<'_> {
+    /// The API name (the `api` label).
+    pub fn name(&self) -> &'static str {
+        self.api
+    }
+
+    async fn wait_turn(&self) {
+        let clock = DefaultClock::default();
+        while let Err(not_until) = self.limiter.check() {
+            tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
+        }
+    }
+
+    /// Sends one request after its turn at the limiter; `parse` turns the HTTP status and
+    /// body into a value or a [`CallError`]. Counts the outcome, the vendor code and the
+    /// duration, and logs failures, all here.
+    pub async fn call<T>(
+        &self,
+        request: reqwest::RequestBuilder,
+        parse: impl FnOnce(u16, &[u8]) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        self.wait_turn().await;
+        let start = tokio::time::Instant::now();
+        let api = self.api;
+        let sent = async {
+            let resp = request.send().await.map_err(|e| classify(api, e))?;
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await.map_err(|e| classify(api, e))?;
+            Ok::<_, CallError>((status, body))
+        }
+        .await;
+        let elapsed = start.elapsed().as_secs_f64();
+        let result = sent.and_then(|(status, body)| parse(status, &body));
+        self.ctx.plumbing.metrics.record_request(
+            &self.ctx.target,
+            self.ctx.vendor,
+            api,
+            elapsed,
+            result.as_ref().err(),
+        );
+        result
+    }
+}
+
+fn classify(api: &'static str, e: reqwest::Error) -> CallError {
+    if e.is_timeout() {
+        return CallError::Timeout { api };
+    }
+    // Never the URL: some vendors carry keys in it.
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    CallError::Transport { api, message }
+}
+
+impl fmt::Debug for Plumbing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plumbing").finish_non_exhaustive()
+    }
+}
+
+/// Reads a JSON body, naming the API in the error.
+pub fn json<T: serde::de::DeserializeOwned>(
+    api: &'static str,
+    body: &[u8],
+) -> Result<T, CallError> {
+    serde_json::from_slice(body).map_err(|e| CallError::Malformed {
+        api,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_map_known_names() {
+        assert_eq!(Device::from_name("iOS"), Device::Ios);
+        assert_eq!(Device::from_name("Android"), Device::Android);
+        assert_eq!(Device::from_name("harmony"), Device::Other);
+        assert_eq!(Device::from_name(""), Device::Other);
+    }
+
+    #[test]
+    fn midnight_in_zone() {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap_or_default();
+        let m = local_midnight(chrono_tz::Asia::Shanghai, d);
+        assert_eq!(
+            m.with_timezone(&Utc).to_rfc3339(),
+            "2026-11-21T16:00:00+00:00"
+        );
+    }
+}

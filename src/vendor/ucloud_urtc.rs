@@ -1,0 +1,497 @@
+//! UCloud URTC: `QueryURtcOnlineUsers`, the rooms of an app in [local midnight, now] with the
+//! vendor's current, peak and accumulated users.
+//!
+//! Signing (vendors.md §1): every parameter but `Signature`, sorted by key bytes, `keyvalue`
+//! concatenated with decoded values, the private key appended, SHA1 in lower-case hex. Form
+//! POST; pages of 100 until `TotalCount` or a short page; `RetCode` number or string; `Message`
+//! or `Msg`; `CurrentAmount` falls back to `Num`. Several calls of one room in the day:
+//! peak = max, accumulated = sum.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use sha1::{Digest, Sha1};
+
+use super::{
+    BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError, RoomObservation, TargetInfo,
+    Vendor, VendorEntry,
+};
+use crate::config::{from_value, FieldError, Secret};
+use crate::sim::ucloud_urtc::UrtcSim;
+
+/// The registry row.
+pub const ENTRY: VendorEntry = VendorEntry {
+    name: "ucloud_urtc",
+    parse,
+    simulator: |seed| Arc::new(UrtcSim::new(seed, 12)),
+};
+
+const API: &str = "QueryURtcOnlineUsers";
+const DEFAULT_ENDPOINT: &str = "https://api.ucloud.cn";
+/// No QPS is published; 10 per public key (vendors.md §1 decision).
+const QPS: f64 = 10.0;
+const PAGE: usize = 100;
+/// A vendor that keeps saying "full page" must not keep us paging forever.
+const MAX_PAGES: usize = 1000;
+
+/// Every RetCode vendors.md §1 documents; others count as `other`.
+const CODES: &[&str] = &[
+    "110", "130", "150", "151", "152", "153", "160", "161", "170", "171", "172", "200", "210",
+    "220", "230", "300", "999",
+];
+const THROTTLED: &str = "153";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    credentials: Credentials,
+    app_id: String,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    public_key: String,
+    private_key: Secret,
+}
+
+fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
+    let s: Settings = from_value(value)?;
+    if s.app_id.is_empty() {
+        return Err(FieldError::new("app_id", "must not be empty"));
+    }
+    if s.credentials.public_key.is_empty() {
+        return Err(FieldError::new(
+            "credentials.public_key",
+            "must not be empty",
+        ));
+    }
+    Ok(Arc::new(UcloudUrtc { s }))
+}
+
+/// The string UCloud signs: sorted `keyvalue` pairs, then the private key.
+pub fn string_to_sign(params: &[(&str, String)], private_key: &str) -> String {
+    let mut sorted: Vec<_> = params.iter().filter(|(k, _)| *k != "Signature").collect();
+    sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut s = String::new();
+    for (k, v) in sorted {
+        s.push_str(k);
+        s.push_str(v);
+    }
+    s.push_str(private_key);
+    s
+}
+
+/// The `Signature` parameter: SHA1 of [`string_to_sign`], lower-case hex.
+pub fn signature(params: &[(&str, String)], private_key: &str) -> String {
+    hex::encode(Sha1::digest(string_to_sign(params, private_key).as_bytes()))
+}
+
+/// One configured URTC target.
+pub struct UcloudUrtc {
+    s: Settings,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "RetCode")]
+    ret_code: Option<Value>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+    #[serde(rename = "Msg")]
+    msg: Option<String>,
+    #[serde(rename = "Data")]
+    data: Option<Vec<Value>>,
+    #[serde(rename = "TotalCount")]
+    total_count: Option<Value>,
+}
+
+/// A number, or a string holding one (UCloud's backend sends both).
+fn lenient_u64(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn lenient_code(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// One entry of `Data`: one call of one room.
+#[derive(Debug, PartialEq)]
+struct CallRow {
+    room: String,
+    active: bool,
+    current: u64,
+    peak: u64,
+    accumulated: u64,
+}
+
+fn call_row(v: &Value) -> Option<CallRow> {
+    let o = v.as_object()?;
+    let room = match o.get("RoomId")? {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let current = lenient_u64(o.get("CurrentAmount"))
+        .or_else(|| lenient_u64(o.get("Num")))
+        .unwrap_or(0);
+    let active = match o.get("RoomStatus") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        // Not told: in progress if someone is in.
+        _ => current > 0,
+    };
+    let current = if active { current } else { 0 };
+    Some(CallRow {
+        room,
+        active,
+        current,
+        peak: lenient_u64(o.get("PeekAmount"))
+            .unwrap_or(current)
+            .max(current),
+        accumulated: lenient_u64(o.get("AccumulationAmount")).unwrap_or(current),
+    })
+}
+
+struct Page {
+    rows: Vec<CallRow>,
+    returned: usize,
+    total: Option<u64>,
+}
+
+fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
+    let env: Envelope = match serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(_) if !(200..300).contains(&status) => {
+            return Err(CallError::Http { api: API, status })
+        }
+        Err(e) => {
+            return Err(CallError::Malformed {
+                api: API,
+                message: e.to_string(),
+            })
+        }
+    };
+    let code = lenient_code(env.ret_code.as_ref()).ok_or_else(|| CallError::Malformed {
+        api: API,
+        message: "RetCode missing or not a number".into(),
+    })?;
+    if code != "0" {
+        let label = CODES
+            .iter()
+            .find(|c| **c == code)
+            .copied()
+            .unwrap_or("other");
+        return Err(CallError::Vendor {
+            api: API,
+            throttled: code == THROTTLED,
+            label,
+            message: env.message.or(env.msg).unwrap_or_default(),
+            code,
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(CallError::Http { api: API, status });
+    }
+    let data = env.data.unwrap_or_default();
+    let rows: Vec<CallRow> = data.iter().filter_map(call_row).collect();
+    if rows.len() < data.len() {
+        tracing::warn!(
+            api = API,
+            skipped = data.len() - rows.len(),
+            "entries without a RoomId skipped"
+        );
+    }
+    Ok(Page {
+        returned: data.len(),
+        rows,
+        total: lenient_u64(env.total_count.as_ref()),
+    })
+}
+
+/// Calls aggregated per room: in progress if any call is, users of the running call,
+/// peak = max, accumulated = sum.
+fn aggregate(rows: Vec<CallRow>, allow: Option<&[String]>) -> Vec<RoomObservation> {
+    let mut rooms: BTreeMap<String, (bool, u64, u64, u64)> = BTreeMap::new();
+    for r in rows {
+        if allow.is_some_and(|a| !a.contains(&r.room)) {
+            continue;
+        }
+        let e = rooms.entry(r.room).or_default();
+        e.0 |= r.active;
+        e.1 += r.current;
+        e.2 = e.2.max(r.peak);
+        e.3 += r.accumulated;
+    }
+    rooms
+        .into_iter()
+        .map(
+            |(room, (active, users, peak, accumulated))| RoomObservation {
+                room,
+                active,
+                users,
+                invisible: None,
+                day: DayFigures::Reported { peak, accumulated },
+            },
+        )
+        .collect()
+}
+
+impl UcloudUrtc {
+    async fn fetch(&self, ctx: &PollCtx) -> Result<Observation, PollError> {
+        let api = ctx.api(API, &self.s.credentials.public_key, QPS);
+        let url = format!(
+            "{}/?Action={API}",
+            ctx.endpoint_or(DEFAULT_ENDPOINT).trim_end_matches('/')
+        );
+        let (start, end) = (ctx.day_start(), ctx.now.timestamp());
+        let mut rows = Vec::new();
+        let mut offset = 0usize;
+        for _ in 0..MAX_PAGES {
+            let mut params: Vec<(&str, String)> = vec![
+                ("Action", API.to_string()),
+                ("AppId", self.s.app_id.clone()),
+                ("StartTime", start.to_string()),
+                ("EndTime", end.to_string()),
+                ("Offset", offset.to_string()),
+                ("Limit", PAGE.to_string()),
+                ("PublicKey", self.s.credentials.public_key.clone()),
+            ];
+            let sig = signature(&params, self.s.credentials.private_key.expose());
+            params.push(("Signature", sig));
+            let body = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
+                .finish();
+            let request = ctx
+                .plumbing
+                .http
+                .post(&url)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body);
+            let page = api.call(request, parse_page).await?;
+            rows.extend(page.rows);
+            offset += PAGE;
+            let more = page.returned >= PAGE && page.total.is_none_or(|t| (offset as u64) < t);
+            if !more {
+                break;
+            }
+        }
+        Ok(Observation {
+            rooms: aggregate(rows, self.s.rooms.as_deref()),
+            ..Observation::default()
+        })
+    }
+}
+
+impl Vendor for UcloudUrtc {
+    fn info(&self) -> TargetInfo {
+        TargetInfo {
+            app: self.s.app_id.clone(),
+            region: String::new(),
+        }
+    }
+
+    fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>> {
+        Box::pin(self.fetch(ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PUB: &str = "ucloudsomeone@example.com1296235120854146120";
+    const PRIV: &str = "46f09bb9fab4f12dfc160dae12273d5332b5debe";
+
+    fn p(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    #[test]
+    fn published_vector_describe_uhost() {
+        let params = p(&[
+            ("Action", "DescribeUHostInstance"),
+            ("Region", "cn-bj2"),
+            ("Limit", "10"),
+            ("PublicKey", PUB),
+        ]);
+        assert_eq!(
+            string_to_sign(&params, PRIV),
+            "ActionDescribeUHostInstanceLimit10PublicKeyucloudsomeone@example.com1296235120854146120Regioncn-bj246f09bb9fab4f12dfc160dae12273d5332b5debe"
+        );
+        assert_eq!(
+            signature(&params, PRIV),
+            "cba5cf5ec4d4233d206b1b54951e3787350a642f"
+        );
+    }
+
+    #[test]
+    fn published_vector_create_uhost() {
+        let params = p(&[
+            ("Action", "CreateUHostInstance"),
+            ("CPU", "2"),
+            ("ChargeType", "Month"),
+            ("DiskSpace", "10"),
+            ("ImageId", "f43736e1-65a5-4bea-ad2e-8a46e18883c2"),
+            ("LoginMode", "Password"),
+            ("Memory", "2048"),
+            ("Name", "Host01"),
+            ("Password", "VUNsb3VkLmNu"),
+            ("Quantity", "1"),
+            ("Region", "cn-bj2"),
+            ("Zone", "cn-bj2-04"),
+            ("PublicKey", PUB),
+        ]);
+        assert_eq!(
+            signature(&params, PRIV),
+            "4f9ef5df2abab2c6fccd1e9515cb7e2df8c6bb65"
+        );
+    }
+
+    #[test]
+    fn seed_request_example() {
+        let params = p(&[
+            ("Action", "QueryURtcOnlineUsers"),
+            ("AppId", "URtc-h4r1txxy"),
+            ("StartTime", "1563150096"),
+            ("EndTime", "1563158718"),
+            ("RoomId", "oMMAvLDR"),
+            ("Offset", "4"),
+            ("Limit", "8"),
+            ("PublicKey", PUB),
+        ]);
+        assert_eq!(
+            signature(&params, PRIV),
+            "40e24d75febea3fffc2605fb3099da9e2ba0a6fc"
+        );
+    }
+
+    #[test]
+    fn keys_sort_by_bytes() {
+        let s = string_to_sign(&p(&[("X.2", "b"), ("X.10", "a"), ("Signature", "zz")]), "k");
+        assert_eq!(s, "X.10aX.2bk");
+    }
+
+    #[test]
+    fn seed_response_example_with_only_num() {
+        let body = br#"{"Action":"QueryURtcOnlineUsersResponse","Data":[{"Num":123,"RoomId":"111"}],"Msg":"Succeed","RetCode":0,"TotalCount":7}"#;
+        let page = parse_page(200, body).map_err(|e| e.to_string());
+        let page = page.as_ref().map(|p| (&p.rows, p.total));
+        assert_eq!(
+            page,
+            Ok((
+                &vec![CallRow {
+                    room: "111".into(),
+                    active: true,
+                    current: 123,
+                    peak: 123,
+                    accumulated: 123
+                }],
+                Some(7)
+            ))
+        );
+    }
+
+    #[test]
+    fn retcode_as_string_and_message_or_msg() {
+        let e = parse_page(
+            200,
+            br#"{"RetCode":"171","Message":"Signature VerifyAC Error"}"#,
+        );
+        assert!(
+            matches!(e, Err(CallError::Vendor { ref code, label: "171", ref message, throttled: false, .. }) if code == "171" && message == "Signature VerifyAC Error")
+        );
+        let e = parse_page(200, br#"{"RetCode":153,"Msg":"slow down"}"#);
+        assert!(
+            matches!(e, Err(CallError::Vendor { label: "153", throttled: true, ref message, .. }) if message == "slow down")
+        );
+        let e = parse_page(200, br#"{"RetCode":4242}"#);
+        assert!(matches!(e, Err(CallError::Vendor { label: "other", .. })));
+        let ok = parse_page(200, br#"{"RetCode":"0","Data":[]}"#);
+        assert!(matches!(
+            ok,
+            Ok(Page {
+                returned: 0,
+                total: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn every_documented_code_maps_to_itself() {
+        for c in CODES {
+            let body = format!(r#"{{"RetCode":{c},"Message":"x"}}"#);
+            assert!(
+                matches!(parse_page(200, body.as_bytes()), Err(CallError::Vendor { label, .. }) if label == *c)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_bodies_are_errors_not_panics() {
+        assert!(matches!(
+            parse_page(200, b"{\"RetCode\":0,\"Da"),
+            Err(CallError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_page(502, b"<html>"),
+            Err(CallError::Http { status: 502, .. })
+        ));
+        assert!(matches!(
+            parse_page(200, b"{}"),
+            Err(CallError::Malformed { .. })
+        ));
+        let odd = br#"{"RetCode":0,"Data":[7,{"Num":"x"},{"RoomId":"a","CurrentAmount":"3","RoomStatus":true}]}"#;
+        let page = parse_page(200, odd).map(|p| p.rows).unwrap_or_default();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].current, 3);
+    }
+
+    #[test]
+    fn calls_of_one_room_aggregate() {
+        let row = |room: &str, active, current, peak, acc| CallRow {
+            room: room.into(),
+            active,
+            current,
+            peak,
+            accumulated: acc,
+        };
+        let rooms = aggregate(
+            vec![
+                row("a", false, 0, 7, 10),
+                row("a", true, 3, 5, 6),
+                row("b", true, 1, 1, 1),
+            ],
+            None,
+        );
+        assert_eq!(
+            rooms[0].day,
+            DayFigures::Reported {
+                peak: 7,
+                accumulated: 16
+            }
+        );
+        assert!(rooms[0].active);
+        assert_eq!(rooms[0].users, 3);
+        let only_b = aggregate(
+            vec![row("a", true, 1, 1, 1), row("b", true, 1, 1, 1)],
+            Some(&["b".to_string()]),
+        );
+        assert_eq!(only_b.len(), 1);
+    }
+}
