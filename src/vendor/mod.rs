@@ -253,8 +253,21 @@ impl PollCtx {
     /// A handle for one API of one account: rate limited at `documented_qps`, or lower where
     /// the target's `qps:` says so. Every target on the same account shares the limiter.
     pub fn api(&self, api: &'static str, account: &str, documented_qps: f64) -> Api<'_> {
+        self.api_bucket(api, api, account, documented_qps)
+    }
+
+    /// Like [`PollCtx::api`], for an API whose variants have limits of their own (Volcengine
+    /// `GetRoomOnlineUsers`: 40 QPS, 1 QPS with `Property=true`): `bucket` names the limiter,
+    /// `api` the label.
+    pub fn api_bucket(
+        &self,
+        api: &'static str,
+        bucket: &'static str,
+        account: &str,
+        documented_qps: f64,
+    ) -> Api<'_> {
         let qps = self.qps.map_or(documented_qps, |q| q.min(documented_qps));
-        let limiter = self.plumbing.limiter(self.vendor, api, account, qps);
+        let limiter = self.plumbing.limiter(self.vendor, bucket, account, qps);
         Api {
             ctx: self,
             api,
