@@ -90,6 +90,9 @@ pub async fn start(
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let metrics = Arc::new(SelfMetrics::new()?);
+    for t in &config.targets {
+        metrics.init_target(&t.name, t.vendor);
+    }
     let plumbing = Arc::new(Plumbing::new(
         config.global.request_timeout,
         metrics.clone(),

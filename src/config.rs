@@ -129,10 +129,23 @@ impl PromDuration {
 
 impl<'de> Deserialize<'de> for PromDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        PromDuration::parse(&s)
-            .map(PromDuration)
-            .map_err(de::Error::custom)
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PromDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 30s, 5m or 1h")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<PromDuration, E> {
+                PromDuration::parse(s).map(PromDuration).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<PromDuration, E> {
+                Err(E::custom(format!("{n} has no unit: write e.g. {n}s")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<PromDuration, E> {
+                Err(E::custom(format!("{n} has no unit: write e.g. {n}s")))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -164,17 +177,6 @@ impl Default for Global {
             max_rooms: 5000,
         }
     }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawGlobal {
-    timezone: Option<String>,
-    interval: Option<PromDuration>,
-    poll_timeout: Option<PromDuration>,
-    request_timeout: Option<PromDuration>,
-    stale_after: Option<u32>,
-    max_rooms: Option<usize>,
 }
 
 /// When a target is polled.
@@ -337,61 +339,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         ));
     }
 
-    let mut global = Global::default();
-    let raw_global = if raw_global.is_null() {
-        Ok(RawGlobal::default())
-    } else {
-        from_value::<RawGlobal>(raw_global)
-    };
-    match raw_global {
-        Err(e) => errors.push(format!("{file}: global.{}: {}", e.path, e.message)),
-        Ok(g) => {
-            let mut bad =
-                |field: &str, msg: String| errors.push(format!("{file}: global.{field}: {msg}"));
-            if let Some(tz) = g.timezone {
-                match tz.parse::<Tz>() {
-                    Ok(tz) => global.timezone = tz,
-                    Err(_) => bad("timezone", format!("unknown IANA time zone \"{tz}\"")),
-                }
-            }
-            let mut dur = |field: &str, v: Option<PromDuration>, slot: &mut Duration| {
-                if let Some(PromDuration(d)) = v {
-                    if d < Duration::from_millis(100) {
-                        bad(field, "must be at least 100ms".into());
-                    } else {
-                        *slot = d;
-                    }
-                }
-            };
-            dur("interval", g.interval, &mut global.interval);
-            dur("poll_timeout", g.poll_timeout, &mut global.poll_timeout);
-            dur(
-                "request_timeout",
-                g.request_timeout,
-                &mut global.request_timeout,
-            );
-            if let Some(n) = g.stale_after {
-                if n == 0 {
-                    errors.push(format!("{file}: global.stale_after: must be at least 1"));
-                } else {
-                    global.stale_after = n;
-                }
-            }
-            if let Some(n) = g.max_rooms {
-                if n == 0 {
-                    errors.push(format!("{file}: global.max_rooms: must be at least 1"));
-                } else {
-                    global.max_rooms = n;
-                }
-            }
-            if global.request_timeout > global.poll_timeout {
-                errors.push(format!(
-                    "{file}: global.request_timeout: {:?} exceeds poll_timeout {:?}",
-                    global.request_timeout, global.poll_timeout
-                ));
-            }
-        }
-    }
+    let global = parse_global(raw_global, &file, &mut errors);
 
     let mut targets = Vec::new();
     match raw_targets {
@@ -489,6 +437,75 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
         .map_err(|e| format!("invalid cron expression \"{expr}\" (six fields, seconds first): {e}"))
 }
 
+const GLOBAL_KEYS: &[&str] = &[
+    "timezone",
+    "interval",
+    "poll_timeout",
+    "request_timeout",
+    "stale_after",
+    "max_rooms",
+];
+
+/// The `global:` section, key by key, so every bad key is reported.
+fn parse_global(raw: Value, file: &str, errors: &mut Vec<String>) -> Global {
+    let mut global = Global::default();
+    let mut map = match raw {
+        Value::Null => return global,
+        Value::Mapping(m) => m,
+        _ => {
+            errors.push(format!("{file}: global: expected a mapping"));
+            return global;
+        }
+    };
+    let mut errs = Vec::new();
+    if let Some(tz) = take::<String>(&mut map, "timezone", &mut errs) {
+        match tz.parse::<Tz>() {
+            Ok(tz) => global.timezone = tz,
+            Err(_) => errs.push(FieldError::new(
+                "timezone",
+                format!("unknown IANA time zone \"{tz}\""),
+            )),
+        }
+    }
+    for (key, slot) in [
+        ("interval", &mut global.interval),
+        ("poll_timeout", &mut global.poll_timeout),
+        ("request_timeout", &mut global.request_timeout),
+    ] {
+        if let Some(PromDuration(d)) = take(&mut map, key, &mut errs) {
+            if d < Duration::from_millis(100) {
+                errs.push(FieldError::new(key, "must be at least 100ms"));
+            } else {
+                *slot = d;
+            }
+        }
+    }
+    if let Some(n) = take::<u32>(&mut map, "stale_after", &mut errs) {
+        if n == 0 {
+            errs.push(FieldError::new("stale_after", "must be at least 1"));
+        } else {
+            global.stale_after = n;
+        }
+    }
+    if let Some(n) = take::<usize>(&mut map, "max_rooms", &mut errs) {
+        if n == 0 {
+            errs.push(FieldError::new("max_rooms", "must be at least 1"));
+        } else {
+            global.max_rooms = n;
+        }
+    }
+    for (k, _) in map.iter() {
+        errs.push(FieldError::new(
+            key_name(k).trim_matches('`'),
+            format!("unknown key, expected one of: {}", GLOBAL_KEYS.join(", ")),
+        ));
+    }
+    for e in errs {
+        errors.push(format!("{file}: global.{}: {}", e.path, e.message));
+    }
+    global
+}
+
 fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, Vec<FieldError>)> {
     let Value::Mapping(mut map) = raw else {
         return Err((None, vec![FieldError::new("", "expected a mapping")]));
@@ -577,7 +594,7 @@ fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, 
     let client = entry.and_then(|entry| match (entry.parse)(Value::Mapping(map)) {
         Ok(c) => Some(c),
         Err(e) => {
-            let known = e.message.starts_with("unknown field");
+            let known = e.message.starts_with("unknown field") && !e.path.contains('.');
             let message = if known {
                 format!("{} (common keys: {})", e.message, TARGET_KEYS.join(", "))
             } else {

@@ -41,7 +41,7 @@ pub struct UrtcSim {
     pub app_id: String,
     /// The one account's public key.
     pub public_key: String,
-    private_key: String,
+    private_key: Mutex<String>,
     /// Scenario clock.
     pub clock: SimClock,
     /// Fault switches.
@@ -69,7 +69,7 @@ impl UrtcSim {
         UrtcSim {
             app_id: format!("URtc-{}", super::random_key(&mut rng, 8)),
             public_key: format!("demo-{}", super::random_key(&mut rng, 24)),
-            private_key: super::random_key(&mut rng, 40),
+            private_key: Mutex::new(super::random_key(&mut rng, 40)),
             clock,
             faults: Faults::default(),
             throttle: Throttle::default(),
@@ -79,8 +79,16 @@ impl UrtcSim {
     }
 
     /// The private key (tests and the demo configure the exporter with it).
-    pub fn private_key(&self) -> &str {
-        &self.private_key
+    pub fn private_key(&self) -> String {
+        self.private_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the account's private key (the exporter's then no longer signs right).
+    pub fn set_private_key(&self, key: &str) {
+        *self.private_key.lock().unwrap_or_else(|p| p.into_inner()) = key.to_string();
     }
 
     /// Ends `room`'s running call now (as the scenario clock says).
@@ -162,7 +170,7 @@ impl UrtcSim {
         if *pk != self.public_key {
             return err(172, "User Not Exists");
         }
-        if !verify(params, &self.private_key, sig) {
+        if !verify(params, &self.private_key(), sig) {
             return err(171, "Signature VerifyAC Error");
         }
         match params.get("Action").map(String::as_str) {
@@ -326,7 +334,7 @@ impl Simulator for UrtcSim {
     fn demo_target(&self, endpoint: &str) -> serde_yaml::Value {
         let text = format!(
             "name: urtc-demo\nvendor: ucloud_urtc\ninterval: 5s\nendpoint: \"{endpoint}\"\napp_id: \"{}\"\ncredentials:\n  public_key: \"{}\"\n  private_key: \"{}\"\ncapacity: {{ default: 30 }}\n",
-            self.app_id, self.public_key, self.private_key
+            self.app_id, self.public_key, self.private_key()
         );
         serde_yaml::from_str(&text).unwrap_or(serde_yaml::Value::Null)
     }
@@ -334,7 +342,9 @@ impl Simulator for UrtcSim {
     fn describe(&self) -> String {
         format!(
             "app_id={} public_key={} private_key={}",
-            self.app_id, self.public_key, self.private_key
+            self.app_id,
+            self.public_key,
+            self.private_key()
         )
     }
 

@@ -1,0 +1,139 @@
+//! Config fixtures (`tests/fixtures/config/*.ok.yaml` must load; each `*.bad.yaml` must fail with
+//! exactly the `# error:` lines at its top) and the `--config.check` command line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rtc_exporter::config;
+
+const FIXTURES: &str = "tests/fixtures/config";
+const SECRET_FROM_ENV: &str = "env-secret-value-9f2c";
+
+fn fixtures(suffix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(FIXTURES)
+        .expect("fixtures folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no {suffix} fixtures");
+    v
+}
+
+fn exporter() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"));
+    c.env("RTC_TEST_SECRET", SECRET_FROM_ENV);
+    c
+}
+
+#[test]
+fn ok_fixtures_load() {
+    for path in fixtures(".ok.yaml") {
+        let out = exporter()
+            .args(["--config.check", "--config.file"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("OK"), "{stdout}");
+        assert!(!stdout.contains(SECRET_FROM_ENV) && !stdout.contains("file-secret-value"));
+    }
+}
+
+#[test]
+fn bad_fixtures_fail_with_exactly_their_messages() {
+    for path in fixtures(".bad.yaml") {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# error: "))
+            .map(|m| format!("{}: {m}", path.display()))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} names the errors it must produce",
+            path.display()
+        );
+        let out = exporter()
+            .args(["--config.check", "--config.file"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{} exits 1", path.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let got: Vec<&str> = stderr.lines().collect();
+        assert_eq!(got, expected, "{}", path.display());
+        assert!(
+            !stderr.contains("hunter2"),
+            "a misplaced secret is not echoed: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn secrets_are_resolved_and_never_printed() {
+    // RTC_TEST_SECRET is set for the child processes only; in process, a variable of its own.
+    let text = std::fs::read_to_string("tests/fixtures/config/full.ok.yaml")
+        .unwrap()
+        .replace(
+            "{ env: RTC_TEST_SECRET }",
+            "{ env: RTC_TEST_SECRET_INPROC }",
+        );
+    // Only this test reads this variable.
+    std::env::set_var("RTC_TEST_SECRET_INPROC", SECRET_FROM_ENV);
+    let cfg = config::parse(&text, Path::new("full.yaml")).unwrap();
+    let debug = format!("{cfg:?}");
+    assert!(
+        !debug.contains(SECRET_FROM_ENV) && !debug.contains("file-secret-value"),
+        "{debug}"
+    );
+    assert_eq!(cfg.targets.len(), 2);
+    assert_eq!(cfg.global.timezone, chrono_tz::Asia::Shanghai);
+}
+
+#[test]
+fn version_and_help() {
+    let out = exporter().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = exporter().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config.file",
+        "--config.check",
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--log.level",
+        "--log.format",
+        "demo",
+        "simulate",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+    let out = exporter().arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let out = exporter()
+        .args([
+            "--config.check",
+            "--config.file",
+            "/nonexistent/exporter.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/exporter.yaml: cannot read")
+    );
+}
