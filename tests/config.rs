@@ -137,3 +137,25 @@ fn a_missing_config_file_is_named() {
         String::from_utf8_lossy(&out.stderr).contains("/nonexistent/exporter.yaml: cannot read")
     );
 }
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let out = exporter()
+        .args(["--config.check", "--config.file", "exporter.yaml.example"])
+        .env("URTC_PRIVATE_KEY", "example-private-key")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = exporter()
+        .args(["--config.check", "--config.file", "exporter.yaml.example"])
+        .env_remove("URTC_PRIVATE_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("environment variable URTC_PRIVATE_KEY is not set"));
+}
