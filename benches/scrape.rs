@@ -66,7 +66,10 @@ async fn measure(label: &str, running: &app::Running) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let (sims, running) = app::demo(&["127.0.0.1:0".into()], "/metrics", 1).await.unwrap();
         measure("demo data", &running).await;

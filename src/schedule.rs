@@ -204,9 +204,9 @@ impl Runner {
         self.board.publish(view);
     }
 
-    /// Waits until no poll is running, at most `grace`.
-    async fn drain(&self, grace: Duration) -> bool {
-        tokio::time::timeout(grace, self.busy.acquire())
+    /// Waits until no poll is running, at most until `deadline`.
+    async fn drain(&self, deadline: Instant) -> bool {
+        tokio::time::timeout_at(deadline, self.busy.acquire())
             .await
             .is_ok()
     }
@@ -297,8 +297,9 @@ pub async fn run(
     for t in tickers {
         t.abort();
     }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
     for r in &runners {
-        if !r.drain(SHUTDOWN_GRACE).await {
+        if !r.drain(deadline).await {
             tracing::warn!(target_name = %r.target.name, "poll still running at shutdown; abandoned");
         }
     }

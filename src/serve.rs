@@ -117,18 +117,21 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
+/// Whether `Accept-Encoding` allows gzip (`gzip` or `*` with a q-value above 0).
 fn accepts_gzip(req: &Request<Incoming>) -> bool {
     req.headers()
         .get_all(ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|enc| {
-            let mut parts = enc.split(';').map(str::trim);
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
             let name = parts.next().unwrap_or("");
-            let q_zero =
-                parts.any(|p| p.replace(' ', "").starts_with("q=0") && !p.contains("q=0."));
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
+            let q = parts
+                .filter_map(|p| p.strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && q > 0.0
         })
 }
 

@@ -509,3 +509,68 @@ async fn promtool_finds_nothing_wrong_with_live_metrics() {
     assert_eq!(report.trim(), "", "promtool reports nothing");
     exporter.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_overlapping_tick_is_skipped_and_counted() {
+    let s = sim(5, 15).await;
+    urtc(&s).faults.set(
+        "QueryURtcOnlineUsers",
+        Fault {
+            latency: Duration::from_millis(1200),
+            ..Fault::default()
+        },
+    );
+    let exporter = start(&config(&s, "  interval: 300ms\n  poll_timeout: 5s\n")).await;
+    let text = wait_polls(&exporter.url(), T, "overlap", 2.0).await;
+    let view = exporter.board.view(T).unwrap();
+    assert!(view.polled, "the slow poll finishes: {text}");
+    exporter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cron_schedule_polls_and_reports_its_interval() {
+    let s = sim(5, 16).await;
+    let u = urtc(&s);
+    let cfg = format!(
+        "targets:\n  - name: {T}\n    vendor: ucloud_urtc\n    schedule: \"*/2 * * * * *\"\n    endpoint: {}\n    app_id: {}\n    credentials: {{ public_key: {}, private_key: {} }}\n",
+        s.endpoint, u.app_id, u.public_key, u.private_key()
+    );
+    let exporter = start(&cfg).await;
+    // The first poll at start, then the cron slots.
+    let text = wait_polls(&exporter.url(), T, "success", 3.0).await;
+    assert_eq!(
+        value(
+            &text,
+            "rtc_exporter_target_interval_seconds",
+            &[("target", T)]
+        ),
+        Some(2.0)
+    );
+    exporter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn rooms_over_max_rooms_count_in_totals_only() {
+    let s = sim(40, 17).await;
+    let exporter = start(&config(&s, "  max_rooms: 5\n")).await;
+    let text = wait_polls(&exporter.url(), T, "success", 1.0).await;
+    let (from, at) = urtc(&s).last_window().unwrap();
+    let truth = urtc(&s).truth(from, at);
+    assert!(truth.len() > 5);
+    assert_eq!(all(&text, "rtc_room_users").len(), 5);
+    assert_eq!(
+        value(&text, "rtc_exporter_target_rooms_dropped", &[("target", T)]),
+        Some((truth.len() - 5) as f64)
+    );
+    let users: u64 = truth.iter().map(|t| t.users).sum();
+    assert_eq!(
+        value(&text, "rtc_users", &[("target", T)]),
+        Some(users as f64)
+    );
+    // The busiest rooms keep their series.
+    let mut busiest: Vec<_> = truth.iter().map(|t| t.users).collect();
+    busiest.sort_unstable_by(|a, b| b.cmp(a));
+    let shown: f64 = all(&text, "rtc_room_users").iter().map(|s| s.value).sum();
+    assert_eq!(shown, busiest[..5].iter().sum::<u64>() as f64);
+    exporter.stop().await.unwrap();
+}
