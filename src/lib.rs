@@ -21,6 +21,7 @@
 //! bytes once, and `/metrics` serves the latest bytes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
 pub mod config;

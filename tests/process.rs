@@ -195,3 +195,30 @@ async fn demo_shows_rooms_of_every_simulated_vendor() {
     );
     assert!(text.contains("rtc_exporter_build_info{"));
 }
+
+#[test]
+fn simulate_prints_endpoints_and_keys_that_work() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"))
+        .args(["simulate", "--listen=127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for _ in rtc_exporter::vendor::REGISTRY {
+        seen.push(lines.next().unwrap().unwrap());
+    }
+    let status = terminate(&mut child);
+    assert!(status.success());
+    for (entry, line) in rtc_exporter::vendor::REGISTRY.iter().zip(&seen) {
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some(entry.name), "{line}");
+        assert!(
+            words.next().unwrap_or("").starts_with("http://127.0.0.1:"),
+            "{line}"
+        );
+        assert!(line.contains("key"), "keys are printed: {line}");
+    }
+}
