@@ -26,6 +26,16 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
+/// The `/metrics` text, or `None` while the exporter is not up yet.
+async fn try_scrape(base: &str) -> Option<String> {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
 fn read_all(r: Option<impl std::io::Read>) -> String {
     let mut s = String::new();
     if let Some(mut r) = r {
@@ -71,8 +81,7 @@ async fn secrets_reach_no_log_line_and_no_metric_and_sigterm_exits_0() {
     let text = wait_for("both targets polled twice", Duration::from_secs(30), || {
         let base = base.clone();
         async move {
-            let r = reqwest::get(format!("{base}/metrics")).await.ok()?;
-            let text = r.text().await.ok()?;
+            let text = try_scrape(&base).await?;
             let ok = value(
                 &text,
                 "rtc_exporter_polls_total",
@@ -121,12 +130,7 @@ async fn json_logs_are_json() {
     wait_for("a poll", Duration::from_secs(30), || {
         let base = base.clone();
         async move {
-            let text = reqwest::get(format!("{base}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = try_scrape(&base).await?;
             (value(
                 &text,
                 "rtc_exporter_polls_total",
@@ -165,12 +169,7 @@ async fn demo_shows_rooms_of_every_simulated_vendor() {
         let base = base.clone();
         let vendors = vendors.clone();
         async move {
-            let text = reqwest::get(format!("{base}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = try_scrape(&base).await?;
             let rooms = common::all(&text, "rtc_room_users");
             vendors
                 .iter()

@@ -25,6 +25,10 @@ fn urtc(s: &SimServer) -> &UrtcSim {
     s.get::<UrtcSim>().unwrap()
 }
 
+fn set_fault(s: &SimServer, fault: Fault) {
+    urtc(s).faults.set("QueryURtcOnlineUsers", fault);
+}
+
 fn config(s: &SimServer, global: &str) -> String {
     let u = urtc(s);
     let global = if global.contains("  interval:") {
@@ -256,7 +260,7 @@ async fn a_wrong_private_key_keeps_last_values_then_drops_them() {
 /// Sets a fault, waits for a failed poll, and returns the scrape and the target's last error.
 async fn fail_with(fault: Fault, global: &str) -> (String, String, String) {
     let s = sim(10, 7).await;
-    urtc(&s).faults.set("QueryURtcOnlineUsers", fault);
+    set_fault(&s, fault);
     let exporter = start(&config(&s, global)).await;
     let base = exporter.url();
     let text = wait_polls(&base, T, "failure", 1.0).await;
@@ -332,8 +336,8 @@ async fn malformed_json_is_named() {
 #[tokio::test]
 async fn retcode_as_a_string_is_understood() {
     let s = sim(10, 8).await;
-    urtc(&s).faults.set(
-        "QueryURtcOnlineUsers",
+    set_fault(
+        &s,
         Fault {
             code_as_string: true,
             ..Fault::default()
@@ -348,8 +352,8 @@ async fn retcode_as_a_string_is_understood() {
 #[tokio::test]
 async fn latency_beyond_poll_timeout_fails_the_poll_and_metrics_answer_meanwhile() {
     let s = sim(10, 9).await;
-    urtc(&s).faults.set(
-        "QueryURtcOnlineUsers",
+    set_fault(
+        &s,
         Fault {
             latency: Duration::from_secs(3),
             ..Fault::default()
@@ -419,8 +423,8 @@ async fn request_timeout_is_counted_as_timeout() {
 #[tokio::test]
 async fn ready_after_the_first_poll_health_and_errors() {
     let s = sim(10, 10).await;
-    urtc(&s).faults.set(
-        "QueryURtcOnlineUsers",
+    set_fault(
+        &s,
         Fault {
             latency: Duration::from_millis(1500),
             ..Fault::default()
@@ -513,8 +517,8 @@ async fn promtool_finds_nothing_wrong_with_live_metrics() {
 #[tokio::test]
 async fn an_overlapping_tick_is_skipped_and_counted() {
     let s = sim(5, 15).await;
-    urtc(&s).faults.set(
-        "QueryURtcOnlineUsers",
+    set_fault(
+        &s,
         Fault {
             latency: Duration::from_millis(1200),
             ..Fault::default()
