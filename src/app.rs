@@ -50,7 +50,7 @@ pub struct Running {
     /// Its board (tests read views from it).
     pub board: Arc<Board>,
     stop: watch::Sender<bool>,
-    scheduler: JoinHandle<Result<(), schedule::ScheduleError>>,
+    scheduler: JoinHandle<()>,
     others: Vec<JoinHandle<()>>,
 }
 
@@ -58,14 +58,11 @@ impl Running {
     /// Stops scheduling, waits for polls in flight (bounded), stops serving.
     pub async fn stop(self) -> Result<(), AppError> {
         let _ = self.stop.send(true);
-        let result = match self.scheduler.await {
-            Ok(r) => r.map_err(AppError::from),
-            Err(_) => Ok(()),
-        };
+        let _ = self.scheduler.await;
         for t in self.others {
             t.abort();
         }
-        result
+        Ok(())
     }
 
     /// The first listen address as an `http://` base URL.
@@ -99,6 +96,8 @@ pub async fn start(
     )?);
     let board = Arc::new(Board::new(schedule::initial_views(&config), metrics));
     let (stop, stopped) = watch::channel(false);
+    // Scheduling starts before serving, so a scheduler error leaves nothing running.
+    let scheduler = schedule::start(&config, board.clone(), plumbing, stopped.clone()).await?;
     let site = Arc::new(Site {
         board: board.clone(),
         telemetry_path: telemetry_path.to_string(),
@@ -116,8 +115,6 @@ pub async fn start(
             b.refresh();
         }
     }));
-    let b = board.clone();
-    let scheduler = tokio::spawn(async move { schedule::run(&config, b, plumbing, stopped).await });
     Ok(Running {
         addrs,
         board,

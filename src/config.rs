@@ -54,6 +54,26 @@ impl<'de> Deserialize<'de> for Secret {
                 }
                 Ok(Secret(v.to_string()))
             }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom(
+                    "a secret must be a quoted string, {env: NAME} or {file: PATH}",
+                ))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom(
+                    "a secret must be a quoted string, {env: NAME} or {file: PATH}",
+                ))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(
+                    "a secret must be a quoted string, {env: NAME} or {file: PATH}",
+                ))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(
+                    "a secret must be a quoted string, {env: NAME} or {file: PATH}",
+                ))
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
                 let Some((kind, arg)) = map.next_entry::<String, String>()? else {
                     return Err(de::Error::custom("expected {env: NAME} or {file: PATH}"));
@@ -287,17 +307,38 @@ pub fn from_value<T: de::DeserializeOwned>(value: Value) -> Result<T, FieldError
     })
 }
 
-/// serde echoes a value that has the wrong type (`invalid type: string "…"`); a secret
-/// put in the wrong place must not reach an error message, so quoted values are cut out.
+/// serde echoes a value that has the wrong type (`invalid type: string "…"`, `invalid type:
+/// integer `…``); a secret put in the wrong place must not reach an error message, so such
+/// values are cut out. Field names (`unknown field `x``) stay.
 fn redact_values(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
-    while let Some(i) = rest.find("string \"") {
-        out.push_str(&rest[..i + "string".len()]);
-        let after = &rest[i + "string \"".len()..];
-        match after.find('"') {
-            Some(j) => rest = &after[j + 1..],
-            None => rest = "",
+    loop {
+        let next = ["string \"", "invalid type: ", "invalid value: "]
+            .iter()
+            .filter_map(|m| rest.find(m).map(|i| (i, *m)))
+            .min();
+        let Some((i, marker)) = next else {
+            break;
+        };
+        let after_marker = &rest[i + marker.len()..];
+        if marker == "string \"" {
+            out.push_str(&rest[..i + "string".len()]);
+            rest = after_marker
+                .find('"')
+                .map_or("", |j| &after_marker[j + 1..]);
+            continue;
+        }
+        // `invalid type: integer `123`, expected …`: keep the kind, drop the value.
+        out.push_str(&rest[..i + marker.len()]);
+        match (after_marker.find('`'), after_marker.find(',')) {
+            (Some(a), comma) if comma.is_none_or(|c| a < c) => {
+                let kind = &after_marker[..a];
+                let tail = &after_marker[a + 1..];
+                out.push_str(kind.trim_end());
+                rest = tail.find('`').map_or("", |j| &tail[j + 1..]);
+            }
+            _ => rest = after_marker,
         }
     }
     out.push_str(rest);
@@ -645,6 +686,18 @@ mod tests {
         assert_eq!(
             redact_values("invalid type: string \"hunter2\", expected a map"),
             "invalid type: string, expected a map"
+        );
+        assert_eq!(
+            redact_values("invalid type: integer `4609123456789`, expected a string"),
+            "invalid type: integer, expected a string"
+        );
+        assert_eq!(
+            redact_values("invalid value: string \"x\", expected y"),
+            "invalid value: string, expected y"
+        );
+        assert_eq!(
+            redact_values("unknown field `regoin`, expected `app_id`"),
+            "unknown field `regoin`, expected `app_id`"
         );
     }
 

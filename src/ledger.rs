@@ -38,6 +38,16 @@ impl Ledger {
         Self::default()
     }
 
+    /// The local day the figures belong to (`None` before the first poll).
+    pub fn day(&self) -> Option<NaiveDate> {
+        self.day
+    }
+
+    /// Forgets everything: a new local day began without a successful poll.
+    pub fn reset(&mut self) {
+        *self = Ledger::default();
+    }
+
     /// Folds one successful poll into the day and returns the target's series values.
     pub fn apply(
         &mut self,
@@ -78,12 +88,12 @@ impl Ledger {
             }
             let e = now.entry(&r.room).or_insert((false, 0, None));
             e.0 |= r.active;
-            e.1 += r.users;
+            e.1 = e.1.saturating_add(r.users);
             e.2 = match (e.2, r.invisible) {
-                (Some(a), Some(b)) => Some(a + b),
+                (Some(a), Some(b)) => Some(a.saturating_add(b)),
                 (a, b) => a.or(b),
             };
-            users_now += r.users;
+            users_now = users_now.saturating_add(r.users);
         }
 
         let mut rows: Vec<RoomRow> = self
@@ -109,8 +119,13 @@ impl Ledger {
         let rooms_active = rows.iter().filter(|r| r.active).count() as u64;
         let biggest_room_peak = rows.iter().map(|r| r.peak).max().unwrap_or(0);
         self.peak = self.peak.max(users_now).max(biggest_room_peak);
-        let reported: u64 = self.rooms.values().map(|d| d.reported_accumulated).sum();
-        self.accumulated = self.accumulated.max(self.ids.len() as u64 + reported);
+        let reported = self
+            .rooms
+            .values()
+            .fold(0u64, |sum, d| sum.saturating_add(d.reported_accumulated));
+        self.accumulated = self
+            .accumulated
+            .max((self.ids.len() as u64).saturating_add(reported));
 
         let mut rooms_dropped = 0;
         if rows.len() > max_rooms {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -86,6 +86,11 @@ fn init_logging(level: Level, format: Format) {
         Level::Warn => LevelFilter::WARN,
         Level::Error => LevelFilter::ERROR,
     };
+    // Our own crate at the chosen level; dependencies (hyper, reqwest, the cron library) at warn
+    // or above, so --log.level=debug stays readable.
+    let filter = Targets::new()
+        .with_target("rtc_exporter", filter)
+        .with_default(filter.min(LevelFilter::WARN));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         Format::Logfmt => registry

@@ -15,6 +15,34 @@ use prometheus::{
 use crate::snapshot::TargetView;
 use crate::vendor::CallError;
 
+/// Every metric family the exporter can serve, besides the standard `process_*` ones.
+pub const FAMILIES: &[&str] = &[
+    "rtc_room_users",
+    "rtc_room_invisible_users",
+    "rtc_room_peak_users",
+    "rtc_room_accumulated_users",
+    "rtc_room_active",
+    "rtc_room_capacity",
+    "rtc_rooms",
+    "rtc_users",
+    "rtc_peak_users",
+    "rtc_accumulated_users",
+    "rtc_device_users",
+    "rtc_user_online",
+    "rtc_target_info",
+    "rtc_exporter_build_info",
+    "rtc_exporter_target_up",
+    "rtc_exporter_target_last_success_timestamp_seconds",
+    "rtc_exporter_target_poll_duration_seconds",
+    "rtc_exporter_target_interval_seconds",
+    "rtc_exporter_target_consecutive_failures",
+    "rtc_exporter_target_rooms_dropped",
+    "rtc_exporter_polls_total",
+    "rtc_exporter_vendor_requests_total",
+    "rtc_exporter_vendor_errors_total",
+    "rtc_exporter_vendor_request_duration_seconds",
+];
+
 /// Poll results, the `result` label of `rtc_exporter_polls_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollResult {

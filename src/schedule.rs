@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::Instrument;
@@ -181,6 +182,12 @@ impl Runner {
                     );
                 }
                 Err(e) => {
+                    if ledger.day().is_some_and(|d| d != ctx.today()) {
+                        // A new local day began without a good poll: yesterday's figures
+                        // must not pass for today's.
+                        ledger.reset();
+                        view.data = None;
+                    }
                     view.up = false;
                     view.consecutive_failures += 1;
                     view.last_error = Some(e.to_string());
@@ -221,14 +228,15 @@ pub fn initial_views(config: &Config) -> Vec<TargetView> {
         .collect()
 }
 
-/// Runs every target's schedule until `shutdown` turns true, then waits for polls in flight
-/// (at most [`SHUTDOWN_GRACE`]).
-pub async fn run(
+/// Starts every target's schedule (a cron scheduler error is returned here, at start) and
+/// returns the task that, once `shutdown` turns true, stops scheduling and waits for polls in
+/// flight (at most [`SHUTDOWN_GRACE`]).
+pub async fn start(
     config: &Config,
     board: Arc<Board>,
     plumbing: Arc<Plumbing>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ScheduleError> {
+) -> Result<JoinHandle<()>, ScheduleError> {
     let runners: Vec<Arc<Runner>> = config
         .targets
         .iter()
@@ -251,15 +259,12 @@ pub async fn run(
                 let every = *every;
                 let phase = every.min(Duration::from_secs(10)).mul_f64(rng.f64());
                 let runner = runner.clone();
-                let mut stop = shutdown.clone();
                 tickers.push(tokio::spawn(async move {
                     let mut ticks = tokio::time::interval_at(Instant::now() + phase, every);
                     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
                     loop {
-                        tokio::select! {
-                            _ = ticks.tick() => runner.trigger(),
-                            _ = stop.changed() => break,
-                        }
+                        ticks.tick().await;
+                        runner.trigger();
                     }
                 }));
             }
@@ -278,30 +283,37 @@ pub async fn run(
                     Box::pin(async move { r.trigger() })
                 })?;
                 sched.add(job).await?;
-                // A first poll at start, so the target is ready without waiting for its slot.
-                runner.trigger();
             }
         }
     }
     if let Some(s) = &cron {
         s.start().await?;
     }
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            break;
+    for runner in &runners {
+        if matches!(runner.target.schedule, Schedule::Cron(_)) {
+            // A first poll at start, so the target is ready without waiting for its slot.
+            runner.trigger();
         }
     }
-    if let Some(mut s) = cron {
-        let _ = s.shutdown().await;
-    }
-    for t in tickers {
-        t.abort();
-    }
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    for r in &runners {
-        if !r.drain(deadline).await {
-            tracing::warn!(target_name = %r.target.name, "poll still running at shutdown; abandoned");
+    Ok(tokio::spawn(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
         }
-    }
-    Ok(())
+        if let Some(mut s) = cron {
+            if let Err(e) = s.shutdown().await {
+                tracing::warn!(error = %e, "cron scheduler did not shut down cleanly");
+            }
+        }
+        for t in tickers {
+            t.abort();
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        for r in &runners {
+            if !r.drain(deadline).await {
+                tracing::warn!(target_name = %r.target.name, "poll still running at shutdown; abandoned");
+            }
+        }
+    }))
 }

@@ -55,13 +55,21 @@ pub async fn bind_all(addrs: &[String]) -> Result<Vec<TcpListener>, ServeError> 
     let mut out = Vec::new();
     for a in addrs {
         let sa = parse_listen(a)?;
-        let l = TcpListener::bind(sa)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: a.clone(),
-                source,
-            })?;
-        out.push(l);
+        // `:PORT` means every interface: IPv6 and IPv4 (dual stack) where the host has IPv6.
+        let dual = a
+            .starts_with(':')
+            .then(|| SocketAddr::from(([0u16; 8], sa.port())));
+        let bound = match dual {
+            Some(v6) => match TcpListener::bind(v6).await {
+                Ok(l) => Ok(l),
+                Err(_) => TcpListener::bind(sa).await,
+            },
+            None => TcpListener::bind(sa).await,
+        };
+        out.push(bound.map_err(|source| ServeError::Bind {
+            addr: a.clone(),
+            source,
+        })?);
     }
     Ok(out)
 }
@@ -117,22 +125,30 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// Whether `Accept-Encoding` allows gzip (`gzip` or `*` with a q-value above 0).
+/// Whether `Accept-Encoding` allows gzip: an explicit `gzip` entry decides, else `*`; a
+/// q-value of 0 refuses.
 fn accepts_gzip(req: &Request<Incoming>) -> bool {
-    req.headers()
+    let (mut gzip, mut any) = (None, None);
+    for item in req
+        .headers()
         .get_all(ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let name = parts.next().unwrap_or("");
-            let q = parts
-                .filter_map(|p| p.strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && q > 0.0
-        })
+    {
+        let mut parts = item.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if name.eq_ignore_ascii_case("gzip") {
+            gzip = Some(q > 0.0);
+        } else if name == "*" {
+            any = Some(q > 0.0);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
 }
 
 fn handle(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -148,8 +164,12 @@ fn handle(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == site.telemetry_path {
         let snap = site.board.snapshot();
-        let gzip = accepts_gzip(&req);
-        let body = if gzip { snap.gzip() } else { snap.text.clone() };
+        let gzip = accepts_gzip(&req) && !snap.gzip.is_empty();
+        let body = if gzip {
+            snap.gzip.clone()
+        } else {
+            snap.text.clone()
+        };
         let mut r = Response::new(Full::new(body));
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));

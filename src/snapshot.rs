@@ -2,11 +2,11 @@
 //!
 //! A poll publishes a new [`TargetView`]; the board renders the exposition text once and swaps
 //! the whole [`Snapshot`] atomically. A scrape loads the current snapshot (no lock) and serves
-//! its bytes; gzip is computed at most once per snapshot.
+//! its bytes, plain or gzip-compressed at render time.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -87,25 +87,11 @@ pub struct Snapshot {
     pub targets: BTreeMap<String, Arc<TargetView>>,
     /// The exposition text.
     pub text: Bytes,
-    gzip: OnceLock<Bytes>,
+    /// The same, gzip-compressed (Prometheus asks for gzip).
+    pub gzip: Bytes,
 }
 
 impl Snapshot {
-    /// The text, gzip-compressed (computed on first use, then kept).
-    pub fn gzip(&self) -> Bytes {
-        self.gzip
-            .get_or_init(|| {
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(self.text.len() / 4),
-                    flate2::Compression::fast(),
-                );
-                // Writing into a Vec cannot fail.
-                let _ = enc.write_all(&self.text);
-                Bytes::from(enc.finish().unwrap_or_default())
-            })
-            .clone()
-    }
-
     /// Every target has finished at least one poll.
     pub fn ready(&self) -> bool {
         self.targets.values().all(|t| t.polled)
@@ -138,11 +124,20 @@ impl Board {
         targets: BTreeMap<String, Arc<TargetView>>,
         metrics: &SelfMetrics,
     ) -> Snapshot {
-        let text = Bytes::from(metrics::render(&targets, metrics));
+        let text = metrics::render(&targets, metrics);
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(text.len() / 4),
+            flate2::Compression::fast(),
+        );
+        // Writing into a Vec cannot fail; should it, scrapers get the plain text.
+        let gzip = match enc.write_all(&text).and_then(|()| enc.finish()) {
+            Ok(g) => Bytes::from(g),
+            Err(_) => Bytes::new(),
+        };
         Snapshot {
             targets,
-            text,
-            gzip: OnceLock::new(),
+            text: Bytes::from(text),
+            gzip,
         }
     }
 

@@ -233,9 +233,9 @@ fn aggregate(rows: Vec<CallRow>, allow: Option<&[String]>) -> Vec<RoomObservatio
         }
         let e = rooms.entry(r.room).or_default();
         e.0 |= r.active;
-        e.1 += r.current;
+        e.1 = e.1.saturating_add(r.current);
         e.2 = e.2.max(r.peak);
-        e.3 += r.accumulated;
+        e.3 = e.3.saturating_add(r.accumulated);
     }
     rooms
         .into_iter()
@@ -261,6 +261,7 @@ impl UcloudUrtc {
         let (start, end) = (ctx.day_start(), ctx.now.timestamp());
         let mut rows = Vec::new();
         let mut offset = 0usize;
+        let mut complete = false;
         for _ in 0..MAX_PAGES {
             let mut params: Vec<(&str, String)> = vec![
                 ("Action", API.to_string()),
@@ -284,11 +285,25 @@ impl UcloudUrtc {
                 .body(body);
             let page = api.call(request, parse_page).await?;
             rows.extend(page.rows);
-            offset += PAGE;
-            let more = page.returned >= PAGE && page.total.is_none_or(|t| (offset as u64) < t);
+            offset += page.returned;
+            // TotalCount when given (a short page before it means a smaller page size, so go
+            // on from what arrived); without it, until a page is short.
+            let more = page.returned > 0
+                && match page.total {
+                    Some(total) => (offset as u64) < total,
+                    None => page.returned >= PAGE,
+                };
             if !more {
+                complete = true;
                 break;
             }
+        }
+        if !complete {
+            return Err(CallError::Malformed {
+                api: API,
+                message: format!("still more rooms after {MAX_PAGES} pages"),
+            }
+            .into());
         }
         Ok(Observation {
             rooms: aggregate(rows, self.s.rooms.as_deref()),
