@@ -270,8 +270,8 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
 
     type RoomField = fn(&crate::snapshot::RoomRow) -> Option<f64>;
     let room_families: [(&str, &str, RoomField); 6] = [
-        ("rtc_room_users", "Users in the room now (visible + invisible; bots excluded where the vendor marks them).", |r| Some(r.users as f64)),
-        ("rtc_room_invisible_users", "Invisible users in the room now, where the vendor tells.", |r| r.invisible.map(|v| v as f64)),
+        ("rtc_room_users", "Users in the room now (visible + invisible). Bots (recording, CDN push, ASR) are excluded where the vendor marks them; volcengine_rtc marks them only in Property=true answers, asked for with devices: true.", |r| Some(r.users as f64)),
+        ("rtc_room_invisible_users", "Invisible users in the room now, where the vendor tells; bots excluded as for rtc_room_users.", |r| r.invisible.map(|v| v as f64)),
         ("rtc_room_peak_users", "Peak concurrent users in the room today (local day). Vendor-reported where the vendor reports it; otherwise the maximum observed by polling, a lower bound.", |r| Some(r.peak as f64)),
         ("rtc_room_accumulated_users", "Users who were in the room today (local day). Vendor-reported where the vendor reports it; otherwise distinct user ids observed by polling, a lower bound.", |r| Some(r.accumulated as f64)),
         ("rtc_room_active", "1 while the room is in progress, 0 once it ended today.", |r| Some(bool_value(r.active))),
@@ -309,7 +309,7 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
             &mut out,
             "rtc_device_users",
             "gauge",
-            "Users now by device type, where the vendor tells.",
+            "Users now by device type, where the vendor tells. volcengine_rtc: each room's last Property=true refresh (1 QPS, round robin, so a figure can be older than the poll) plus watched users online outside those rooms.",
         );
         for (t, d) in with_data() {
             for (device, n) in d.devices.iter().flatten() {

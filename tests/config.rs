@@ -150,6 +150,7 @@ fn the_shipped_example_is_valid() {
     let out = exporter()
         .args(["--config.check", "--config.file", "exporter.yaml.example"])
         .env("URTC_PRIVATE_KEY", "example-private-key")
+        .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
         .output()
         .unwrap();
     assert!(
@@ -160,6 +161,7 @@ fn the_shipped_example_is_valid() {
     let out = exporter()
         .args(["--config.check", "--config.file", "exporter.yaml.example"])
         .env_remove("URTC_PRIVATE_KEY")
+        .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -26,6 +26,7 @@ use crate::vendor::BoxFuture;
 
 pub mod scenario;
 pub mod ucloud_urtc;
+pub mod volcengine_rtc;
 
 /// A request as a simulator sees it.
 #[derive(Debug, Clone)]

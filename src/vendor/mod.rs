@@ -23,6 +23,7 @@ use crate::metrics::SelfMetrics;
 use crate::sim::Simulator;
 
 pub mod ucloud_urtc;
+pub mod volcengine_rtc;
 
 /// A boxed future, as the trait returns (the trait is used as `dyn Vendor`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -46,7 +47,7 @@ pub struct VendorEntry {
 }
 
 /// Every vendor, by name. One line per vendor.
-pub static REGISTRY: &[VendorEntry] = &[ucloud_urtc::ENTRY];
+pub static REGISTRY: &[VendorEntry] = &[ucloud_urtc::ENTRY, volcengine_rtc::ENTRY];
 
 /// Finds a vendor by its `vendor:` name.
 pub fn lookup(name: &str) -> Option<&'static VendorEntry> {

@@ -1,0 +1,1455 @@
+//! Volcengine RTC: `GetRoomOnlineUsers` (2023-11-01) for each room, `QueryOnlineStatus`
+//! (2020-12-01) for watched users, and optionally `ListRoomInfo` (2023-11-01) to find the rooms.
+//!
+//! Requests are signed with the V4-style HMAC-SHA256 of [`sign`] (vendors.md §2) at the moment
+//! they are built (`X-Date` is the wall clock then, not the poll's start). Every answer is read
+//! for `ResponseMetadata.Error` whatever its HTTP status; codes are counted from a closed set
+//! ([`code_label`]).
+//!
+//! # Rooms
+//!
+//! One `GetRoomOnlineUsers` call per room with `Property=false`, 40 QPS per access key, up to
+//! [`CONCURRENCY`] in flight so that the limiter, not the latency, sets the pace (N rooms take
+//! about N / 40 s). `RoomExists`/`RoomExist` false: the room is not active, users 0.
+//! `rtc_room_users` = `TotalUser`, `rtc_room_invisible_users` = `TotalInvisibleUser`, both less
+//! the room's known bots; the ledger gets the visible and invisible ids (bots removed) for the
+//! observed peak and distinct users (lower bounds).
+//!
+//! # Bots
+//!
+//! Users with `MediaProcessingType` (recording, CDN push, ASR) are not people. Only
+//! `Property=true` answers mark them, so bots are learnt per room from the device refresh below
+//! (the bot ids of the room's last refresh) and subtracted from the room's `TotalUser`,
+//! `TotalInvisibleUser` and id lists. Without `devices: true` the exporter never asks
+//! `Property=true` and bots count as users. A bot beyond the 200 users a `Property=true`
+//! answer lists (visible first) is not recognised either.
+//!
+//! # Devices (`devices: true`)
+//!
+//! Device types need `Property=true`, limited to 1 QPS per access key. The occupancy poll does
+//! not wait for them: at the start of each poll a refresher task is spawned that refreshes the
+//! rooms (all polled rooms except those that did not exist at the previous poll) one at a time
+//! at 1 QPS, round robin from the room after the one the previous refresher stopped at, each
+//! room at most once, until every room is refreshed or the next poll starts (which aborts it and
+//! spawns the next). It runs in a task rather than inside the poll so that it keeps the 1 QPS
+//! budget busy for the whole interval, not only for the N / 40 s the occupancy poll takes: with
+//! the interval I in seconds, a poll refreshes about I rooms instead of about N / 40.
+//! `rtc_device_users` = the sum over the rooms active in this poll of their last refreshed
+//! device counts (bots left out; `harmony` and unknown types count as `other`), plus the watched
+//! users who are online but not listed in any of those refreshed rooms, one per distinct device
+//! class among their connections' `Platform` (so a watched user inside a refreshed room is not
+//! counted twice). A room never refreshed yet adds nothing: the first figures are low.
+//!
+//! **Age of a device figure**, for N rooms to refresh, interval I, poll duration D (about
+//! N / 40 s) and the limiter's 2 % headroom: when N ≤ I / 1.02 every room is refreshed in every
+//! interval and a figure is at most I + D old; otherwise a full round takes 1.02·N s and a
+//! figure is at most about 1.02·N + I s old. In short: max age ≈ max(I, 1.02·N s) + I. Several
+//! `devices: true` targets on one access key share the 1 QPS: count their rooms together in N.
+//! Example: 400 rooms, I = 60 s: about 470 s.
+//!
+//! # Watched users
+//!
+//! `watch_users` (numeric ids) → `QueryOnlineStatus`, POST JSON `{"AppId", "UserIds"}` in
+//! batches of 100 at 100 QPS; an id listed in `QueryOnlineResults` is online. `AppId` is sent as
+//! a JSON number when `app_id` is all digits (as the API documents), as a string otherwise.
+//!
+//! # Room discovery (`discover_rooms: true`)
+//!
+//! `ListRoomInfo` lists calls by creation time in RFC 3339 windows of at most 24 h, at most 14
+//! days back, pages of 100 at 10 QPS. The rooms with an unfinished call are polled, together
+//! with `rooms:` (the union). A call's creation time never changes, so listed windows need not be
+//! listed again: each poll lists only the windows since the previous listing (less a 10 minute
+//! margin for late indexing), and the unfinished rooms created before that are remembered until
+//! `GetRoomOnlineUsers` says they no longer exist. The 14 days before the first poll are walked
+//! back [`DEEP_WINDOWS_PER_POLL`] windows a poll (the first poll lists the last 24 h plus 4 more
+//! days), so rooms created up to 14 days ago that still run are found within 4 polls.
+
+pub mod sign;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use super::{
+    Api, BoxFuture, CallError, DayFigures, Device, DeviceCounts, Observation, PollCtx, PollError,
+    RoomObservation, TargetInfo, Vendor, VendorEntry,
+};
+use crate::config::{from_value, FieldError, Secret};
+use crate::sim::volcengine_rtc::VolcSim;
+
+/// The registry row.
+pub const ENTRY: VendorEntry = VendorEntry {
+    name: "volcengine_rtc",
+    parse,
+    simulator: |seed| Arc::new(VolcSim::new(seed, 10)),
+};
+
+/// Users in one room (the `api` label and the 40 QPS bucket).
+pub const GET_ROOM: &str = "GetRoomOnlineUsers";
+/// The limiter bucket of `GetRoomOnlineUsers` with `Property=true` (1 QPS).
+pub const PROPERTY_BUCKET: &str = "GetRoomOnlineUsers.Property";
+/// Online status of given user ids.
+pub const QUERY_ONLINE: &str = "QueryOnlineStatus";
+/// Calls of the app by creation time.
+pub const LIST_ROOMS: &str = "ListRoomInfo";
+
+const ROOM_VERSION: &str = "2023-11-01";
+const ONLINE_VERSION: &str = "2020-12-01";
+const ROOM_QPS: f64 = 40.0;
+const PROPERTY_QPS: f64 = 1.0;
+const ONLINE_QPS: f64 = 100.0;
+const LIST_QPS: f64 = 10.0;
+const DEFAULT_ENDPOINT: &str = "https://rtc.volcengineapi.com";
+const SERVICE: &str = "rtc";
+const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// Requests in flight per API during a poll: enough that 40 QPS is reached with up to 200 ms
+/// of latency, few enough that a request never waits long at the limiter after being signed.
+pub const CONCURRENCY: usize = 8;
+/// User ids per `QueryOnlineStatus` call.
+const BATCH: usize = 100;
+/// `ListRoomInfo` page size.
+const PAGE: u64 = 100;
+/// A vendor that keeps saying "more" must not keep us paging forever.
+const MAX_PAGES: u64 = 1000;
+const DAY: i64 = 86_400;
+/// How far back `ListRoomInfo` is asked: 14 days, less a margin for clocks that differ.
+const DISCOVERY_BACK: i64 = 14 * DAY - 300;
+/// Calls created this recently are listed again at the next poll (late indexing).
+const DISCOVERY_LAG: i64 = 600;
+/// Day windows of the initial 14-day walk listed per poll.
+pub const DEEP_WINDOWS_PER_POLL: usize = 4;
+
+/// Every code counted under its own label; the rest count as `other`. `FlowLimitExceeded.*`
+/// and `InvalidParameter.*` count under their prefix.
+pub const CODES: &[&str] = &[
+    "InvalidTimestamp",
+    "InvalidAccessKey",
+    "SignatureDoesNotMatch",
+    "MissingParameter",
+    "InternalError",
+    "FlowLimitExceeded",
+    "InvalidParameter",
+];
+
+/// The `code` label of a vendor error code: a closed set, never the raw value.
+pub fn code_label(code: &str) -> &'static str {
+    match code.split_once('.') {
+        Some(("FlowLimitExceeded", _)) => "FlowLimitExceeded",
+        Some(("InvalidParameter", _)) => "InvalidParameter",
+        Some(_) => "other",
+        None => CODES
+            .iter()
+            .find(|c| **c == code)
+            .copied()
+            .unwrap_or("other"),
+    }
+}
+
+fn default_region() -> String {
+    "cn-north-1".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    credentials: Credentials,
+    app_id: String,
+    #[serde(default = "default_region")]
+    region: String,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    devices: bool,
+    #[serde(default)]
+    watch_users: Vec<UserId>,
+    #[serde(default)]
+    discover_rooms: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    access_key_id: String,
+    secret_access_key: Secret,
+}
+
+/// A numeric user id: a YAML number or a string of digits.
+struct UserId(u64);
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = UserId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a numeric user id (QueryOnlineStatus takes integer ids)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<UserId, E> {
+                Ok(UserId(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<UserId, E> {
+                u64::try_from(v)
+                    .map(UserId)
+                    .map_err(|_| E::custom(format!("{v} is not a user id: ids are not negative")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<UserId, E> {
+                let t = v.trim();
+                if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+                    if let Ok(n) = t.parse() {
+                        return Ok(UserId(n));
+                    }
+                }
+                Err(E::custom(format!(
+                    "`{v}` is not a numeric user id (QueryOnlineStatus takes integer ids)"
+                )))
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
+}
+
+/// A validated target configuration.
+struct Conf {
+    access_key_id: String,
+    secret: Secret,
+    app_id: String,
+    region: String,
+    rooms: BTreeSet<String>,
+    devices: bool,
+    /// Sorted, without duplicates.
+    watch: Vec<u64>,
+    discover: bool,
+}
+
+fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
+    Ok(Arc::new(VolcengineRtc::new(parse_conf(value)?)))
+}
+
+fn parse_conf(value: serde_yaml::Value) -> Result<Conf, FieldError> {
+    let s: Settings = from_value(value)?;
+    if s.app_id.trim().is_empty() {
+        return Err(FieldError::new("app_id", "must not be empty"));
+    }
+    if s.credentials.access_key_id.trim().is_empty() {
+        return Err(FieldError::new(
+            "credentials.access_key_id",
+            "must not be empty",
+        ));
+    }
+    if s.region.trim().is_empty() {
+        return Err(FieldError::new("region", "must not be empty"));
+    }
+    if let Some(i) = s.rooms.iter().position(|r| r.is_empty()) {
+        return Err(FieldError::new(
+            format!("rooms[{i}]"),
+            "a room id must not be empty",
+        ));
+    }
+    if s.rooms.is_empty() && !s.discover_rooms {
+        return Err(FieldError::new(
+            "rooms",
+            "list the rooms to poll, or set discover_rooms: true",
+        ));
+    }
+    let watch: BTreeSet<u64> = s.watch_users.iter().map(|u| u.0).collect();
+    Ok(Conf {
+        access_key_id: s.credentials.access_key_id,
+        secret: s.credentials.secret_access_key,
+        app_id: s.app_id,
+        region: s.region,
+        rooms: s.rooms.into_iter().collect(),
+        devices: s.devices,
+        watch: watch.into_iter().collect(),
+        discover: s.discover_rooms,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+
+/// Reads the vendor envelope: `ResponseMetadata.Error` first, whatever the HTTP status, then
+/// `Result` as `T`.
+fn envelope<T: DeserializeOwned>(
+    api: &'static str,
+    status: u16,
+    body: &[u8],
+) -> Result<T, CallError> {
+    let ok_status = (200..300).contains(&status);
+    let mut v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) if !ok_status => return Err(CallError::Http { api, status }),
+        Err(e) => {
+            return Err(CallError::Malformed {
+                api,
+                message: e.to_string(),
+            })
+        }
+    };
+    if let Some(err) = v
+        .pointer("/ResponseMetadata/Error")
+        .filter(|e| !e.is_null())
+    {
+        let code = match (err.get("Code"), err.get("CodeN")) {
+            (Some(Value::String(c)), _) if !c.is_empty() => c.clone(),
+            (_, Some(Value::Number(n))) => n.to_string(),
+            _ => "unknown".to_string(),
+        };
+        let label = code_label(&code);
+        let message = err
+            .get("Message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        return Err(CallError::Vendor {
+            api,
+            throttled: label == "FlowLimitExceeded",
+            label,
+            message,
+            code,
+        });
+    }
+    if !ok_status {
+        return Err(CallError::Http { api, status });
+    }
+    let result = v.get_mut("Result").map(Value::take).unwrap_or(Value::Null);
+    if result.is_null() {
+        return Err(CallError::Malformed {
+            api,
+            message: "no Result and no ResponseMetadata.Error".into(),
+        });
+    }
+    serde_json::from_value(result).map_err(|e| CallError::Malformed {
+        api,
+        message: e.to_string(),
+    })
+}
+
+/// A user id as the vendor sent it: a string or a number.
+fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn lenient_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Number(n) => n.as_u64().map(|n| n != 0),
+        _ => None,
+    }
+}
+
+fn lenient_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `GetRoomOnlineUsers` with `Property=false`.
+#[derive(Debug, Default, Deserialize)]
+struct RawOccupancy {
+    #[serde(rename = "RoomExists", alias = "RoomExist", default)]
+    exists: Option<Value>,
+    #[serde(rename = "TotalUser", default)]
+    total: Option<Value>,
+    #[serde(rename = "TotalInvisibleUser", default)]
+    total_invisible: Option<Value>,
+    #[serde(rename = "VisibleUserList", default)]
+    visible: Option<Vec<Value>>,
+    #[serde(rename = "InvisibleUserList", default)]
+    invisible: Option<Vec<Value>>,
+}
+
+/// One room now, as `Property=false` tells it.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Occupancy {
+    exists: bool,
+    total: u64,
+    total_invisible: u64,
+    visible: Vec<String>,
+    invisible: Vec<String>,
+}
+
+fn parse_occupancy(status: u16, body: &[u8]) -> Result<Occupancy, CallError> {
+    let raw: RawOccupancy = envelope(GET_ROOM, status, body)?;
+    let ids = |l: &Option<Vec<Value>>| -> Vec<String> {
+        l.iter().flatten().filter_map(id_string).collect()
+    };
+    let visible = ids(&raw.visible);
+    let invisible = ids(&raw.invisible);
+    let total = raw.total.as_ref().and_then(lenient_u64);
+    // Not told whether the room exists: it does if the vendor counted anyone in it.
+    let exists = match raw.exists.as_ref().and_then(lenient_bool) {
+        Some(b) => b,
+        None => total.is_some_and(|t| t > 0) || !visible.is_empty() || !invisible.is_empty(),
+    };
+    if !exists {
+        return Ok(Occupancy::default());
+    }
+    let total_invisible = raw
+        .total_invisible
+        .as_ref()
+        .and_then(lenient_u64)
+        .unwrap_or(invisible.len() as u64);
+    Ok(Occupancy {
+        exists,
+        total: total.unwrap_or((visible.len() + invisible.len()) as u64),
+        total_invisible,
+        visible,
+        invisible,
+    })
+}
+
+/// `GetRoomOnlineUsers` with `Property=true`.
+#[derive(Debug, Deserialize)]
+struct RawDetail {
+    #[serde(rename = "RoomExists", alias = "RoomExist", default)]
+    exists: Option<Value>,
+    #[serde(rename = "VisibleUserList", default)]
+    visible: Option<Vec<RawUser>>,
+    #[serde(rename = "InvisibleUserList", default)]
+    invisible: Option<Vec<RawUser>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawUser {
+    #[serde(rename = "UserId", alias = "UserID", default)]
+    user: Option<Value>,
+    #[serde(rename = "DeviceType", default)]
+    device: Option<String>,
+    #[serde(rename = "MediaProcessingType", default)]
+    media_processing: Option<Value>,
+}
+
+/// What one room's last `Property=true` answer said.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct RoomDevices {
+    /// People (bots left out) by device class.
+    counts: DeviceCounts,
+    /// The people listed.
+    people: HashSet<String>,
+    /// The bots listed (`MediaProcessingType` present).
+    bots: HashSet<String>,
+}
+
+fn parse_detail(status: u16, body: &[u8]) -> Result<RoomDevices, CallError> {
+    let raw: RawDetail = envelope(GET_ROOM, status, body)?;
+    let mut out = RoomDevices::default();
+    if raw.exists.as_ref().and_then(lenient_bool) == Some(false) {
+        return Ok(out);
+    }
+    for u in raw.visible.iter().chain(raw.invisible.iter()).flatten() {
+        let Some(id) = u.user.as_ref().and_then(id_string) else {
+            continue;
+        };
+        if u.media_processing.as_ref().is_some_and(|m| !m.is_null()) {
+            out.bots.insert(id);
+        } else if out.people.insert(id) {
+            let device = Device::from_name(u.device.as_deref().unwrap_or(""));
+            *out.counts.entry(device).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+struct RawOnline {
+    #[serde(rename = "QueryOnlineResults", default)]
+    results: Option<HashMap<String, Option<Vec<RawConn>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawConn {
+    #[serde(rename = "Platform", default)]
+    platform: Option<String>,
+}
+
+/// Online users of one batch: id → the distinct device classes of their connections.
+fn parse_online(status: u16, body: &[u8]) -> Result<HashMap<String, BTreeSet<Device>>, CallError> {
+    let raw: RawOnline = envelope(QUERY_ONLINE, status, body)?;
+    Ok(raw
+        .results
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, conns)| {
+            let devices = conns
+                .iter()
+                .flatten()
+                .map(|c| Device::from_name(c.platform.as_deref().unwrap_or("")))
+                .collect();
+            (id.trim().to_string(), devices)
+        })
+        .collect())
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRoomsPage {
+    #[serde(rename = "Total", default)]
+    total: Option<Value>,
+    #[serde(rename = "HasMore", default)]
+    has_more: Option<Value>,
+    #[serde(rename = "RoomList", default)]
+    rooms: Option<Vec<Value>>,
+}
+
+/// One call of `ListRoomInfo`.
+#[derive(Debug, Clone, PartialEq)]
+struct Listed {
+    room: String,
+    finished: bool,
+    /// Creation time, Unix seconds, when it could be read.
+    created: Option<i64>,
+}
+
+struct RoomsPage {
+    rows: Vec<Listed>,
+    returned: u64,
+    total: Option<u64>,
+    has_more: Option<bool>,
+}
+
+fn parse_time(v: &Value) -> Option<i64> {
+    match v {
+        Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
+            .ok()
+            .map(|t| t.timestamp())
+            .or_else(|| s.trim().parse::<i64>().ok().map(unix_seconds)),
+        Value::Number(n) => n.as_i64().map(unix_seconds),
+        _ => None,
+    }
+}
+
+/// Seconds or milliseconds since 1970, whichever the number is.
+fn unix_seconds(n: i64) -> i64 {
+    if n > 100_000_000_000 {
+        n / 1000
+    } else {
+        n
+    }
+}
+
+fn parse_rooms_page(status: u16, body: &[u8]) -> Result<RoomsPage, CallError> {
+    let raw: RawRoomsPage = envelope(LIST_ROOMS, status, body)?;
+    let list = raw.rooms.unwrap_or_default();
+    let rows = list
+        .iter()
+        .filter_map(|r| {
+            Some(Listed {
+                room: r.get("RoomId").and_then(id_string)?,
+                finished: r.get("IsFinished").and_then(lenient_bool).unwrap_or(false),
+                created: r.get("CreatedTime").and_then(parse_time),
+            })
+        })
+        .collect();
+    Ok(RoomsPage {
+        rows,
+        returned: list.len() as u64,
+        total: raw.total.as_ref().and_then(lenient_u64),
+        has_more: raw.has_more.as_ref().and_then(lenient_bool),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure pieces of the poll
+
+/// A room's observation from its occupancy and the bots its last refresh named.
+fn room_observation(room: &str, occ: &Occupancy, bots: &HashSet<String>) -> RoomObservation {
+    if !occ.exists {
+        return RoomObservation {
+            room: room.to_string(),
+            active: false,
+            users: 0,
+            invisible: Some(0),
+            day: DayFigures::Present(Vec::new()),
+        };
+    }
+    let visible_bots = occ.visible.iter().filter(|u| bots.contains(*u)).count() as u64;
+    let invisible_bots = occ.invisible.iter().filter(|u| bots.contains(*u)).count() as u64;
+    let mut ids: Vec<String> = occ
+        .visible
+        .iter()
+        .chain(&occ.invisible)
+        .filter(|u| !bots.contains(*u))
+        .cloned()
+        .collect();
+    ids.sort();
+    ids.dedup();
+    RoomObservation {
+        room: room.to_string(),
+        active: true,
+        users: occ.total.saturating_sub(visible_bots + invisible_bots),
+        invisible: Some(occ.total_invisible.saturating_sub(invisible_bots)),
+        day: DayFigures::Present(ids),
+    }
+}
+
+/// Device totals: the active rooms' last refreshed counts, plus online watched users listed in
+/// none of those refreshes, once per distinct device class of their connections.
+fn device_totals<'a>(
+    refreshed: impl Iterator<Item = &'a RoomDevices>,
+    online: &HashMap<String, BTreeSet<Device>>,
+) -> DeviceCounts {
+    let mut counts: DeviceCounts = Device::ALL.iter().map(|d| (*d, 0)).collect();
+    let mut people: HashSet<&str> = HashSet::new();
+    for r in refreshed {
+        for (d, n) in &r.counts {
+            *counts.entry(*d).or_default() += n;
+        }
+        people.extend(r.people.iter().map(String::as_str));
+    }
+    for (user, devices) in online {
+        if !people.contains(user.as_str()) {
+            for d in devices {
+                *counts.entry(*d).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// The refresh order: `rooms` (sorted) starting after `cursor`, wrapping around.
+fn refresh_order(rooms: &[String], cursor: Option<&str>) -> Vec<String> {
+    let start = cursor.map_or(0, |c| rooms.partition_point(|r| r.as_str() <= c));
+    let mut order = rooms.to_vec();
+    let n = order.len();
+    order.rotate_left(start.min(n));
+    order
+}
+
+/// Windows of at most one day covering [from, to], newest first.
+fn windows(from: i64, to: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut end = to;
+    while end > from {
+        let start = (end - DAY).max(from);
+        out.push((start, end));
+        end = start;
+    }
+    out
+}
+
+/// What one poll lists: `fresh` windows since the last listing, `deep` windows of the initial
+/// 14-day walk, and the bounds to remember once they are all listed.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    fresh: Vec<(i64, i64)>,
+    deep: Vec<(i64, i64)>,
+    /// Calls created before this are remembered; later ones are listed again next poll.
+    remember_before: i64,
+    back_to: i64,
+}
+
+/// `listed`: creation times in [back_to, listed_to) listed so far (`None` before the first).
+fn plan(listed: Option<(i64, i64)>, now: i64) -> Plan {
+    let floor = now - DISCOVERY_BACK;
+    let (back_to, listed_to) = listed.unwrap_or((now - DAY, now - DAY));
+    let fresh = windows(listed_to.max(floor), now);
+    let deep: Vec<_> = windows(floor, back_to)
+        .into_iter()
+        .take(DEEP_WINDOWS_PER_POLL)
+        .collect();
+    Plan {
+        back_to: deep.last().map_or(back_to, |w| w.0),
+        remember_before: (now - DISCOVERY_LAG).max(listed_to),
+        fresh,
+        deep,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+/// Rooms found by `ListRoomInfo`, kept across polls.
+#[derive(Debug, Default)]
+struct Discovery {
+    /// Rooms with an unfinished call created before `listed.1`, until they no longer exist.
+    known: BTreeSet<String>,
+    /// Creation times in [back_to, listed_to) have been listed.
+    listed: Option<(i64, i64)>,
+}
+
+/// What the target remembers between polls.
+#[derive(Default)]
+struct State {
+    /// Each room's last `Property=true` answer.
+    devices: HashMap<String, RoomDevices>,
+    /// The last room the refresher got to.
+    cursor: Option<String>,
+    /// Rooms that did not exist at the last poll (not refreshed).
+    gone: HashSet<String>,
+    /// The running refresher.
+    refresher: Option<JoinHandle<()>>,
+    discovery: Discovery,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One configured Volcengine RTC target.
+pub struct VolcengineRtc {
+    conf: Arc<Conf>,
+    state: Arc<Mutex<State>>,
+}
+
+impl VolcengineRtc {
+    fn new(conf: Conf) -> Self {
+        VolcengineRtc {
+            conf: Arc::new(conf),
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+}
+
+impl Drop for VolcengineRtc {
+    fn drop(&mut self) {
+        if let Some(h) = lock(&self.state).refresher.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Signs and sends requests for one poll.
+struct Client<'a> {
+    ctx: &'a PollCtx,
+    conf: &'a Conf,
+    /// `scheme://host[:port]`.
+    base: String,
+    /// The `Host` header as sent.
+    host: String,
+}
+
+impl<'a> Client<'a> {
+    fn new(ctx: &'a PollCtx, conf: &'a Conf) -> Result<Self, CallError> {
+        let endpoint = ctx.endpoint_or(DEFAULT_ENDPOINT);
+        let bad = || CallError::Transport {
+            api: GET_ROOM,
+            message: "endpoint is not an http(s) URL with a host".into(),
+        };
+        let url = reqwest::Url::parse(endpoint).map_err(|_| bad())?;
+        let host = url.host_str().ok_or_else(bad)?;
+        let host = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        Ok(Client {
+            ctx,
+            conf,
+            base: format!("{}://{host}", url.scheme()),
+            host,
+        })
+    }
+
+    /// A signed request; `X-Date` is now.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        query: &[(&str, &str)],
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::RequestBuilder {
+        // Years 0000-9999 only; the clock is in them.
+        let x_date = sign::x_date(Utc::now().timestamp()).unwrap_or_default();
+        let signed = sign::sign(
+            &sign::Request {
+                method: method.as_str(),
+                host: &self.host,
+                path: "/",
+                query,
+                content_type: Some(content_type),
+                body: &body,
+            },
+            &sign::Credentials {
+                access_key_id: &self.conf.access_key_id,
+                secret_access_key: self.conf.secret.expose(),
+                region: &self.conf.region,
+                service: SERVICE,
+            },
+            &x_date,
+        );
+        self.ctx
+            .plumbing
+            .http
+            .request(method, format!("{}/?{}", self.base, signed.canonical_query))
+            .header("Content-Type", content_type)
+            .header("X-Date", signed.x_date)
+            .header("X-Content-Sha256", signed.x_content_sha256)
+            .header("Authorization", signed.authorization)
+            .body(body)
+    }
+
+    fn room_query<'q>(&'q self, room: &'q str, property: &'q str) -> [(&'q str, &'q str); 5] {
+        [
+            ("Action", GET_ROOM),
+            ("Version", ROOM_VERSION),
+            ("AppId", &self.conf.app_id),
+            ("RoomId", room),
+            ("Property", property),
+        ]
+    }
+
+    async fn occupancy(&self, api: &Api<'_>, room: &str) -> Result<Occupancy, CallError> {
+        let req = self.request(
+            reqwest::Method::GET,
+            &self.room_query(room, "false"),
+            FORM,
+            Vec::new(),
+        );
+        api.call(req, parse_occupancy).await
+    }
+
+    async fn detail(&self, api: &Api<'_>, room: &str) -> Result<RoomDevices, CallError> {
+        let req = self.request(
+            reqwest::Method::GET,
+            &self.room_query(room, "true"),
+            FORM,
+            Vec::new(),
+        );
+        api.call(req, parse_detail).await
+    }
+
+    /// Every room's occupancy, [`CONCURRENCY`] in flight; the first failure fails them all.
+    async fn occupancies(&self, rooms: &[String]) -> Result<Vec<(String, Occupancy)>, CallError> {
+        let api = self.ctx.api(GET_ROOM, &self.conf.access_key_id, ROOM_QPS);
+        let api = &api;
+        // Owned items: a closure over borrowed ones makes the boxed poll future not `Send`
+        // for every lifetime (rust-lang/rust#102211).
+        stream::iter(rooms.to_vec())
+            .map(|room| async move {
+                let occ = self.occupancy(api, &room).await?;
+                Ok((room, occ))
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// Online watched users: id → device classes of their connections.
+    async fn online(&self) -> Result<HashMap<String, BTreeSet<Device>>, CallError> {
+        if self.conf.watch.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let api = self
+            .ctx
+            .api(QUERY_ONLINE, &self.conf.access_key_id, ONLINE_QPS);
+        let api = &api;
+        let app: Value = match self.conf.app_id.parse::<u64>() {
+            Ok(n) if self.conf.app_id.bytes().all(|b| b.is_ascii_digit()) => n.into(),
+            _ => self.conf.app_id.clone().into(),
+        };
+        let app = &app;
+        let batches: Vec<HashMap<String, BTreeSet<Device>>> =
+            stream::iter(self.conf.watch.chunks(BATCH).map(<[u64]>::to_vec))
+                .map(|ids| async move {
+                    let body = serde_json::json!({ "AppId": app, "UserIds": ids }).to_string();
+                    let req = self.request(
+                        reqwest::Method::POST,
+                        &[("Action", QUERY_ONLINE), ("Version", ONLINE_VERSION)],
+                        JSON,
+                        body.into_bytes(),
+                    );
+                    api.call(req, parse_online).await
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect()
+                .await?;
+        Ok(batches.into_iter().flatten().collect())
+    }
+
+    /// Every call created in [start, end], all pages.
+    async fn list_window(
+        &self,
+        api: &Api<'_>,
+        tz: Tz,
+        (start, end): (i64, i64),
+    ) -> Result<Vec<Listed>, CallError> {
+        let rfc3339 = |t: i64| {
+            DateTime::from_timestamp(t, 0)
+                .unwrap_or_default()
+                .with_timezone(&tz)
+                .to_rfc3339_opts(SecondsFormat::Secs, false)
+        };
+        let (from, to) = (rfc3339(start), rfc3339(end));
+        let size = PAGE.to_string();
+        let mut rows = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let page_num = page.to_string();
+            let req = self.request(
+                reqwest::Method::GET,
+                &[
+                    ("Action", LIST_ROOMS),
+                    ("Version", ROOM_VERSION),
+                    ("AppId", &self.conf.app_id),
+                    ("StartTime", &from),
+                    ("EndTime", &to),
+                    ("PageNum", &page_num),
+                    ("PageSize", &size),
+                ],
+                FORM,
+                Vec::new(),
+            );
+            let p = api.call(req, parse_rooms_page).await?;
+            rows.extend(p.rows);
+            let more = p
+                .has_more
+                .unwrap_or_else(|| p.returned >= PAGE && p.total.is_none_or(|t| page * PAGE < t));
+            if !more || p.returned == 0 {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Lists the windows of `plan`: (fresh calls, calls of the deep walk).
+    async fn discover(&self, plan: &Plan) -> Result<(Vec<Listed>, Vec<Listed>), CallError> {
+        let api = self.ctx.api(LIST_ROOMS, &self.conf.access_key_id, LIST_QPS);
+        let mut fresh = Vec::new();
+        for w in &plan.fresh {
+            fresh.extend(self.list_window(&api, self.ctx.tz, *w).await?);
+        }
+        let mut deep = Vec::new();
+        for w in &plan.deep {
+            deep.extend(self.list_window(&api, self.ctx.tz, *w).await?);
+        }
+        Ok((fresh, deep))
+    }
+}
+
+/// A copy of the poll's context that a task may own.
+fn owned_ctx(ctx: &PollCtx) -> PollCtx {
+    PollCtx {
+        target: ctx.target.clone(),
+        vendor: ctx.vendor,
+        now: ctx.now,
+        tz: ctx.tz,
+        endpoint: ctx.endpoint.clone(),
+        qps: ctx.qps,
+        plumbing: ctx.plumbing.clone(),
+    }
+}
+
+/// Refreshes `order` with `Property=true`, one room at a time at the 1 QPS limiter. Failures are
+/// counted and logged by [`Api::call`] and skipped: the room keeps its last figures.
+async fn refresh(ctx: PollCtx, conf: Arc<Conf>, state: Arc<Mutex<State>>, order: Vec<String>) {
+    let Ok(client) = Client::new(&ctx, &conf) else {
+        return;
+    };
+    let api = ctx.api_bucket(GET_ROOM, PROPERTY_BUCKET, &conf.access_key_id, PROPERTY_QPS);
+    for room in order {
+        let result = client.detail(&api, &room).await;
+        let mut st = lock(&state);
+        if let Ok(d) = result {
+            st.devices.insert(room.clone(), d);
+        }
+        st.cursor = Some(room);
+    }
+}
+
+impl VolcengineRtc {
+    /// Aborts the previous refresher and spawns one for `rooms`.
+    fn start_refresher(&self, ctx: &PollCtx, rooms: &[String]) {
+        let mut st = lock(&self.state);
+        if let Some(h) = st.refresher.take() {
+            h.abort();
+        }
+        let candidates: Vec<String> = rooms
+            .iter()
+            .filter(|r| !st.gone.contains(*r))
+            .cloned()
+            .collect();
+        let order = refresh_order(&candidates, st.cursor.as_deref());
+        st.refresher = Some(tokio::spawn(refresh(
+            owned_ctx(ctx),
+            self.conf.clone(),
+            self.state.clone(),
+            order,
+        )));
+    }
+
+    /// The rooms to poll: `rooms:` plus, with discovery, the rooms with an unfinished call.
+    async fn rooms(&self, ctx: &PollCtx, client: &Client<'_>) -> Result<Vec<String>, CallError> {
+        let mut rooms = self.conf.rooms.clone();
+        if !self.conf.discover {
+            return Ok(rooms.into_iter().collect());
+        }
+        let listed = lock(&self.state).discovery.listed;
+        let plan = plan(listed, ctx.now.timestamp());
+        let (fresh, deep) = client.discover(&plan).await?;
+        let mut st = lock(&self.state);
+        let d = &mut st.discovery;
+        for l in deep.iter().filter(|l| !l.finished) {
+            d.known.insert(l.room.clone());
+        }
+        for l in fresh.iter().filter(|l| !l.finished) {
+            // Created recently: listed again next poll. Not told when: remembered.
+            if l.created.is_none_or(|c| c < plan.remember_before) {
+                d.known.insert(l.room.clone());
+            } else {
+                rooms.insert(l.room.clone());
+            }
+        }
+        d.listed = Some((plan.back_to, plan.remember_before));
+        rooms.extend(d.known.iter().cloned());
+        Ok(rooms.into_iter().collect())
+    }
+
+    async fn fetch(&self, ctx: &PollCtx) -> Result<Observation, PollError> {
+        let client = Client::new(ctx, &self.conf)?;
+        let rooms = self.rooms(ctx, &client).await?;
+        if self.conf.devices {
+            self.start_refresher(ctx, &rooms);
+        }
+        let (occupancies, online) = tokio::try_join!(client.occupancies(&rooms), client.online())?;
+
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        let none = HashSet::new();
+        let mut observed = Vec::with_capacity(occupancies.len());
+        st.gone.clear();
+        for (room, occ) in &occupancies {
+            if !occ.exists {
+                st.gone.insert(room.clone());
+                st.devices.remove(room);
+                st.discovery.known.remove(room);
+            }
+            let bots = st.devices.get(room).map_or(&none, |d| &d.bots);
+            observed.push(room_observation(room, occ, bots));
+        }
+        observed.sort_by(|a, b| a.room.cmp(&b.room));
+        // Forget rooms no longer polled.
+        let polled: HashSet<&String> = rooms.iter().collect();
+        st.devices.retain(|r, _| polled.contains(r));
+        let devices = self.conf.devices.then(|| {
+            device_totals(
+                observed
+                    .iter()
+                    .filter(|o| o.active)
+                    .filter_map(|o| st.devices.get(&o.room)),
+                &online,
+            )
+        });
+        let watched = self
+            .conf
+            .watch
+            .iter()
+            .map(|id| {
+                let id = id.to_string();
+                let on = online.contains_key(&id);
+                (id, on)
+            })
+            .collect();
+        Ok(Observation {
+            rooms: observed,
+            devices,
+            watched,
+        })
+    }
+}
+
+impl Vendor for VolcengineRtc {
+    fn info(&self) -> TargetInfo {
+        TargetInfo {
+            app: self.conf.app_id.clone(),
+            region: self.conf.region.clone(),
+        }
+    }
+
+    fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>> {
+        Box::pin(self.fetch(ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(result: Value) -> Vec<u8> {
+        serde_json::json!({
+            "ResponseMetadata": {"RequestId": "r", "Action": "GetRoomOnlineUsers",
+                "Version": "2023-11-01", "Service": "rtc", "Region": "cn-north-1"},
+            "Result": result,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn failure(code: &str, code_n: u64) -> Vec<u8> {
+        serde_json::json!({
+            "ResponseMetadata": {"RequestId": "r", "Action": "GetRoomOnlineUsers",
+                "Version": "2023-11-01", "Service": "rtc", "Region": "cn-north-1",
+                "Error": {"CodeN": code_n, "Code": code, "Message": "because"}},
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn property_false_doc_example() {
+        let body = br#"{ "ResponseMetadata": { "RequestId": "20230604110420****100232280022D31", "Action": "GetRoomOnlineUsers", "Version": "2023-11-01", "Service": "rtc", "Region": "cn-north-1" }, "Result": { "TotalUser": 2, "TotalInvisibleUser": 1, "VisibleUserList": [ "normal_user_1" ], "InvisibleUserList": [ "silent_user_1" ], "RoomExists": true } }"#;
+        let occ = parse_occupancy(200, body).map_err(|e| e.to_string());
+        assert_eq!(
+            occ,
+            Ok(Occupancy {
+                exists: true,
+                total: 2,
+                total_invisible: 1,
+                visible: vec!["normal_user_1".into()],
+                invisible: vec!["silent_user_1".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn room_exists_in_both_spellings() {
+        for key in ["RoomExists", "RoomExist"] {
+            let gone = parse_occupancy(200, &ok(serde_json::json!({ key: false })));
+            assert_eq!(gone.ok(), Some(Occupancy::default()), "{key}");
+            let here = parse_occupancy(
+                200,
+                &ok(serde_json::json!({ key: true, "TotalUser": 1, "VisibleUserList": ["a"] })),
+            );
+            assert_eq!(here.map(|o| (o.exists, o.total)).ok(), Some((true, 1)));
+            let detail = parse_detail(200, &ok(serde_json::json!({ key: false })));
+            assert_eq!(detail.ok(), Some(RoomDevices::default()));
+        }
+    }
+
+    #[test]
+    fn property_true_doc_example_and_user_id_spellings() {
+        // The doc's example, its trailing commas removed.
+        let body = br#"{ "ResponseMetadata": { "RequestId": "", "Action": "GetRoomOnlineUserStatus", "Version": "2023-11-01", "Service": "rtc", "Region": "cn-north-1" }, "Result": { "RoomExist": true, "VisibleUserList": [ { "UserID": "normalUser1", "DeviceType": "ios" }, { "UserID": "normalUser2", "DeviceType": "mac" } ], "InvisibleUserList": [ { "UserID": "segment1", "DeviceType": "linux", "MediaProcessingType": 32 } ] } }"#;
+        let d = parse_detail(200, body).unwrap_or_default();
+        assert_eq!(d.counts.get(&Device::Ios), Some(&1));
+        assert_eq!(d.counts.get(&Device::Mac), Some(&1));
+        assert_eq!(
+            d.counts.get(&Device::Linux),
+            None,
+            "the ASR bot is no person"
+        );
+        assert_eq!(d.bots, HashSet::from(["segment1".to_string()]));
+        assert_eq!(d.people.len(), 2);
+
+        let other = ok(serde_json::json!({"RoomExists": true,
+            "VisibleUserList": [{"UserId": "a", "DeviceType": "harmony", "PlatformType": 1},
+                                {"UserId": 42, "DeviceType": "android"}],
+            "InvisibleUserList": [{"UserId": "r", "DeviceType": "linux", "MediaProcessingType": 21}]}));
+        let d = parse_detail(200, &other).unwrap_or_default();
+        assert_eq!(
+            d.counts.get(&Device::Other),
+            Some(&1),
+            "harmony counts as other"
+        );
+        assert_eq!(d.counts.get(&Device::Android), Some(&1));
+        assert!(d.people.contains("42") && d.bots.contains("r"));
+    }
+
+    #[test]
+    fn error_envelope_is_read_whatever_the_status() {
+        let cases = [
+            (200, "InvalidParameter.RoomId", 0, "InvalidParameter", false),
+            (400, "InvalidTimestamp", 100006, "InvalidTimestamp", false),
+            (400, "MissingParameter", 100002, "MissingParameter", false),
+            (
+                401,
+                "SignatureDoesNotMatch",
+                100010,
+                "SignatureDoesNotMatch",
+                false,
+            ),
+            (401, "InvalidAccessKey", 100009, "InvalidAccessKey", false),
+            (429, "FlowLimitExceeded", 100018, "FlowLimitExceeded", true),
+            (
+                200,
+                "FlowLimitExceeded.QPSOverLimit",
+                0,
+                "FlowLimitExceeded",
+                true,
+            ),
+            (500, "InternalError", 100014, "InternalError", false),
+            (400, "SomethingNew", 1, "other", false),
+            (400, "InvalidTimestampX", 1, "other", false),
+            (400, "InvalidAccessKey.Sub", 1, "other", false),
+        ];
+        for (status, code, code_n, want, throttled) in cases {
+            let e = parse_occupancy(status, &failure(code, code_n));
+            match e {
+                Err(CallError::Vendor {
+                    label,
+                    code: ref c,
+                    throttled: t,
+                    ref message,
+                    ..
+                }) => {
+                    assert_eq!((label, c.as_str(), t), (want, code, throttled), "{code}");
+                    assert_eq!(message, "because");
+                }
+                other => panic!("{code} at {status}: {other:?}"),
+            }
+        }
+        // CodeN only.
+        let body = br#"{"ResponseMetadata":{"Error":{"CodeN":100010}}}"#;
+        assert!(matches!(
+            parse_occupancy(401, body),
+            Err(CallError::Vendor { label: "other", ref code, .. }) if code == "100010"
+        ));
+    }
+
+    #[test]
+    fn bodies_without_an_envelope() {
+        assert!(matches!(
+            parse_occupancy(502, b"<html>bad gateway</html>"),
+            Err(CallError::Http { status: 502, .. })
+        ));
+        assert!(matches!(
+            parse_occupancy(429, b"{}"),
+            Err(CallError::Http { status: 429, .. })
+        ));
+        assert!(matches!(
+            parse_occupancy(200, b"{\"ResponseMetadata\":{},\"Resu"),
+            Err(CallError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_occupancy(200, b"{\"ResponseMetadata\":{}}"),
+            Err(CallError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_occupancy(
+                200,
+                &ok(serde_json::json!({"TotalUser": "x", "VisibleUserList": 3}))
+            ),
+            Err(CallError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn bots_are_left_out_of_counts_and_ids() {
+        let occ = Occupancy {
+            exists: true,
+            total: 5,
+            total_invisible: 3,
+            visible: vec!["a".into(), "b".into()],
+            invisible: vec!["c".into(), "rec".into(), "asr".into()],
+        };
+        let bots: HashSet<String> = ["rec".to_string(), "asr".to_string()].into();
+        let o = room_observation("r1", &occ, &bots);
+        assert_eq!((o.active, o.users, o.invisible), (true, 3, Some(1)));
+        assert_eq!(
+            o.day,
+            DayFigures::Present(vec!["a".into(), "b".into(), "c".into()])
+        );
+        // Not known as bots: counted as the vendor counts them.
+        let o = room_observation("r1", &occ, &HashSet::new());
+        assert_eq!((o.users, o.invisible), (5, Some(3)));
+        let gone = room_observation("r2", &Occupancy::default(), &bots);
+        assert_eq!((gone.active, gone.users), (false, 0));
+    }
+
+    #[test]
+    fn devices_sum_rooms_and_fold_in_watched_users_once() {
+        let room = |people: &[(&str, Device)]| RoomDevices {
+            counts: people.iter().fold(DeviceCounts::new(), |mut m, (_, d)| {
+                *m.entry(*d).or_default() += 1;
+                m
+            }),
+            people: people.iter().map(|(p, _)| p.to_string()).collect(),
+            bots: HashSet::new(),
+        };
+        let a = room(&[("1", Device::Ios), ("2", Device::Web)]);
+        let b = room(&[("3", Device::Ios)]);
+        let online: HashMap<String, BTreeSet<Device>> = [
+            // In room a: already counted there.
+            ("1".to_string(), BTreeSet::from([Device::Android])),
+            // Outside the refreshed rooms: counted once per device class.
+            (
+                "9".to_string(),
+                BTreeSet::from([Device::Android, Device::Web]),
+            ),
+        ]
+        .into();
+        let c = device_totals([&a, &b].into_iter(), &online);
+        assert_eq!(c.len(), Device::ALL.len(), "every class has a value");
+        assert_eq!(c[&Device::Ios], 2);
+        assert_eq!(c[&Device::Web], 2);
+        assert_eq!(c[&Device::Android], 1);
+        assert_eq!(c[&Device::Mac], 0);
+    }
+
+    #[test]
+    fn online_status_reads_platforms() {
+        let body = br#"{"ResponseMetadata":{"RequestId":"x","Action":"QueryOnlineStatus","Version":"2020-12-01","Service":"rtc","Region":"cn-beijing"},"Result":{"AppId":123,"QueryOnlineResults":{"10001":[{"ConnId":"ConnID_1","UserId":10001,"DeviceId":10001,"ClientVersion":1,"Platform":"Android"},{"ConnId":"c2","UserId":10001,"Platform":"iOS"}]}}}"#;
+        let m = parse_online(200, body).unwrap_or_default();
+        assert_eq!(m["10001"], BTreeSet::from([Device::Ios, Device::Android]));
+        let none = parse_online(200, br#"{"ResponseMetadata":{},"Result":{"AppId":123}}"#);
+        assert_eq!(none.ok().map(|m| m.len()), Some(0));
+    }
+
+    fn yaml(text: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(text).unwrap_or(serde_yaml::Value::Null)
+    }
+
+    const BASE: &str = "credentials: {access_key_id: AK, secret_access_key: SK}\napp_id: \"123\"\n";
+
+    #[test]
+    fn watch_users_take_numbers_or_numeric_strings() {
+        let c = parse_conf(yaml(&format!(
+            "{BASE}rooms: [a]\nwatch_users: [10002, \"10001\", \" 10003 \", 10002]\n"
+        )));
+        let c = c.map_err(|e| e.message);
+        assert_eq!(
+            c.as_ref().map(|c| c.watch.clone()),
+            Ok(vec![10001, 10002, 10003])
+        );
+        assert_eq!(
+            c.as_ref()
+                .map(|c| (c.region.as_str(), c.devices, c.discover)),
+            Ok(("cn-north-1", false, false))
+        );
+        for bad in ["[10001, alice]", "[10001, \"12a\"]", "[-5]", "[1.5]"] {
+            let e = parse_conf(yaml(&format!("{BASE}rooms: [a]\nwatch_users: {bad}\n")));
+            match e {
+                Err(e) => {
+                    assert!(e.path.starts_with("watch_users["), "{bad}: {}", e.path);
+                    assert!(
+                        e.message.contains("user id") || e.message.contains("numeric"),
+                        "{bad}: {}",
+                        e.message
+                    );
+                }
+                Ok(_) => panic!("{bad} accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn rooms_or_discovery_is_required_and_unknown_keys_are_errors() {
+        let e = parse_conf(yaml(BASE)).err().map(|e| (e.path, e.message));
+        assert_eq!(
+            e,
+            Some((
+                "rooms".to_string(),
+                "list the rooms to poll, or set discover_rooms: true".to_string()
+            ))
+        );
+        assert!(parse_conf(yaml(&format!("{BASE}discover_rooms: true\n"))).is_ok());
+        let e = parse_conf(yaml(&format!("{BASE}rooms: [a]\nroom: b\n")));
+        assert!(matches!(e, Err(e) if e.message.starts_with("unknown field")));
+        let e = parse_conf(yaml(&format!("{BASE}rooms: [a, \"\"]\n")));
+        assert!(matches!(e, Err(e) if e.path == "rooms[1]"));
+        let e = parse_conf(yaml(
+            "credentials: {access_key_id: AK, secret_access_key: SK, extra: 1}\napp_id: x\nrooms: [a]\n",
+        ));
+        let e = e.err().map(|e| (e.path, e.message));
+        assert!(
+            matches!(e, Some((ref p, ref m)) if p.starts_with("credentials") && m.contains("extra")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn code_labels_are_a_closed_set() {
+        assert_eq!(code_label("InvalidParameter.AppId"), "InvalidParameter");
+        assert_eq!(
+            code_label("FlowLimitExceeded.QPSOverLimit"),
+            "FlowLimitExceeded"
+        );
+        assert_eq!(code_label("SignatureDoesNotMatch"), "SignatureDoesNotMatch");
+        assert_eq!(code_label("a\"b"), "other");
+        assert_eq!(code_label(""), "other");
+    }
+
+    #[test]
+    fn refresh_goes_round_robin_from_the_cursor() {
+        let rooms: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(refresh_order(&rooms, None), rooms);
+        assert_eq!(refresh_order(&rooms, Some("b")), ["c", "d", "a", "b"]);
+        assert_eq!(refresh_order(&rooms, Some("bb")), ["c", "d", "a", "b"]);
+        assert_eq!(refresh_order(&rooms, Some("d")), rooms);
+        assert!(refresh_order(&[], Some("x")).is_empty());
+    }
+
+    #[test]
+    fn windows_step_back_a_day_at_most() {
+        assert_eq!(
+            windows(0, 2 * DAY + 5),
+            [(DAY + 5, 2 * DAY + 5), (5, DAY + 5), (0, 5)]
+        );
+        assert!(windows(10, 10).is_empty());
+    }
+
+    #[test]
+    fn discovery_walks_14_days_once_then_lists_only_what_is_new() {
+        let now = 1_800_000_000;
+        let first = plan(None, now);
+        assert_eq!(first.fresh, [(now - DAY, now)]);
+        assert_eq!(first.deep.len(), DEEP_WINDOWS_PER_POLL);
+        assert_eq!(first.deep[0], (now - 2 * DAY, now - DAY));
+        assert_eq!(first.remember_before, now - DISCOVERY_LAG);
+        // Later polls: the new stretch only, and the walk goes on until 14 days back.
+        let mut listed = (first.back_to, first.remember_before);
+        let mut t = now;
+        let mut deep = first.deep.len();
+        for _ in 0..10 {
+            t += 60;
+            let p = plan(Some(listed), t);
+            assert_eq!(p.fresh, [(listed.1, t)]);
+            deep += p.deep.len();
+            listed = (p.back_to, p.remember_before);
+        }
+        assert_eq!(deep, 13, "13 day windows behind the first");
+        assert!(listed.0 <= t - DISCOVERY_BACK + 600);
+        // After a long outage, at most 14 days are listed again.
+        let p = plan(Some(listed), t + 30 * DAY);
+        assert_eq!(p.fresh.len(), 14);
+        assert!(p.deep.is_empty());
+    }
+
+    #[test]
+    fn rooms_list_reads_pages_and_times() {
+        let body = ok(
+            serde_json::json!({"Total": 3, "HasMore": true, "RoomList": [
+                {"RoomId": "a", "IsFinished": false, "CreatedTime": "2026-11-22T08:00:00+08:00"},
+                {"RoomId": "b", "IsFinished": true, "CreatedTime": 1_800_000_000_000i64},
+                {"RoomId": "", "IsFinished": false},
+            ]}),
+        );
+        let p = parse_rooms_page(200, &body);
+        let p = p.map(|p| (p.rows, p.returned, p.total, p.has_more)).ok();
+        let t = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
+            .map(|t| t.timestamp())
+            .ok();
+        assert_eq!(
+            p,
+            Some((
+                vec![
+                    Listed {
+                        room: "a".into(),
+                        finished: false,
+                        created: t
+                    },
+                    Listed {
+                        room: "b".into(),
+                        finished: true,
+                        created: Some(1_800_000_000)
+                    },
+                ],
+                3,
+                Some(3),
+                Some(true)
+            ))
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! The exporter against the simulated Volcengine RTC API, over real HTTP on loopback.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{scrape, start, value, wait_polls};
+use rtc_exporter::sim::volcengine_rtc::VolcSim;
+use rtc_exporter::sim::{Fault, SimServer};
+use rtc_exporter::vendor::Device;
+
+const T: &str = "volc";
+
+async fn sim(rooms: usize, seed: u64) -> SimServer {
+    let sim = VolcSim::new(seed, rooms);
+    // A frozen scenario: the truth cannot move between a poll and the check.
+    sim.clock.freeze(sim.t0());
+    SimServer::start(Arc::new(sim), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn volc(s: &SimServer) -> &VolcSim {
+    s.get::<VolcSim>().unwrap()
+}
+
+/// A config with one target; `keys` are the vendor keys after the credentials.
+fn config(s: &SimServer, secret: &str, interval: &str, keys: &str) -> String {
+    let v = volc(s);
+    format!(
+        "global:\n  interval: {interval}\n  poll_timeout: 20s\n  request_timeout: 5s\ntargets:\n  - name: {T}\n    vendor: volcengine_rtc\n    endpoint: {}\n    app_id: \"{}\"\n    credentials:\n      access_key_id: {}\n      secret_access_key: \"{secret}\"\n{keys}",
+        s.endpoint, v.app_id, v.access_key_id
+    )
+}
+
+fn list(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+fn room_value(text: &str, metric: &str, room: &str) -> Option<f64> {
+    value(text, metric, &[("target", T), ("room", room)])
+}
+
+/// Where the scrape differs from the simulator's truth, or `None` when it does not.
+fn mismatch(text: &str, v: &VolcSim, configured: &[String], watched: &[String]) -> Option<String> {
+    let mut bad = Vec::new();
+    if value(text, "rtc_exporter_target_up", &[("target", T)]) != Some(1.0) {
+        bad.push("target not up".to_string());
+    }
+    for room in v.room_ids() {
+        let t = v.room_truth(&room);
+        let got = (
+            room_value(text, "rtc_room_active", &room),
+            room_value(text, "rtc_room_users", &room),
+            room_value(text, "rtc_room_invisible_users", &room),
+        );
+        let want = if t.active {
+            // Configured, or found by discovery (the long-running rooms too).
+            (Some(1.0), Some(t.users as f64), Some(t.invisible as f64))
+        } else if configured.contains(&room) {
+            (Some(0.0), Some(0.0), Some(0.0))
+        } else {
+            // Finished before the exporter started and not configured: no series.
+            (None, None, None)
+        };
+        if got != want {
+            bad.push(format!(
+                "{room}: (active, users, invisible) {got:?}, truth {want:?}"
+            ));
+        }
+    }
+    let devices = v.device_truth(&v.room_ids(), watched);
+    for d in Device::ALL {
+        let got = value(
+            text,
+            "rtc_device_users",
+            &[("target", T), ("device", d.label())],
+        );
+        if got != Some(devices[&d] as f64) {
+            bad.push(format!(
+                "device {}: {got:?}, truth {}",
+                d.label(),
+                devices[&d]
+            ));
+        }
+    }
+    for user in watched {
+        let got = value(text, "rtc_user_online", &[("target", T), ("user", user)]);
+        let want = if v.online(user) { 1.0 } else { 0.0 };
+        if got != Some(want) {
+            bad.push(format!("user {user}: online {got:?}, truth {want}"));
+        }
+    }
+    (!bad.is_empty()).then(|| bad.join("\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_invisible_users_devices_and_watched_users_equal_the_truth() {
+    let s = sim(12, 21).await;
+    let v = volc(&s);
+    let configured = v.generated_rooms();
+    let watched = v.watch_candidates();
+    assert!(
+        v.room_ids()
+            .iter()
+            .map(|r| v.room_truth(r).bots)
+            .sum::<u64>()
+            > 0,
+        "bots to leave out"
+    );
+    assert_eq!(
+        v.long_running_rooms().len(),
+        3,
+        "rooms only discovery finds"
+    );
+    let keys = format!(
+        "    rooms: {}\n    discover_rooms: true\n    devices: true\n    watch_users: {}\n",
+        list(&configured),
+        list(&watched)
+    );
+    let exporter = start(&config(&s, v.secret_access_key(), "2s", &keys)).await;
+    let base = exporter.url();
+    // Devices need every active room refreshed once at 1 QPS (about 12 s here).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let text = scrape(&base).await;
+        match mismatch(&text, v, &configured, &watched) {
+            None => break,
+            Some(m) if tokio::time::Instant::now() > deadline => {
+                panic!("the exporter does not match the simulator:\n{m}")
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let text = scrape(&base).await;
+    // Peak and accumulated are observed lower bounds: at least what is there now.
+    for room in v.long_running_rooms() {
+        let t = v.room_truth(&room);
+        assert!(room_value(&text, "rtc_room_peak_users", &room) >= Some(t.users as f64));
+        assert!(room_value(&text, "rtc_room_accumulated_users", &room) >= Some(t.users as f64));
+    }
+    assert_eq!(value(&text, "rtc_target_info", &[("target", T)]), Some(1.0));
+    assert!(text.contains("region=\"cn-north-1\""));
+    assert_eq!(v.refused(), 0);
+    exporter.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_rooms_with_devices_never_get_a_throttle_answer() {
+    let s = sim(60, 22).await;
+    let v = volc(&s);
+    // 250 watched ids: three QueryOnlineStatus batches a poll.
+    let mut watched = v.watch_candidates();
+    watched.extend((0..243).map(|n| (70_000_000 + n).to_string()));
+    let keys = format!(
+        "    rooms: {}\n    discover_rooms: true\n    devices: true\n    watch_users: {}\n",
+        list(&v.generated_rooms()),
+        list(&watched)
+    );
+    // About 63 rooms at 40 QPS: 1.6 s a poll.
+    let exporter = start(&config(&s, v.secret_access_key(), "2500ms", &keys)).await;
+    let base = exporter.url();
+    let text = wait_polls(&base, T, "success", 4.0).await;
+    assert_eq!(v.refused(), 0, "the simulator refused requests");
+    let throttled = common::all(&text, "rtc_exporter_vendor_requests_total")
+        .iter()
+        .filter(|s| s.label("outcome") == Some("throttled"))
+        .map(|s| s.value)
+        .sum::<f64>();
+    assert_eq!(throttled, 0.0);
+    let rooms = value(
+        &text,
+        "rtc_exporter_vendor_requests_total",
+        &[
+            ("target", T),
+            ("api", "GetRoomOnlineUsers"),
+            ("outcome", "ok"),
+        ],
+    )
+    .unwrap_or(0.0);
+    assert!(rooms >= 4.0 * 60.0, "{rooms} room requests");
+    exporter.stop().await.unwrap();
+    assert_eq!(v.refused(), 0);
+}
+
+/// Starts a one-room target, waits for a failed poll, returns the scrape.
+async fn failing(s: &SimServer, secret: &str) -> String {
+    let v = volc(s);
+    let room = v.generated_rooms().remove(0);
+    let exporter = start(&config(s, secret, "1s", &format!("    rooms: [{room}]\n"))).await;
+    let text = wait_polls(&exporter.url(), T, "failure", 1.0).await;
+    exporter.stop().await.unwrap();
+    text
+}
+
+fn errors(text: &str, code: &str) -> f64 {
+    value(
+        text,
+        "rtc_exporter_vendor_errors_total",
+        &[("target", T), ("api", "GetRoomOnlineUsers"), ("code", code)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_secret_is_signature_does_not_match_and_the_target_is_down() {
+    let s = sim(3, 23).await;
+    let text = failing(&s, "not-the-secret").await;
+    assert!(errors(&text, "SignatureDoesNotMatch") >= 1.0, "{text}");
+    assert_eq!(
+        value(&text, "rtc_exporter_target_up", &[("target", T)]),
+        Some(0.0)
+    );
+    assert!(!text.contains("not-the-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_vendor_clock_is_invalid_timestamp() {
+    let s = sim(3, 24).await;
+    volc(&s).clock.set_skew(1000);
+    let text = failing(&s, volc(&s).secret_access_key()).await;
+    assert!(errors(&text, "InvalidTimestamp") >= 1.0, "{text}");
+    assert_eq!(
+        value(&text, "rtc_exporter_target_up", &[("target", T)]),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_answer_is_counted_as_throttled() {
+    let s = sim(3, 25).await;
+    let v = volc(&s);
+    v.faults.set(
+        "GetRoomOnlineUsers",
+        Fault {
+            code: Some("FlowLimitExceeded.QPSOverLimit".into()),
+            ..Fault::default()
+        },
+    );
+    let text = failing(&s, v.secret_access_key()).await;
+    assert!(errors(&text, "FlowLimitExceeded") >= 1.0, "{text}");
+    let throttled = value(
+        &text,
+        "rtc_exporter_vendor_requests_total",
+        &[
+            ("target", T),
+            ("api", "GetRoomOnlineUsers"),
+            ("outcome", "throttled"),
+        ],
+    );
+    assert!(throttled >= Some(1.0), "{throttled:?}");
+}
