@@ -585,3 +585,46 @@ async fn rooms_over_max_rooms_count_in_totals_only() {
     assert_eq!(shown, busiest[..5].iter().sum::<u64>() as f64);
     exporter.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_connection_reset_is_a_transport_error() {
+    let fault = Fault {
+        reset: true,
+        ..Fault::default()
+    };
+    let (text, err, _) = fail_with(fault, "").await;
+    assert!(requests(&text, "transport") >= 1.0);
+    assert!(err.contains("transport error"), "{err}");
+}
+
+#[tokio::test]
+async fn entries_with_only_room_and_num_are_read() {
+    let s = sim(10, 18).await;
+    set_fault(
+        &s,
+        Fault {
+            missing_fields: true,
+            ..Fault::default()
+        },
+    );
+    let exporter = start(&config(&s, "")).await;
+    let text = wait_polls(&exporter.url(), T, "success", 1.0).await;
+    let (from, at) = urtc(&s).last_window().unwrap();
+    // Without RoomStatus, PeekAmount and AccumulationAmount: users from Num, a room with
+    // users counts as in progress, and the day's figures are at least the users now.
+    for t in urtc(&s).truth(from, at) {
+        assert_eq!(
+            room_value(&text, "rtc_room_users", &t.room),
+            Some(t.users as f64),
+            "{}",
+            t.room
+        );
+        let peak = room_value(&text, "rtc_room_peak_users", &t.room).unwrap_or(-1.0);
+        assert!(peak >= t.users as f64);
+        assert_eq!(
+            room_value(&text, "rtc_room_active", &t.room),
+            Some(if t.users > 0 { 1.0 } else { 0.0 })
+        );
+    }
+    exporter.stop().await.unwrap();
+}

@@ -7,7 +7,6 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,6 +80,14 @@ impl SimResponse {
             body: format!("<html><body><h1>{status} Bad Gateway</h1></body></html>").into_bytes(),
         }
     }
+    /// No answer at all: the server drops the connection (the reset fault).
+    pub fn reset() -> Self {
+        SimResponse {
+            status: RESET,
+            content_type: "text/plain",
+            body: Vec::new(),
+        }
+    }
     /// Cuts the body short, for the malformed-body fault.
     pub fn truncated(mut self) -> Self {
         let keep = self.body.len() / 2;
@@ -88,6 +95,9 @@ impl SimResponse {
         self
     }
 }
+
+/// The status that stands for "drop the connection" ([`SimResponse::reset`]).
+const RESET: u16 = 0;
 
 /// One simulated vendor.
 pub trait Simulator: Send + Sync + 'static {
@@ -116,6 +126,11 @@ pub struct Fault {
     pub malformed: bool,
     /// Send numeric codes as strings (e.g. UCloud `"RetCode": "0"`).
     pub code_as_string: bool,
+    /// Leave out optional fields (UCloud: entries with only `RoomId` and `Num`, as the seed's
+    /// example; no `TotalCount`).
+    pub missing_fields: bool,
+    /// Drop the connection without answering.
+    pub reset: bool,
 }
 
 /// Faults by API name.
@@ -254,7 +269,7 @@ impl SimServer {
                             let count = count.clone();
                             async move {
                                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                Ok::<_, Infallible>(answer(sim.as_ref(), req).await)
+                                answer(sim.as_ref(), req).await
                             }
                         });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -284,7 +299,12 @@ impl Drop for SimServer {
     }
 }
 
-async fn answer(sim: &dyn Simulator, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+/// Answers one request; an `Err` makes hyper drop the connection without an answer (the
+/// connection-reset fault).
+async fn answer(
+    sim: &dyn Simulator,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -298,12 +318,18 @@ async fn answer(sim: &dyn Simulator, req: Request<hyper::body::Incoming>) -> Res
         body,
     };
     let r = sim.handle(sreq).await;
+    if r.status == RESET {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "fault: connection reset",
+        ));
+    }
     let mut resp = Response::new(Full::new(Bytes::from(r.body)));
     *resp.status_mut() =
         hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
-    resp
+    Ok(resp)
 }
 
 /// Starts one simulator per registered vendor on `ip` (port 0 each), seeded with `seed`.

@@ -188,6 +188,9 @@ impl UrtcSim {
         if let Some(status) = fault.http_status {
             return SimResponse::gateway(status);
         }
+        if fault.reset {
+            return SimResponse::reset();
+        }
         let int = |k: &str| -> Result<Option<i64>, SimResponse> {
             match params.get(k) {
                 None => Ok(None),
@@ -234,6 +237,10 @@ impl UrtcSim {
             .skip(offset)
             .take(limit)
             .map(|(room, e)| {
+                if fault.missing_fields {
+                    // The seed's own example: only the room and the deprecated count.
+                    return json!({"RoomId": room, "Num": e.current});
+                }
                 json!({
                     "RoomId": room, "CallId": e.call_id, "RoomType": "RTC",
                     "StartTime": e.start, "EndTime": e.end, "RoomStatus": e.active,
@@ -247,11 +254,14 @@ impl UrtcSim {
         } else {
             json!(0)
         };
-        let resp = SimResponse::json(
-            200,
-            &json!({"RetCode": code, "Action": "QueryURtcOnlineUsersResponse", "Msg": "Succeed",
-                    "Data": data, "TotalCount": total}),
-        );
+        let mut body = json!({"RetCode": code, "Action": "QueryURtcOnlineUsersResponse",
+                              "Msg": "Succeed", "Data": data, "TotalCount": total});
+        if fault.missing_fields {
+            if let Some(o) = body.as_object_mut() {
+                o.remove("TotalCount");
+            }
+        }
+        let resp = SimResponse::json(200, &body);
         if fault.malformed {
             resp.truncated()
         } else {

@@ -403,6 +403,9 @@ impl VolcSim {
         if let Some(status) = fault.http_status {
             return SimResponse::gateway(status);
         }
+        if fault.reset {
+            return SimResponse::reset();
+        }
         let result = match action {
             GET_ROOM => self.get_room(query, property, now),
             QUERY_ONLINE => self.query_online(req, now),
