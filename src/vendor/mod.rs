@@ -310,6 +310,8 @@ struct SharedLimiter {
 /// Pacing headroom: requests are spaced 2 % wider than the documented QPS, so jitter on the
 /// way to the vendor cannot push two of them into one of its windows.
 const PACING_HEADROOM: f64 = 1.02;
+/// Extra spacing, in seconds, for limits of about one request a second.
+const SLOW_MARGIN: f64 = 0.05;
 
 /// The one HTTP client, the limiters and the self-metrics, shared by every target.
 pub struct Plumbing {
@@ -354,7 +356,13 @@ impl Plumbing {
             }
         }
         // The lowest QPS any target asks for wins for the whole account.
-        let period = Duration::from_secs_f64(PACING_HEADROOM / qps.max(0.001));
+        let qps = qps.max(0.001);
+        let mut period = PACING_HEADROOM / qps;
+        if qps <= 1.5 {
+            // A vendor bucket of one token absorbs no jitter at all: leave it 50 ms more.
+            period += SLOW_MARGIN;
+        }
+        let period = Duration::from_secs_f64(period);
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::MIN);

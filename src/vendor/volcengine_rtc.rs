@@ -41,11 +41,11 @@
 //! counted twice). A room never refreshed yet adds nothing: the first figures are low.
 //!
 //! **Age of a device figure**, for N rooms to refresh, interval I, poll duration D (about
-//! N / 40 s) and the limiter's 2 % headroom: when N ≤ I / 1.02 every room is refreshed in every
-//! interval and a figure is at most I + D old; otherwise a full round takes 1.02·N s and a
-//! figure is at most about 1.02·N + I s old. In short: max age ≈ max(I, 1.02·N s) + I. Several
+//! N / 40 s) and the limiter's spacing of 1.07 s at 1 QPS: when N ≤ I / 1.07 every room is
+//! refreshed in every interval and a figure is at most I + D old; otherwise a full round takes
+//! 1.07·N s and a figure is at most about 1.07·N + I s old. In short: max age ≈ max(I, 1.07·N s) + I. Several
 //! `devices: true` targets on one access key share the 1 QPS: count their rooms together in N.
-//! Example: 400 rooms, I = 60 s: about 470 s.
+//! Example: 400 rooms, I = 60 s: about 490 s.
 //!
 //! # Watched users
 //!
@@ -362,8 +362,11 @@ fn lenient_u64(v: &Value) -> Option<u64> {
 /// `GetRoomOnlineUsers` with `Property=false`.
 #[derive(Debug, Default, Deserialize)]
 struct RawOccupancy {
-    #[serde(rename = "RoomExists", alias = "RoomExist", default)]
+    // Both spellings as separate fields: an alias would reject an answer carrying both.
+    #[serde(rename = "RoomExists", default)]
     exists: Option<Value>,
+    #[serde(rename = "RoomExist", default)]
+    exist: Option<Value>,
     #[serde(rename = "TotalUser", default)]
     total: Option<Value>,
     #[serde(rename = "TotalInvisibleUser", default)]
@@ -393,7 +396,12 @@ fn parse_occupancy(status: u16, body: &[u8]) -> Result<Occupancy, CallError> {
     let invisible = ids(&raw.invisible);
     let total = raw.total.as_ref().and_then(lenient_u64);
     // Not told whether the room exists: it does if the vendor counted anyone in it.
-    let exists = match raw.exists.as_ref().and_then(lenient_bool) {
+    let exists = match raw
+        .exists
+        .as_ref()
+        .or(raw.exist.as_ref())
+        .and_then(lenient_bool)
+    {
         Some(b) => b,
         None => total.is_some_and(|t| t > 0) || !visible.is_empty() || !invisible.is_empty(),
     };
@@ -417,8 +425,11 @@ fn parse_occupancy(status: u16, body: &[u8]) -> Result<Occupancy, CallError> {
 /// `GetRoomOnlineUsers` with `Property=true`.
 #[derive(Debug, Deserialize)]
 struct RawDetail {
-    #[serde(rename = "RoomExists", alias = "RoomExist", default)]
+    // Both spellings as separate fields: an alias would reject an answer carrying both.
+    #[serde(rename = "RoomExists", default)]
     exists: Option<Value>,
+    #[serde(rename = "RoomExist", default)]
+    exist: Option<Value>,
     #[serde(rename = "VisibleUserList", default)]
     visible: Option<Vec<RawUser>>,
     #[serde(rename = "InvisibleUserList", default)]
@@ -427,8 +438,10 @@ struct RawDetail {
 
 #[derive(Debug, Deserialize)]
 struct RawUser {
-    #[serde(rename = "UserId", alias = "UserID", default)]
+    #[serde(rename = "UserId", default)]
     user: Option<Value>,
+    #[serde(rename = "UserID", default)]
+    user_upper: Option<Value>,
     #[serde(rename = "DeviceType", default)]
     device: Option<String>,
     #[serde(rename = "MediaProcessingType", default)]
@@ -449,11 +462,22 @@ struct RoomDevices {
 fn parse_detail(status: u16, body: &[u8]) -> Result<RoomDevices, CallError> {
     let raw: RawDetail = envelope(GET_ROOM, status, body)?;
     let mut out = RoomDevices::default();
-    if raw.exists.as_ref().and_then(lenient_bool) == Some(false) {
+    if raw
+        .exists
+        .as_ref()
+        .or(raw.exist.as_ref())
+        .and_then(lenient_bool)
+        == Some(false)
+    {
         return Ok(out);
     }
     for u in raw.visible.iter().chain(raw.invisible.iter()).flatten() {
-        let Some(id) = u.user.as_ref().and_then(id_string) else {
+        let Some(id) = u
+            .user
+            .as_ref()
+            .or(u.user_upper.as_ref())
+            .and_then(id_string)
+        else {
             continue;
         };
         if u.media_processing.as_ref().is_some_and(|m| !m.is_null()) {
@@ -971,7 +995,10 @@ impl VolcengineRtc {
             .filter(|r| !st.gone.contains(*r))
             .cloned()
             .collect();
-        let order = refresh_order(&candidates, st.cursor.as_deref());
+        let mut order = refresh_order(&candidates, st.cursor.as_deref());
+        // Rooms never refreshed first (a stable sort keeps the round robin among the rest):
+        // until a room's first Property=true answer its bots cannot be told from users.
+        order.sort_by_key(|r| st.devices.contains_key(r));
         st.refresher = Some(tokio::spawn(refresh(
             owned_ctx(ctx),
             self.conf.clone(),
@@ -1126,6 +1153,16 @@ mod tests {
             let detail = parse_detail(200, &ok(serde_json::json!({ key: false })));
             assert_eq!(detail.ok(), Some(RoomDevices::default()));
         }
+        // Both spellings in one answer are read, not rejected as a duplicate field.
+        let both = parse_occupancy(
+            200,
+            &ok(serde_json::json!({ "RoomExists": true, "RoomExist": true, "TotalUser": 1 })),
+        );
+        assert_eq!(both.map(|o| o.exists).ok(), Some(true));
+        let users = serde_json::json!({ "RoomExist": true, "VisibleUserList": [
+            { "UserId": "a", "UserID": "a", "DeviceType": "ios" } ] });
+        let d = parse_detail(200, &ok(users)).unwrap_or_default();
+        assert_eq!(d.counts.get(&Device::Ios), Some(&1));
     }
 
     #[test]
