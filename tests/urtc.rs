@@ -288,6 +288,28 @@ async fn fail_with(fault: Fault, global: &str) -> (String, String, String) {
     (text, err, landing)
 }
 
+/// A fault fails the poll, is counted under `outcome` and named in the target's last error.
+async fn fails_counted_and_named(
+    fault: Fault,
+    global: &str,
+    outcome: &str,
+    needle: &str,
+) -> String {
+    let (text, err, _) = fail_with(fault, global).await;
+    assert!(requests(&text, outcome) >= 1.0, "counted as {outcome}");
+    assert!(err.contains(needle), "{err}");
+    text
+}
+
+/// A fault the exporter copes with: the first successful poll's scrape.
+async fn polled_with(fault: Fault, seed: u64) -> (SimServer, rtc_exporter::app::Running, String) {
+    let s = sim(10, seed).await;
+    set_fault(&s, fault);
+    let exporter = start(&config(&s, "")).await;
+    let text = wait_polls(&exporter.url(), T, "success", 1.0).await;
+    (s, exporter, text)
+}
+
 fn requests(text: &str, outcome: &str) -> f64 {
     value(
         text,
@@ -324,9 +346,7 @@ async fn http_5xx_is_named() {
         http_status: Some(502),
         ..Fault::default()
     };
-    let (text, err, _) = fail_with(fault, "").await;
-    assert!(requests(&text, "error") >= 1.0);
-    assert!(err.contains("HTTP 502"), "{err}");
+    fails_counted_and_named(fault, "", "error", "HTTP 502").await;
 }
 
 #[tokio::test]
@@ -335,23 +355,16 @@ async fn malformed_json_is_named() {
         malformed: true,
         ..Fault::default()
     };
-    let (text, err, _) = fail_with(fault, "").await;
-    assert!(requests(&text, "error") >= 1.0);
-    assert!(err.contains("malformed response"), "{err}");
+    fails_counted_and_named(fault, "", "error", "malformed response").await;
 }
 
 #[tokio::test]
 async fn retcode_as_a_string_is_understood() {
-    let s = sim(10, 8).await;
-    set_fault(
-        &s,
-        Fault {
-            code_as_string: true,
-            ..Fault::default()
-        },
-    );
-    let exporter = start(&config(&s, "")).await;
-    let text = wait_polls(&exporter.url(), T, "success", 1.0).await;
+    let fault = Fault {
+        code_as_string: true,
+        ..Fault::default()
+    };
+    let (s, exporter, text) = polled_with(fault, 8).await;
     assert_matches_truth(&text, urtc(&s));
     exporter.stop().await.unwrap();
 }
@@ -592,23 +605,16 @@ async fn a_connection_reset_is_a_transport_error() {
         reset: true,
         ..Fault::default()
     };
-    let (text, err, _) = fail_with(fault, "").await;
-    assert!(requests(&text, "transport") >= 1.0);
-    assert!(err.contains("transport error"), "{err}");
+    fails_counted_and_named(fault, "", "transport", "transport error").await;
 }
 
 #[tokio::test]
 async fn entries_with_only_room_and_num_are_read() {
-    let s = sim(10, 18).await;
-    set_fault(
-        &s,
-        Fault {
-            missing_fields: true,
-            ..Fault::default()
-        },
-    );
-    let exporter = start(&config(&s, "")).await;
-    let text = wait_polls(&exporter.url(), T, "success", 1.0).await;
+    let fault = Fault {
+        missing_fields: true,
+        ..Fault::default()
+    };
+    let (s, exporter, text) = polled_with(fault, 18).await;
     let (from, at) = urtc(&s).last_window().unwrap();
     // Without RoomStatus, PeekAmount and AccumulationAmount: users from Num, a room with
     // users counts as in progress, and the day's figures are at least the users now.
