@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! config    YAML -> validated Config (secrets resolved, never printed)
-//! schedule  one task per target: interval (+jitter) or cron, overlap guard, deadline
+//! schedule  one task per target: interval (random start phase) or cron, overlap guard, deadline
 //! vendor    trait Vendor + REGISTRY; shared HTTP, rate limiter and request accounting;
 //!           one file per vendor (client + signing)
 //! ledger    peak / accumulated per room and target for the local day

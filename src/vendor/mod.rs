@@ -1,6 +1,6 @@
 //! The vendor trait, the registry, the vendor-neutral [`Observation`], and the plumbing every
-//! vendor shares: one HTTP client, a rate limiter per (vendor, api, account), and the one place
-//! ([`Api::call`]) that times, counts and logs every request and vendor error code.
+//! vendor shares: one HTTP client, a rate limiter per (vendor, limit bucket, account), and the
+//! one place ([`Api::call`]) that times, counts and logs every request and vendor error code.
 //!
 //! A vendor module knows its own config keys, signing, paging and error codes, nothing else.
 //! Adding one: a new file here, its simulator twin in `sim/`, and one [`REGISTRY`] line.

@@ -42,8 +42,9 @@
 //!
 //! **Age of a device figure**, for N rooms to refresh, interval I, poll duration D (about
 //! N / 40 s) and the limiter's spacing of 1.07 s at 1 QPS: when N ≤ I / 1.07 every room is
-//! refreshed in every interval and a figure is at most I + D old; otherwise a full round takes
-//! 1.07·N s and a figure is at most about 1.07·N + I s old. In short: max age ≈ max(I, 1.07·N s) + I. Several
+//! refreshed in every interval, at about the same offset, so a figure is about I + D old;
+//! otherwise a full round takes 1.07·N s and a figure is at most about 1.07·N + I s old. A bound
+//! for both: max age ≤ max(I, 1.07·N s) + I. Several
 //! `devices: true` targets on one access key share the 1 QPS: count their rooms together in N.
 //! Example: 400 rooms, I = 60 s: about 490 s.
 //!
