@@ -54,25 +54,18 @@ impl<'de> Deserialize<'de> for Secret {
                 }
                 Ok(Secret(v.to_string()))
             }
+            // Numbers and booleans are refused without echoing them: they may be the secret.
             fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
-                Err(E::custom(
-                    "a secret must be a quoted string, {env: NAME} or {file: PATH}",
-                ))
+                Err(not_a_string())
             }
             fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
-                Err(E::custom(
-                    "a secret must be a quoted string, {env: NAME} or {file: PATH}",
-                ))
+                Err(not_a_string())
             }
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
-                Err(E::custom(
-                    "a secret must be a quoted string, {env: NAME} or {file: PATH}",
-                ))
+                Err(not_a_string())
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
-                Err(E::custom(
-                    "a secret must be a quoted string, {env: NAME} or {file: PATH}",
-                ))
+                Err(not_a_string())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
                 let Some((kind, arg)) = map.next_entry::<String, String>()? else {
@@ -109,6 +102,10 @@ impl<'de> Deserialize<'de> for Secret {
         }
         d.deserialize_any(SecretVisitor)
     }
+}
+
+fn not_a_string<E: de::Error>() -> E {
+    E::custom("a secret must be a quoted string, {env: NAME} or {file: PATH}")
 }
 
 /// A Prometheus-style duration: `500ms`, `30s`, `5m`, `1h30m`, `1d`.

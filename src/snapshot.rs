@@ -145,17 +145,18 @@ impl Board {
     pub fn publish(&self, view: TargetView) {
         let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
         views.insert(view.name.clone(), Arc::new(view));
-        // Rendered under the views lock so snapshots are stored in publish order; the lock is
-        // never held across a poll, and scrapes do not take it.
-        self.current.store(Arc::new(Self::render_snapshot(
-            views.clone(),
-            &self.metrics,
-        )));
+        self.swap(&views);
     }
 
     /// Re-renders with the current views (fresh self-metrics and process figures).
     pub fn refresh(&self) {
         let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        self.swap(&views);
+    }
+
+    /// Renders and stores a snapshot. Called with the views lock held, so snapshots are stored
+    /// in publish order; the lock is never held across a poll, and scrapes do not take it.
+    fn swap(&self, views: &BTreeMap<String, Arc<TargetView>>) {
         self.current.store(Arc::new(Self::render_snapshot(
             views.clone(),
             &self.metrics,
