@@ -36,17 +36,18 @@ async fn poll_once(label: &str, devices: bool) {
     let target = &cfg.targets[0];
     let metrics = Arc::new(SelfMetrics::new().unwrap());
     let plumbing = Arc::new(Plumbing::new(Duration::from_secs(10), metrics).unwrap());
-    let ctx = PollCtx {
-        target: target.name.clone(),
-        vendor: target.vendor,
-        now: chrono::Utc::now(),
-        tz: cfg.global.timezone,
-        endpoint: target.endpoint.clone(),
-        qps: target.qps,
+    let mut ctx = PollCtx::new(
+        &target.name,
+        target.vendor,
+        chrono::Utc::now(),
+        cfg.global.timezone,
         plumbing,
-    };
+    );
+    ctx.endpoint = target.endpoint.clone();
+    ctx.qps = target.qps;
     let started = Instant::now();
-    let obs = target.client.poll(&ctx).await.unwrap();
+    let mut obs = target.client.poll(&ctx).await.unwrap();
+    obs.merge(ctx.progress.take());
     let wall = started.elapsed().as_secs_f64();
     let floor = rooms.len() as f64 / QPS;
     println!(

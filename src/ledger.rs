@@ -1,25 +1,224 @@
 //! Peak and accumulated users per room and per target, for the local day.
 //!
-//! Vendor-reported figures are taken as they are (never lowered within a day); where a vendor
-//! only lists who is present, the peak is the maximum observed and the accumulated count the
-//! distinct user ids observed (lower bounds). A room seen today keeps its series until local
-//! midnight: once the vendor stops listing it, it shows users 0 and active 0 with its figures.
+//! Three kinds of rooms, by what the vendor gives ([`DayFigures`]):
+//!
+//! - **Reported**: the vendor's own peak and accumulated, taken as they are (never lowered
+//!   within a day).
+//! - **Present**: who is in now; the peak is the maximum observed and the accumulated count
+//!   the distinct user ids observed (lower bounds).
+//! - **Sessions**: join and leave times. The ledger keeps the day's sessions of each room and
+//!   computes exact figures: users now = distinct users with an open session; peak = the
+//!   maximum number of distinct users present at once over the local day, by a sweep over
+//!   join/leave events ([`peak_concurrency`]: a call that opened and closed between two polls
+//!   counts, a user who leaves and rejoins or is in twice at once is one person at a time,
+//!   sessions begun before local midnight count from midnight); accumulated = distinct user ids.
+//!   The target's peak is the same sweep over the union of its rooms' sessions, its accumulated
+//!   the distinct ids across rooms.
+//!
+//! User ids are kept as 64-bit hashes (xxh3) in hash sets: about 18 bytes per distinct id at a
+//! million ids (8 bytes a slot, one control byte, 7/8 load), whatever the ids' length; two ids
+//! collide with probability n²/2⁶⁵ (3·10⁻⁸ at a million).
+//!
+//! A partial poll (some rooms failed, or `poll_timeout` cut it short) publishes the rooms that
+//! answered; the others keep their last values, and a room whose refresh failed `stale_after`
+//! times in a row loses its series. A room seen today keeps its series until local midnight:
+//! once a complete poll no longer lists it, it shows users 0 and active 0 with its figures.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 
 use crate::config::Capacity;
 use crate::snapshot::{RoomRow, TargetData};
-use crate::vendor::{DayFigures, Observation};
+use crate::vendor::{DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, SessionObs};
+
+/// The 64-bit key of a user id.
+pub fn user_key(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// The leave time of a session still open.
+const OPEN: i64 = i64::MAX;
+
+/// One interval of presence: (user key, start, end), half-open [start, end).
+pub type Presence = (u64, i64, i64);
+
+/// The maximum number of distinct users present at once, over half-open intervals.
+///
+/// Each user's overlapping or touching intervals are merged first (one person at a time), then
+/// the join and leave events are sorted (a leave before a join at the same instant) and swept.
+/// Sorts `intervals` in place.
+pub fn peak_concurrency(intervals: &mut [Presence]) -> u64 {
+    intervals.sort_unstable();
+    let mut events: Vec<i64> = Vec::with_capacity(intervals.len() * 2);
+    let mut push = |start: i64, end: i64| {
+        if start < end {
+            // time * 2 + 1 for a join, + 0 for a leave: leaves sort first at equal times.
+            events.push(start.saturating_mul(2) | 1);
+            events.push(end.saturating_mul(2));
+        }
+    };
+    let mut current: Option<Presence> = None;
+    for &(user, start, end) in intervals.iter() {
+        match &mut current {
+            Some((u, _, e)) if *u == user && start <= *e => *e = (*e).max(end),
+            _ => {
+                if let Some((_, s, e)) = current {
+                    push(s, e);
+                }
+                current = Some((user, start, end));
+            }
+        }
+    }
+    if let Some((_, s, e)) = current {
+        push(s, e);
+    }
+    events.sort_unstable();
+    let (mut now, mut best) = (0u64, 0u64);
+    for ev in events {
+        if ev & 1 == 1 {
+            now += 1;
+            best = best.max(now);
+        } else {
+            now = now.saturating_sub(1);
+        }
+    }
+    best
+}
+
+/// The local day a poll belongs to, and the poll's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Day {
+    /// The local date.
+    pub date: NaiveDate,
+    /// Its local midnight, Unix seconds.
+    pub start: i64,
+    /// The time of the poll, Unix seconds.
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stay {
+    /// Leave time, or [`OPEN`].
+    leave: i64,
+    device: Device,
+    role: Option<Role>,
+}
 
 #[derive(Debug, Default)]
 struct RoomDay {
     peak: u64,
     accumulated: u64,
     reported_accumulated: u64,
-    ids: HashSet<String>,
+    ids: HashSet<u64>,
     invisible_known: bool,
+    // Its now-figures as of its last refresh.
+    active: bool,
+    users: u64,
+    invisible: Option<u64>,
+    roles: Option<RoleCounts>,
+    /// The day's sessions, by (user key, join time); only for session rooms.
+    sessions: HashMap<(u64, i64), Stay>,
+    has_sessions: bool,
+    /// When its sessions were last reported.
+    refreshed_at: i64,
+    /// Failed refreshes in a row.
+    failures: u32,
+}
+
+impl RoomDay {
+    /// Merges a delta of sessions (see [`DayFigures::Sessions`]); returns the user keys seen.
+    fn merge(
+        &mut self,
+        day: &Day,
+        since: i64,
+        sessions: &[SessionObs],
+        target_ids: &mut HashSet<u64>,
+    ) {
+        let last_seen = if self.has_sessions {
+            self.refreshed_at
+        } else {
+            day.now
+        };
+        self.has_sessions = true;
+        let mut reported: HashSet<(u64, i64)> = HashSet::with_capacity(sessions.len());
+        for s in sessions {
+            let leave = s.leave.unwrap_or(OPEN);
+            if leave <= day.start || s.join > day.now {
+                continue;
+            }
+            let user = user_key(&s.user);
+            let key = (user, s.join);
+            self.sessions.insert(
+                key,
+                Stay {
+                    leave: leave.max(s.join),
+                    device: s.device,
+                    role: s.role,
+                },
+            );
+            reported.insert(key);
+            self.ids.insert(user);
+            target_ids.insert(user);
+        }
+        for (key, stay) in self.sessions.iter_mut() {
+            if stay.leave == OPEN && key.1 < since && !reported.contains(key) {
+                stay.leave = last_seen.max(key.1);
+            }
+        }
+        self.refreshed_at = day.now;
+        self.accumulated = self.accumulated.max(self.ids.len() as u64);
+        // Users and roles now: distinct users with an open session.
+        let mut users = HashSet::new();
+        let mut roles: Option<RoleCounts> = None;
+        let mut role_seen = HashSet::new();
+        for ((user, _), stay) in &self.sessions {
+            if stay.leave != OPEN {
+                continue;
+            }
+            users.insert(*user);
+            if let Some(role) = stay.role {
+                let counts =
+                    roles.get_or_insert_with(|| Role::ALL.iter().map(|r| (*r, 0)).collect());
+                if role_seen.insert((*user, role)) {
+                    *counts.entry(role).or_default() += 1;
+                }
+            }
+        }
+        if roles.is_none() && self.sessions.values().any(|s| s.role.is_some()) {
+            roles = Some(Role::ALL.iter().map(|r| (*r, 0)).collect());
+        }
+        self.users = users.len() as u64;
+        self.roles = roles;
+        let mut presence = Vec::with_capacity(self.sessions.len());
+        self.presence(day.start, &mut presence);
+        self.peak = self.peak.max(peak_concurrency(&mut presence));
+    }
+
+    /// Its sessions as presence intervals within the day; open ones up to its last refresh.
+    fn presence(&self, day_start: i64, out: &mut Vec<Presence>) {
+        for ((user, join), stay) in &self.sessions {
+            let end = if stay.leave == OPEN {
+                self.refreshed_at.saturating_add(1)
+            } else {
+                stay.leave
+            };
+            let start = (*join).max(day_start);
+            if start < end {
+                out.push((*user, start, end));
+            }
+        }
+    }
+
+    /// Closes its open sessions (the room is no longer listed).
+    fn close_sessions(&mut self) {
+        let at = self.refreshed_at;
+        for stay in self.sessions.values_mut() {
+            if stay.leave == OPEN {
+                stay.leave = at;
+            }
+        }
+    }
 }
 
 /// One target's figures for the current local day.
@@ -29,7 +228,20 @@ pub struct Ledger {
     rooms: BTreeMap<String, RoomDay>,
     peak: u64,
     accumulated: u64,
-    ids: HashSet<String>,
+    ids: HashSet<u64>,
+    devices: Option<DeviceCounts>,
+    watched: Vec<(String, bool)>,
+}
+
+/// What the ledger needs to know besides the observation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    /// Room capacities.
+    pub capacity: &'a Capacity,
+    /// Rooms that get their own series.
+    pub max_rooms: usize,
+    /// Failed refreshes in a row after which a room loses its series.
+    pub stale_after: u32,
 }
 
 impl Ledger {
@@ -48,77 +260,112 @@ impl Ledger {
         *self = Ledger::default();
     }
 
-    /// Folds one successful poll into the day and returns the target's series values.
+    /// Folds one poll into the day and returns the target's series values. `complete`: every
+    /// room the vendor knows was refreshed, so a room it did not list has ended; otherwise
+    /// (a partial poll) unlisted rooms keep their last values.
     pub fn apply(
         &mut self,
-        today: NaiveDate,
+        day: &Day,
         obs: &Observation,
-        capacity: &Capacity,
-        max_rooms: usize,
+        complete: bool,
+        limits: &Limits<'_>,
     ) -> TargetData {
-        if self.day != Some(today) {
+        if self.day != Some(day.date) {
             *self = Ledger {
-                day: Some(today),
+                day: Some(day.date),
                 ..Ledger::default()
             };
         }
-        let mut now: BTreeMap<&str, (bool, u64, Option<u64>)> = BTreeMap::new();
-        let mut users_now = 0u64;
+        let mut refreshed: HashSet<&str> = HashSet::new();
         for r in &obs.rooms {
-            let day = self.rooms.entry(r.room.clone()).or_default();
-            day.invisible_known |= r.invisible.is_some();
-            day.peak = day.peak.max(r.users);
+            let first = refreshed.insert(r.room.as_str());
+            let room = self.rooms.entry(r.room.clone()).or_default();
+            room.invisible_known |= r.invisible.is_some();
+            room.failures = 0;
+            if first {
+                room.active = false;
+                room.users = 0;
+                room.invisible = None;
+            }
+            room.active |= r.active;
             match &r.day {
                 DayFigures::Reported { peak, accumulated } => {
-                    day.peak = day.peak.max(*peak);
-                    day.reported_accumulated = day.reported_accumulated.max(*accumulated);
-                    day.accumulated = day.accumulated.max(*accumulated);
+                    room.users = room.users.saturating_add(r.users);
+                    room.peak = room.peak.max(*peak);
+                    room.reported_accumulated = room.reported_accumulated.max(*accumulated);
+                    room.accumulated = room.accumulated.max(*accumulated);
                 }
                 DayFigures::Present(ids) => {
+                    room.users = room.users.saturating_add(r.users);
                     for id in ids {
-                        if !day.ids.contains(id) {
-                            day.ids.insert(id.clone());
-                        }
-                        if !self.ids.contains(id) {
-                            self.ids.insert(id.clone());
-                        }
+                        let k = user_key(id);
+                        room.ids.insert(k);
+                        self.ids.insert(k);
                     }
-                    day.accumulated = day.accumulated.max(day.ids.len() as u64);
+                    room.accumulated = room.accumulated.max(room.ids.len() as u64);
+                }
+                DayFigures::Sessions { since, sessions } => {
+                    room.merge(day, *since, sessions, &mut self.ids);
+                    room.active |= room.users > 0;
                 }
             }
-            let e = now.entry(&r.room).or_insert((false, 0, None));
-            e.0 |= r.active;
-            e.1 = e.1.saturating_add(r.users);
-            e.2 = match (e.2, r.invisible) {
+            room.invisible = match (room.invisible, r.invisible) {
                 (Some(a), Some(b)) => Some(a.saturating_add(b)),
                 (a, b) => a.or(b),
             };
-            users_now = users_now.saturating_add(r.users);
+            room.peak = room.peak.max(room.users);
+        }
+        for name in &obs.failed {
+            if refreshed.contains(name.as_str()) {
+                continue;
+            }
+            if let Some(room) = self.rooms.get_mut(name) {
+                room.failures = room.failures.saturating_add(1);
+            }
+        }
+        if complete {
+            for (name, room) in self.rooms.iter_mut() {
+                if !refreshed.contains(name.as_str()) && !obs.failed.contains(name) {
+                    room.active = false;
+                    room.users = 0;
+                    room.invisible = room.invisible_known.then_some(0);
+                    room.close_sessions();
+                    if room.roles.is_some() {
+                        room.roles = Some(Role::ALL.iter().map(|r| (*r, 0)).collect());
+                    }
+                }
+            }
         }
 
-        let mut rows: Vec<RoomRow> = self
-            .rooms
-            .iter()
-            .map(|(room, day)| {
-                let (active, users, invisible) = now.get(room.as_str()).copied().unwrap_or((
-                    false,
-                    0,
-                    day.invisible_known.then_some(0),
-                ));
-                RoomRow {
-                    room: room.clone(),
-                    active,
-                    users,
-                    invisible,
-                    peak: day.peak,
-                    accumulated: day.accumulated,
-                    capacity: capacity.of(room),
+        let mut users_now = 0u64;
+        let mut rooms_active = 0u64;
+        let mut biggest_room_peak = 0u64;
+        let mut presence: Vec<Presence> = Vec::new();
+        let mut session_devices: Option<HashSet<(u64, Device)>> = None;
+        for room in self.rooms.values() {
+            users_now = users_now.saturating_add(room.users);
+            rooms_active += u64::from(room.active);
+            biggest_room_peak = biggest_room_peak.max(room.peak);
+            if room.has_sessions {
+                room.presence(day.start, &mut presence);
+                let devices = session_devices.get_or_insert_with(HashSet::new);
+                for ((user, _), stay) in &room.sessions {
+                    if stay.leave == OPEN {
+                        devices.insert((*user, stay.device));
+                    }
                 }
-            })
-            .collect();
-        let rooms_active = rows.iter().filter(|r| r.active).count() as u64;
-        let biggest_room_peak = rows.iter().map(|r| r.peak).max().unwrap_or(0);
-        self.peak = self.peak.max(users_now).max(biggest_room_peak);
+            }
+        }
+        let union_peak = if presence.is_empty() {
+            0
+        } else {
+            peak_concurrency(&mut presence)
+        };
+        self.peak = self
+            .peak
+            .max(users_now)
+            .max(biggest_room_peak)
+            .max(union_peak);
         let reported = self
             .rooms
             .values()
@@ -126,28 +373,59 @@ impl Ledger {
         self.accumulated = self
             .accumulated
             .max((self.ids.len() as u64).saturating_add(reported));
+        if let Some(devices) = &obs.devices {
+            self.devices = Some(devices.clone());
+        } else if let Some(pairs) = session_devices {
+            let mut counts: DeviceCounts = Device::ALL.iter().map(|d| (*d, 0)).collect();
+            for (_, d) in pairs {
+                *counts.entry(d).or_default() += 1;
+            }
+            self.devices = Some(counts);
+        } else if complete {
+            self.devices = None;
+        }
+        if !obs.watched.is_empty() || complete {
+            self.watched = obs.watched.clone();
+        }
 
+        let mut rows: Vec<RoomRow> = self
+            .rooms
+            .iter()
+            .filter(|(_, d)| d.failures < limits.stale_after)
+            .map(|(room, d)| RoomRow {
+                room: room.clone(),
+                active: d.active,
+                users: d.users,
+                invisible: d.invisible,
+                peak: d.peak,
+                accumulated: d.accumulated,
+                capacity: limits.capacity.of(room),
+                roles: d.roles.clone(),
+            })
+            .collect();
         let mut rooms_dropped = 0;
-        if rows.len() > max_rooms {
+        if rows.len() > limits.max_rooms {
             // Keep the busiest rooms' series; the rest still count in the totals.
             rows.sort_by(|a, b| {
                 (b.active, b.users, b.peak)
                     .cmp(&(a.active, a.users, a.peak))
                     .then_with(|| a.room.cmp(&b.room))
             });
-            rooms_dropped = (rows.len() - max_rooms) as u64;
-            rows.truncate(max_rooms);
+            rooms_dropped = (rows.len() - limits.max_rooms) as u64;
+            rows.truncate(limits.max_rooms);
             rows.sort_by(|a, b| a.room.cmp(&b.room));
         }
+        let failed: HashSet<&String> = obs.failed.iter().collect();
         TargetData {
             rooms: rows,
             rooms_active,
             users: users_now,
             peak: self.peak,
             accumulated: self.accumulated,
-            devices: obs.devices.clone(),
-            watched: obs.watched.clone(),
+            devices: self.devices.clone(),
+            watched: self.watched.clone(),
             rooms_dropped,
+            rooms_failed: failed.len() as u64,
         }
     }
 }
@@ -171,6 +449,38 @@ mod tests {
         }
     }
 
+    const CAP: Capacity = Capacity {
+        default: None,
+        rooms: BTreeMap::new(),
+    };
+    const LIMITS: Limits<'static> = Limits {
+        capacity: &CAP,
+        max_rooms: 10,
+        stale_after: 3,
+    };
+
+    fn at(d: u32, now: i64) -> Day {
+        Day {
+            date: day(d),
+            start: 0,
+            now,
+        }
+    }
+
+    /// The old shape of a call: one complete poll.
+    trait Apply {
+        fn apply_at(&mut self, d: u32, obs: &Observation, max_rooms: usize) -> TargetData;
+    }
+    impl Apply for Ledger {
+        fn apply_at(&mut self, d: u32, obs: &Observation, max_rooms: usize) -> TargetData {
+            let limits = Limits {
+                max_rooms,
+                ..LIMITS
+            };
+            self.apply(&at(d, 100), obs, true, &limits)
+        }
+    }
+
     fn obs(rooms: Vec<RoomObservation>) -> Observation {
         Observation {
             rooms,
@@ -181,14 +491,8 @@ mod tests {
     #[test]
     fn observed_peak_and_distinct_users_never_decrease() {
         let mut l = Ledger::new();
-        let cap = Capacity::default();
-        l.apply(
-            day(1),
-            &obs(vec![present("a", &["u1", "u2", "u3"])]),
-            &cap,
-            10,
-        );
-        let d = l.apply(day(1), &obs(vec![present("a", &["u1", "u4"])]), &cap, 10);
+        l.apply_at(1, &obs(vec![present("a", &["u1", "u2", "u3"])]), 10);
+        let d = l.apply_at(1, &obs(vec![present("a", &["u1", "u4"])]), 10);
         assert_eq!(d.rooms[0].users, 2);
         assert_eq!(d.rooms[0].peak, 3);
         assert_eq!(d.rooms[0].accumulated, 4);
@@ -199,21 +503,19 @@ mod tests {
     #[test]
     fn a_room_no_longer_listed_ends_but_keeps_its_figures_until_midnight() {
         let mut l = Ledger::new();
-        let cap = Capacity::default();
-        l.apply(
-            day(1),
+        l.apply_at(
+            1,
             &obs(vec![present("a", &["u1", "u2"]), present("b", &["u3"])]),
-            &cap,
             10,
         );
-        let d = l.apply(day(1), &obs(vec![present("b", &["u3"])]), &cap, 10);
+        let d = l.apply_at(1, &obs(vec![present("b", &["u3"])]), 10);
         let a = &d.rooms[0];
         assert_eq!(
             (a.room.as_str(), a.active, a.users, a.peak, a.accumulated),
             ("a", false, 0, 2, 2)
         );
         assert_eq!(d.rooms_active, 1);
-        let next = l.apply(day(2), &obs(vec![present("b", &["u3"])]), &cap, 10);
+        let next = l.apply_at(2, &obs(vec![present("b", &["u3"])]), 10);
         assert_eq!(next.rooms.len(), 1);
         assert_eq!(next.accumulated, 1);
     }
@@ -231,21 +533,10 @@ mod tests {
                 accumulated: acc,
             },
         };
-        let cap = Capacity::default();
-        let d = l.apply(
-            day(1),
-            &obs(vec![rep("a", 3, 5, 9), rep("b", 1, 2, 4)]),
-            &cap,
-            10,
-        );
+        let d = l.apply_at(1, &obs(vec![rep("a", 3, 5, 9), rep("b", 1, 2, 4)]), 10);
         assert_eq!((d.users, d.accumulated), (4, 13));
         assert_eq!(d.peak, 5);
-        let d = l.apply(
-            day(1),
-            &obs(vec![rep("a", 1, 4, 8), rep("b", 1, 2, 4)]),
-            &cap,
-            10,
-        );
+        let d = l.apply_at(1, &obs(vec![rep("a", 1, 4, 8), rep("b", 1, 2, 4)]), 10);
         assert_eq!(
             d.rooms[0].peak, 5,
             "a vendor figure never lowers the day's peak"
@@ -261,9 +552,204 @@ mod tests {
             present("b", &["2", "3", "4"]),
             present("c", &["5", "6"]),
         ];
-        let d = l.apply(day(1), &obs(rooms), &Capacity::default(), 2);
+        let d = l.apply_at(1, &obs(rooms), 2);
         let names: Vec<_> = d.rooms.iter().map(|r| r.room.as_str()).collect();
         assert_eq!(names, ["b", "c"]);
         assert_eq!((d.rooms_dropped, d.users, d.rooms_active), (1, 6, 3));
+    }
+
+    fn stay(user: &str, join: i64, leave: Option<i64>) -> SessionObs {
+        SessionObs {
+            user: user.into(),
+            join,
+            leave,
+            device: Device::Web,
+            role: None,
+        }
+    }
+
+    fn sessions(room: &str, since: i64, list: Vec<SessionObs>) -> RoomObservation {
+        RoomObservation {
+            room: room.into(),
+            active: true,
+            users: 0,
+            invisible: None,
+            day: DayFigures::Sessions {
+                since,
+                sessions: list,
+            },
+        }
+    }
+
+    #[test]
+    fn sweep_counts_distinct_users_at_once() {
+        let mut v = vec![(1, 0, 10), (1, 10, 20), (2, 20, 30)];
+        assert_eq!(peak_concurrency(&mut v), 1, "rejoin and hand-over");
+        let mut v = vec![(1, 0, 10), (1, 5, 20), (2, 6, 7)];
+        assert_eq!(peak_concurrency(&mut v), 2, "a user in twice is one");
+        let mut v = vec![(1, 0, 10), (2, 9, 20), (3, 9, 10)];
+        assert_eq!(peak_concurrency(&mut v), 3);
+        let mut v = vec![(1, 5, 5)];
+        assert_eq!(peak_concurrency(&mut v), 0, "empty stays count for nobody");
+        assert_eq!(peak_concurrency(&mut []), 0);
+    }
+
+    #[test]
+    fn sweep_matches_brute_force_on_random_sessions() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        for _ in 0..200 {
+            let n = rng.usize(1..40);
+            let v: Vec<Presence> = (0..n)
+                .map(|_| {
+                    let s = rng.i64(0..100);
+                    (rng.u64(0..8), s, s + rng.i64(0..30))
+                })
+                .collect();
+            let brute = (0..130)
+                .map(|t| {
+                    v.iter()
+                        .filter(|(_, s, e)| *s <= t && t < *e)
+                        .map(|(u, _, _)| *u)
+                        .collect::<HashSet<_>>()
+                        .len() as u64
+                })
+                .max()
+                .unwrap_or(0);
+            assert_eq!(peak_concurrency(&mut v.clone()), brute, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn sessions_give_exact_peak_current_and_distinct_users() {
+        let mut l = Ledger::new();
+        // Poll at 100: u1 in since before midnight (day starts at 0), u2 came and went, u3 in.
+        let first = obs(vec![sessions(
+            "a",
+            0,
+            vec![
+                stay("u1", -50, None),
+                stay("u2", 10, Some(20)),
+                stay("u3", 15, None),
+            ],
+        )]);
+        let d = l.apply(&at(1, 100), &first, true, &LIMITS);
+        let a = &d.rooms[0];
+        assert_eq!((a.users, a.peak, a.accumulated), (2, 3, 3));
+        // Poll at 200, delta since 90: u1 left at 150, u3 still in, u4 opened and closed
+        // between the polls, u2 rejoined.
+        let second = obs(vec![sessions(
+            "a",
+            90,
+            vec![
+                stay("u1", -50, Some(150)),
+                stay("u3", 15, None),
+                stay("u4", 120, Some(130)),
+                stay("u2", 140, None),
+            ],
+        )]);
+        let d = l.apply(&at(1, 200), &second, true, &LIMITS);
+        let a = &d.rooms[0];
+        assert_eq!(a.users, 2, "u3 and u2");
+        assert_eq!(a.peak, 3);
+        assert_eq!(a.accumulated, 4);
+        assert_eq!(d.accumulated, 4);
+        assert_eq!(d.users, 2);
+    }
+
+    #[test]
+    fn an_open_session_missing_from_a_covering_delta_has_ended() {
+        let mut l = Ledger::new();
+        let first = obs(vec![sessions(
+            "a",
+            0,
+            vec![stay("u1", 10, None), stay("u2", 20, None)],
+        )]);
+        l.apply(&at(1, 100), &first, true, &LIMITS);
+        // The report covers [50, 200] and lists only u2: u1 left before 50.
+        let second = obs(vec![sessions("a", 50, vec![stay("u2", 20, None)])]);
+        let d = l.apply(&at(1, 200), &second, true, &LIMITS);
+        assert_eq!(d.rooms[0].users, 1);
+        assert_eq!(d.rooms[0].peak, 2);
+    }
+
+    #[test]
+    fn target_peak_is_a_sweep_of_the_union_not_a_sum() {
+        let mut l = Ledger::new();
+        let o = obs(vec![
+            sessions(
+                "a",
+                0,
+                vec![stay("u1", 0, Some(10)), stay("u2", 0, Some(10))],
+            ),
+            sessions(
+                "b",
+                0,
+                vec![stay("u3", 20, Some(30)), stay("u1", 20, Some(30))],
+            ),
+        ]);
+        let d = l.apply(&at(1, 100), &o, true, &LIMITS);
+        assert_eq!((d.rooms[0].peak, d.rooms[1].peak), (2, 2));
+        assert_eq!(d.peak, 2, "the rooms peaked at different times");
+        assert_eq!(d.accumulated, 3, "u1 in both rooms counts once");
+        let o = obs(vec![sessions("b", 0, vec![stay("u4", 5, Some(8))])]);
+        let d = l.apply(&at(1, 110), &o, false, &LIMITS);
+        assert_eq!(d.peak, 3, "u1, u2 and u4 at 5..8");
+    }
+
+    #[test]
+    fn sessions_give_devices_and_roles_now() {
+        let mut l = Ledger::new();
+        let mut t = stay("t", 0, None);
+        t.role = Some(Role::Teacher);
+        t.device = Device::Mac;
+        let mut s1 = stay("s1", 0, None);
+        s1.role = Some(Role::Student);
+        let mut s2 = stay("s2", 0, Some(50));
+        s2.role = Some(Role::Student);
+        let d = l.apply(
+            &at(1, 100),
+            &obs(vec![sessions("a", 0, vec![t, s1, s2])]),
+            true,
+            &LIMITS,
+        );
+        let roles = d.rooms[0].roles.clone().unwrap_or_default();
+        assert_eq!(roles[&Role::Teacher], 1);
+        assert_eq!(roles[&Role::Student], 1);
+        assert_eq!(roles[&Role::Viewer], 0);
+        let devices = d.devices.unwrap_or_default();
+        assert_eq!((devices[&Device::Mac], devices[&Device::Web]), (1, 1));
+    }
+
+    #[test]
+    fn a_partial_poll_keeps_the_rooms_it_did_not_refresh() {
+        let mut l = Ledger::new();
+        l.apply_at(
+            1,
+            &obs(vec![present("a", &["1", "2"]), present("b", &["3"])]),
+            10,
+        );
+        // a failed, b answered: a keeps its values.
+        let mut o = obs(vec![present("b", &["3", "4"])]);
+        o.failed = vec!["a".into()];
+        let d = l.apply(&at(1, 200), &o, false, &LIMITS);
+        assert_eq!((d.rooms[0].users, d.rooms[0].active), (2, true));
+        assert_eq!(d.rooms[1].users, 2);
+        assert_eq!((d.users, d.rooms_failed), (4, 1));
+        // Not reached at all in a poll cut short: also kept.
+        let d = l.apply(
+            &at(1, 300),
+            &obs(vec![present("b", &["3"])]),
+            false,
+            &LIMITS,
+        );
+        assert_eq!(d.rooms[0].users, 2);
+        assert_eq!(d.rooms_failed, 0);
+        // A room failing stale_after times in a row loses its series, never zeroed.
+        for _ in 0..2 {
+            l.apply(&at(1, 400), &o, false, &LIMITS);
+        }
+        let d = l.apply(&at(1, 500), &o, false, &LIMITS);
+        assert_eq!(d.rooms.len(), 1, "{:?}", d.rooms);
+        assert_eq!(d.rooms[0].room, "b");
     }
 }

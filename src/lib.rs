@@ -24,6 +24,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod ledger;
 pub mod metrics;

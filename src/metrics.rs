@@ -28,6 +28,7 @@ pub const FAMILIES: &[&str] = &[
     "rtc_peak_users",
     "rtc_accumulated_users",
     "rtc_device_users",
+    "rtc_room_role_users",
     "rtc_user_online",
     "rtc_target_info",
     "rtc_exporter_build_info",
@@ -37,6 +38,7 @@ pub const FAMILIES: &[&str] = &[
     "rtc_exporter_target_interval_seconds",
     "rtc_exporter_target_consecutive_failures",
     "rtc_exporter_target_rooms_dropped",
+    "rtc_exporter_target_rooms_failed",
     "rtc_exporter_polls_total",
     "rtc_exporter_vendor_requests_total",
     "rtc_exporter_vendor_errors_total",
@@ -85,7 +87,7 @@ impl SelfMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "rtc_exporter_vendor_requests_total",
-                "HTTP requests to vendor APIs (every page counts) by outcome: ok, error, throttled, timeout, transport.",
+                "HTTP requests to vendor APIs (every page counts) by outcome: ok, error, throttled, timeout, transport, malformed.",
             ),
             &["target", "vendor", "api", "outcome"],
         )?;
@@ -156,6 +158,7 @@ impl SelfMetrics {
             }) => "throttled",
             Some(CallError::Timeout { .. }) => "timeout",
             Some(CallError::Transport { .. }) => "transport",
+            Some(CallError::Malformed { .. }) => "malformed",
             Some(_) => "error",
         };
         self.requests
@@ -272,8 +275,8 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
     let room_families: [(&str, &str, RoomField); 6] = [
         ("rtc_room_users", "Users in the room now (visible + invisible). Bots (recording, CDN push, ASR) are excluded where the vendor marks them; volcengine_rtc marks them only in Property=true answers, asked for with devices: true.", |r| Some(r.users as f64)),
         ("rtc_room_invisible_users", "Invisible users in the room now, where the vendor tells; bots excluded as for rtc_room_users.", |r| r.invisible.map(|v| v as f64)),
-        ("rtc_room_peak_users", "Peak concurrent users in the room today (local day). Vendor-reported where the vendor reports it; otherwise the maximum observed by polling, a lower bound.", |r| Some(r.peak as f64)),
-        ("rtc_room_accumulated_users", "Users who were in the room today (local day). Vendor-reported where the vendor reports it; otherwise distinct user ids observed by polling, a lower bound.", |r| Some(r.accumulated as f64)),
+        ("rtc_room_peak_users", "Peak concurrent users in the room today (local day). Exact where the vendor gives join and leave times (tencent_trtc, talkcloud: a sweep over the sessions, distinct users at once); vendor-reported for ucloud_urtc; the maximum observed by polling for volcengine_rtc, a lower bound.", |r| Some(r.peak as f64)),
+        ("rtc_room_accumulated_users", "Users who were in the room today (local day). Exact distinct user ids where the vendor gives sessions (tencent_trtc, talkcloud); vendor-reported for ucloud_urtc; distinct ids observed by polling for volcengine_rtc, a lower bound.", |r| Some(r.accumulated as f64)),
         ("rtc_room_active", "1 while the room is in progress, 0 once it ended today.", |r| Some(bool_value(r.active))),
         ("rtc_room_capacity", "Configured capacity of the room.", |r| r.capacity.map(|v| v as f64)),
     ];
@@ -295,8 +298,8 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
     let totals: [(&str, &str, TotalField); 4] = [
         ("rtc_rooms", "Rooms in progress now, including rooms beyond max_rooms.", |d| d.rooms_active as f64),
         ("rtc_users", "Users now over all rooms of the target.", |d| d.users as f64),
-        ("rtc_peak_users", "Peak concurrent users of the target today (local day): the maximum observed total, at least the largest room peak; a lower bound.", |d| d.peak as f64),
-        ("rtc_accumulated_users", "Users of the target today (local day): distinct observed user ids, plus the vendor's per-room accumulated counts where it reports them (a user in two rooms then counts twice).", |d| d.accumulated as f64),
+        ("rtc_peak_users", "Peak concurrent users of the target today (local day). Exact for tencent_trtc and talkcloud (a sweep over the union of the rooms' sessions); otherwise the maximum observed total, at least the largest room peak, a lower bound.", |d| d.peak as f64),
+        ("rtc_accumulated_users", "Users of the target today (local day): distinct user ids across rooms (exact for tencent_trtc and talkcloud, observed for volcengine_rtc), plus the vendor's per-room accumulated counts for ucloud_urtc (a user in two rooms then counts twice).", |d| d.accumulated as f64),
     ];
     for (name, help, field) in totals {
         let mut f = Family::new(&mut out, name, "gauge", help);
@@ -321,6 +324,29 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
                     ],
                     *n as f64,
                 );
+            }
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "rtc_room_role_users",
+            "gauge",
+            "Users in the room now by role, where the vendor tells roles (talkcloud): teacher, assistant, student, viewer, inspector, other.",
+        );
+        for (t, d) in with_data() {
+            for r in &d.rooms {
+                for (role, n) in r.roles.iter().flatten() {
+                    f.sample(
+                        &[
+                            ("target", &t.name),
+                            ("vendor", t.vendor),
+                            ("room", &r.room),
+                            ("role", role.label()),
+                        ],
+                        *n as f64,
+                    );
+                }
             }
         }
     }
@@ -372,7 +398,7 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
         );
     }
     type StateField = fn(&TargetView) -> Option<f64>;
-    let state: [(&str, &str, StateField); 6] = [
+    let state: [(&str, &str, StateField); 7] = [
         (
             "rtc_exporter_target_up",
             "1 if the last poll of the target succeeded whole, else 0.",
@@ -402,6 +428,11 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
             "rtc_exporter_target_rooms_dropped",
             "Rooms over max_rooms in the last poll: counted in totals, no series of their own.",
             |t| t.data.as_ref().map(|d| d.rooms_dropped as f64),
+        ),
+        (
+            "rtc_exporter_target_rooms_failed",
+            "Rooms whose refresh failed in the last poll; they keep their last values.",
+            |t| t.data.as_ref().map(|d| d.rooms_failed as f64),
         ),
     ];
     for (name, help, field) in state {

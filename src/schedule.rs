@@ -15,7 +15,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::Instrument;
 
 use crate::config::{Config, Global, Schedule, Target};
-use crate::ledger::Ledger;
+use crate::ledger::{Day, Ledger, Limits};
 use crate::metrics::PollResult;
 use crate::snapshot::{Board, TargetView};
 use crate::vendor::{Plumbing, PollCtx, PollError};
@@ -65,6 +65,7 @@ pub fn initial_view(target: &Target, global: &Global) -> TargetView {
         last_success: None,
         last_duration: None,
         consecutive_failures: 0,
+        consecutive_empty: 0,
         last_error: None,
         data: None,
     }
@@ -134,47 +135,87 @@ impl Runner {
     }
 
     /// Polls once now, waiting for the result (tests and the first poll use it too).
+    ///
+    /// Whatever the vendor reported before a failure or the deadline is published: the rooms
+    /// that answered get their new values, the others keep their last ones. The target is up
+    /// only when the whole poll succeeded.
     pub async fn poll_once(&self) {
         let started = Instant::now();
-        let ctx = PollCtx {
-            target: self.target.name.clone(),
-            vendor: self.target.vendor,
-            now: Utc::now(),
-            tz: self.global.timezone,
-            endpoint: self.target.endpoint.clone(),
-            qps: self.target.qps,
-            plumbing: self.plumbing.clone(),
-        };
+        let now = self.plumbing.clock.now();
+        let mut ctx = PollCtx::new(
+            &self.target.name,
+            self.target.vendor,
+            now,
+            self.global.timezone,
+            self.plumbing.clone(),
+        );
+        ctx.endpoint = self.target.endpoint.clone();
+        ctx.qps = self.target.qps;
         let deadline = self.global.poll_timeout;
         let result = match tokio::time::timeout(deadline, self.target.client.poll(&ctx)).await {
             Ok(r) => r,
             Err(_) => Err(PollError::Deadline(deadline)),
         };
+        let mut obs = ctx.progress.take();
+        let whole = match result {
+            Ok(rest) => {
+                obs.merge(rest);
+                if obs.failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} of {} rooms failed, their last values kept; first: {}",
+                        obs.failed.len(),
+                        obs.failed.len() + obs.rooms.len(),
+                        obs.first_error.as_deref().unwrap_or("unknown")
+                    ))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
         let elapsed = started.elapsed().as_secs_f64();
+        let today = ctx.today();
+        let day = Day {
+            date: today,
+            start: ctx.day_start(),
+            now: now.timestamp(),
+        };
         let view = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let RunState { ledger, view } = &mut *st;
             view.polled = true;
             view.last_duration = Some(elapsed);
-            match result {
-                Ok(obs) => {
-                    let data = ledger.apply(
-                        ctx.today(),
-                        &obs,
-                        &self.target.capacity,
-                        self.global.max_rooms,
-                    );
-                    tracing::info!(
-                        rooms = data.rooms_active,
-                        users = data.users,
-                        seconds = elapsed,
-                        "poll ok"
-                    );
+            let answered = !obs.rooms.is_empty() || whole.is_ok();
+            if answered {
+                let limits = Limits {
+                    capacity: &self.target.capacity,
+                    max_rooms: self.global.max_rooms,
+                    stale_after: self.global.stale_after,
+                };
+                let data = ledger.apply(&day, &obs, whole.is_ok(), &limits);
+                view.data = Some(Arc::new(data));
+            } else if ledger.day().is_some_and(|d| d != today) {
+                // A new local day began without a good poll: yesterday's figures must not
+                // pass for today's.
+                ledger.reset();
+                view.data = None;
+            }
+            match whole {
+                Ok(()) => {
+                    if let Some(data) = &view.data {
+                        tracing::info!(
+                            rooms = data.rooms_active,
+                            users = data.users,
+                            seconds = elapsed,
+                            "poll ok"
+                        );
+                    }
                     view.up = true;
                     view.consecutive_failures = 0;
+                    view.consecutive_empty = 0;
                     view.last_error = None;
-                    view.last_success = Some(Utc::now().timestamp_millis() as f64 / 1000.0);
-                    view.data = Some(Arc::new(data));
+                    view.last_success =
+                        Some(self.plumbing.clock.now().timestamp_millis() as f64 / 1000.0);
                     self.plumbing.metrics.record_poll(
                         &self.target.name,
                         self.target.vendor,
@@ -182,23 +223,30 @@ impl Runner {
                     );
                 }
                 Err(e) => {
-                    if ledger.day().is_some_and(|d| d != ctx.today()) {
-                        // A new local day began without a good poll: yesterday's figures
-                        // must not pass for today's.
-                        ledger.reset();
-                        view.data = None;
-                    }
                     view.up = false;
                     view.consecutive_failures += 1;
-                    view.last_error = Some(e.to_string());
-                    let stale = view.consecutive_failures >= self.global.stale_after;
+                    if answered {
+                        view.consecutive_empty = 0;
+                    } else {
+                        view.consecutive_empty += 1;
+                    }
+                    view.last_error = Some(e.clone());
+                    // Series go only when nothing answered `stale_after` polls in a row; a
+                    // partial poll refreshed some rooms (the ledger ages the others).
+                    let stale = view.consecutive_empty >= self.global.stale_after;
                     if stale && view.data.take().is_some() {
                         tracing::warn!(
                             failures = view.consecutive_failures,
                             "room series dropped after stale_after failed polls"
                         );
                     }
-                    tracing::warn!(error = %e, failures = view.consecutive_failures, "poll failed");
+                    tracing::warn!(
+                        error = %e,
+                        failures = view.consecutive_failures,
+                        rooms_refreshed = obs.rooms.len(),
+                        rooms_failed = obs.failed.len(),
+                        "poll failed"
+                    );
                     self.plumbing.metrics.record_poll(
                         &self.target.name,
                         self.target.vendor,

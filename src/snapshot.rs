@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::metrics::{self, SelfMetrics};
-use crate::vendor::{DeviceCounts, TargetInfo};
+use crate::vendor::{DeviceCounts, RoleCounts, TargetInfo};
 
 /// One room's series values.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,8 @@ pub struct RoomRow {
     pub accumulated: u64,
     /// Configured capacity.
     pub capacity: Option<u64>,
+    /// Users now by role, where the vendor tells roles (every role, zeros included).
+    pub roles: Option<RoleCounts>,
 }
 
 /// The data of a target's last good poll.
@@ -52,6 +54,8 @@ pub struct TargetData {
     pub watched: Vec<(String, bool)>,
     /// Rooms beyond `max_rooms`.
     pub rooms_dropped: u64,
+    /// Rooms whose refresh failed in the last poll (their last values kept).
+    pub rooms_failed: u64,
 }
 
 /// Everything known about one target at one moment.
@@ -73,8 +77,10 @@ pub struct TargetView {
     pub last_success: Option<f64>,
     /// Duration of the last poll, seconds.
     pub last_duration: Option<f64>,
-    /// Polls failed in a row.
+    /// Polls failed in a row (a partial poll counts).
     pub consecutive_failures: u32,
+    /// Polls in a row in which no room answered: at `stale_after`, the data is dropped.
+    pub consecutive_empty: u32,
     /// Why the last poll failed.
     pub last_error: Option<String>,
     /// Last good data; `None` before the first success and once stale.

@@ -355,7 +355,7 @@ async fn malformed_json_is_named() {
         malformed: true,
         ..Fault::default()
     };
-    fails_counted_and_named(fault, "", "error", "malformed response").await;
+    fails_counted_and_named(fault, "", "malformed", "malformed response").await;
 }
 
 #[tokio::test]

@@ -15,14 +15,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock as _, DefaultClock};
 use governor::{Quota, RateLimiter};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::FieldError;
 use crate::metrics::SelfMetrics;
 use crate::sim::Simulator;
 
 pub mod ucloud_urtc;
+pub mod util;
 pub mod volcengine_rtc;
 
 /// A boxed future, as the trait returns (the trait is used as `dyn Vendor`).
@@ -122,6 +124,64 @@ impl Device {
 /// Users by device class.
 pub type DeviceCounts = BTreeMap<Device, u64>;
 
+/// A user's role in a room, where the vendor tells (Talk-cloud `userroleid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The teacher (presenter) of a class.
+    Teacher,
+    /// An assistant.
+    Assistant,
+    /// A student on the class's roster.
+    Student,
+    /// A live-stream viewer.
+    Viewer,
+    /// An inspector (patrol).
+    Inspector,
+    /// Any other role the vendor names (auditor, parent, unknown).
+    Other,
+}
+
+impl Role {
+    /// Every role, in label order.
+    pub const ALL: [Role; 6] = [
+        Role::Teacher,
+        Role::Assistant,
+        Role::Student,
+        Role::Viewer,
+        Role::Inspector,
+        Role::Other,
+    ];
+    /// The `role` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Teacher => "teacher",
+            Role::Assistant => "assistant",
+            Role::Student => "student",
+            Role::Viewer => "viewer",
+            Role::Inspector => "inspector",
+            Role::Other => "other",
+        }
+    }
+}
+
+/// Users by role.
+pub type RoleCounts = BTreeMap<Role, u64>;
+
+/// One stay of one user in a room, as a vendor with join/leave times reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionObs {
+    /// User id.
+    pub user: String,
+    /// Join time, Unix seconds.
+    pub join: i64,
+    /// Leave time, Unix seconds; `None` while the user is still in.
+    pub leave: Option<i64>,
+    /// Device class.
+    pub device: Device,
+    /// Role, where the vendor tells.
+    pub role: Option<Role>,
+}
+
 /// How a room's figures for the day are known.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DayFigures {
@@ -134,6 +194,21 @@ pub enum DayFigures {
     },
     /// The vendor lists who is in now; the ledger derives observed lower bounds.
     Present(Vec<String>),
+    /// The vendor gives join and leave times; the ledger keeps the day's sessions and computes
+    /// exact figures (users now = distinct users with an open session, peak by a sweep,
+    /// accumulated = distinct ids).
+    ///
+    /// A delta: `sessions` holds **every** session of the room that overlaps [`since`, now], so
+    /// later polls need not fetch the whole day again. The ledger merges them into what it has
+    /// (same user and join time: the newer report wins). A session it holds open that started
+    /// before `since` and is not in the report has ended; it is closed at the last time it was
+    /// seen open.
+    Sessions {
+        /// Start of the time span this report covers completely.
+        since: i64,
+        /// The sessions overlapping [`since`, now].
+        sessions: Vec<SessionObs>,
+    },
 }
 
 /// One room as a vendor saw it in one poll.
@@ -143,23 +218,59 @@ pub struct RoomObservation {
     pub room: String,
     /// In progress now.
     pub active: bool,
-    /// Users now (visible + invisible; bots excluded where the vendor tells them apart).
+    /// Users now (visible + invisible; bots excluded where the vendor tells them apart). For
+    /// [`DayFigures::Sessions`] the ledger counts the open sessions instead.
     pub users: u64,
     /// Invisible users now, where the vendor tells.
     pub invisible: Option<u64>,
-    /// Peak and accumulated, or who is present.
+    /// Peak and accumulated, who is present, or the sessions.
     pub day: DayFigures,
 }
 
 /// What one poll of one target saw: vendor-neutral.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
-    /// Every room the vendor listed.
+    /// Every room the vendor listed (or, in a partial poll, every room refreshed).
     pub rooms: Vec<RoomObservation>,
-    /// Users by device, where the vendor tells.
+    /// Users by device, where the vendor tells (session vendors: derived by the ledger).
     pub devices: Option<DeviceCounts>,
     /// Watched users: (user id, online).
     pub watched: Vec<(String, bool)>,
+    /// Rooms whose refresh failed in this poll: they keep their last values.
+    pub failed: Vec<String>,
+    /// The first of those failures, for the target's last error.
+    pub first_error: Option<String>,
+}
+
+impl Observation {
+    /// Adds what `other` saw (rooms, failures; devices and watched users where it has them).
+    pub fn merge(&mut self, other: Observation) {
+        self.rooms.extend(other.rooms);
+        self.failed.extend(other.failed);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        if other.devices.is_some() {
+            self.devices = other.devices;
+        }
+        if !other.watched.is_empty() {
+            self.watched = other.watched;
+        }
+    }
+}
+
+/// What a poll has produced so far. Vendors report each room here as soon as it is refreshed
+/// ([`PollCtx::room_done`], [`PollCtx::room_failed`]), so that a poll cut short by
+/// `poll_timeout` still publishes the rooms it got, and a vendor may advance its own cursors
+/// (what it fetched already) in the same step: nothing reported here is lost.
+#[derive(Debug, Default)]
+pub struct Progress(Mutex<Observation>);
+
+impl Progress {
+    /// Takes everything reported so far.
+    pub fn take(&self) -> Observation {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Why one request failed.
@@ -238,9 +349,66 @@ pub struct PollCtx {
     pub qps: Option<f64>,
     /// Shared HTTP client, limiters and self-metrics.
     pub plumbing: Arc<Plumbing>,
+    /// What the poll has produced so far.
+    pub progress: Arc<Progress>,
 }
 
 impl PollCtx {
+    /// A context for one poll of `target` at `now`.
+    pub fn new(
+        target: &str,
+        vendor: &'static str,
+        now: DateTime<Utc>,
+        tz: Tz,
+        plumbing: Arc<Plumbing>,
+    ) -> Self {
+        PollCtx {
+            target: target.to_string(),
+            vendor,
+            now,
+            tz,
+            endpoint: None,
+            qps: None,
+            plumbing,
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// A copy a task may own, reporting into the same [`Progress`].
+    pub fn to_owned_ctx(&self) -> PollCtx {
+        PollCtx {
+            target: self.target.clone(),
+            vendor: self.vendor,
+            now: self.now,
+            tz: self.tz,
+            endpoint: self.endpoint.clone(),
+            qps: self.qps,
+            plumbing: self.plumbing.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    /// Reports one refreshed room.
+    pub fn room_done(&self, room: RoomObservation) {
+        let mut p = self.progress.0.lock().unwrap_or_else(|p| p.into_inner());
+        p.rooms.push(room);
+    }
+
+    /// Reports a room whose refresh failed (the request was counted and logged where it was
+    /// made): it keeps its last values.
+    pub fn room_failed(&self, room: &str, error: &CallError) {
+        let mut p = self.progress.0.lock().unwrap_or_else(|p| p.into_inner());
+        p.failed.push(room.to_string());
+        if p.first_error.is_none() {
+            p.first_error = Some(format!("room {room}: {error}"));
+        }
+    }
+
+    /// The wall clock now (the shared [`Clock`]; tests drive it).
+    pub fn wall_now(&self) -> DateTime<Utc> {
+        self.plumbing.clock.now()
+    }
+
     /// The local date of `now`.
     pub fn today(&self) -> NaiveDate {
         self.now.with_timezone(&self.tz).date_naive()
@@ -319,6 +487,8 @@ pub struct Plumbing {
     pub http: reqwest::Client,
     /// Counters and histograms of the exporter itself.
     pub metrics: Arc<SelfMetrics>,
+    /// The wall clock polls read (tests drive it).
+    pub clock: Arc<dyn Clock>,
     limiters: Mutex<HashMap<(&'static str, &'static str, String), SharedLimiter>>,
 }
 
@@ -337,8 +507,15 @@ impl Plumbing {
         Ok(Plumbing {
             http,
             metrics,
+            clock: Arc::new(SystemClock),
             limiters: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same plumbing with another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn limiter(

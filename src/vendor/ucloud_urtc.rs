@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
+use super::util::{code_label, code_string, lenient_u64};
 use super::{
     BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError, RoomObservation, TargetInfo,
     Vendor, VendorEntry,
@@ -110,25 +111,6 @@ struct Envelope {
     total_count: Option<Value>,
 }
 
-/// A number, or a string holding one (UCloud's backend sends both).
-fn lenient_u64(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn lenient_code(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) => Some(s.trim().to_string()),
-        _ => None,
-    }
-}
-
 /// One entry of `Data`: one call of one room.
 #[derive(Debug, PartialEq)]
 struct CallRow {
@@ -146,8 +128,10 @@ fn call_row(v: &Value) -> Option<CallRow> {
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
-    let current = lenient_u64(o.get("CurrentAmount"))
-        .or_else(|| lenient_u64(o.get("Num")))
+    let current = o
+        .get("CurrentAmount")
+        .and_then(lenient_u64)
+        .or_else(|| o.get("Num").and_then(lenient_u64))
         .unwrap_or(0);
     let active = match o.get("RoomStatus") {
         Some(Value::Bool(b)) => *b,
@@ -160,10 +144,15 @@ fn call_row(v: &Value) -> Option<CallRow> {
         room,
         active,
         current,
-        peak: lenient_u64(o.get("PeekAmount"))
+        peak: o
+            .get("PeekAmount")
+            .and_then(lenient_u64)
             .unwrap_or(current)
             .max(current),
-        accumulated: lenient_u64(o.get("AccumulationAmount")).unwrap_or(current),
+        accumulated: o
+            .get("AccumulationAmount")
+            .and_then(lenient_u64)
+            .unwrap_or(current),
     })
 }
 
@@ -186,16 +175,16 @@ fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
             })
         }
     };
-    let code = lenient_code(env.ret_code.as_ref()).ok_or_else(|| CallError::Malformed {
-        api: API,
-        message: "RetCode missing or not a number".into(),
-    })?;
+    let code = env
+        .ret_code
+        .as_ref()
+        .and_then(code_string)
+        .ok_or_else(|| CallError::Malformed {
+            api: API,
+            message: "RetCode missing or not a number".into(),
+        })?;
     if code != "0" {
-        let label = CODES
-            .iter()
-            .find(|c| **c == code)
-            .copied()
-            .unwrap_or("other");
+        let label = code_label(CODES, &code);
         return Err(CallError::Vendor {
             api: API,
             throttled: code == THROTTLED,
@@ -219,7 +208,7 @@ fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
     Ok(Page {
         returned: data.len(),
         rows,
-        total: lenient_u64(env.total_count.as_ref()),
+        total: env.total_count.as_ref().and_then(lenient_u64),
     })
 }
 

@@ -79,6 +79,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use super::util::{id_string, lenient_bool, lenient_u64, windows_back};
 use super::{
     Api, BoxFuture, CallError, DayFigures, Device, DeviceCounts, Observation, PollCtx, PollError,
     RoomObservation, TargetInfo, Vendor, VendorEntry,
@@ -333,32 +334,6 @@ fn envelope<T: DeserializeOwned>(
         api,
         message: e.to_string(),
     })
-}
-
-/// A user id as the vendor sent it: a string or a number.
-fn id_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn lenient_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => s.trim().parse().ok(),
-        Value::Number(n) => n.as_u64().map(|n| n != 0),
-        _ => None,
-    }
-}
-
-fn lenient_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
 }
 
 /// `GetRoomOnlineUsers` with `Property=false`.
@@ -658,14 +633,7 @@ fn refresh_order(rooms: &[String], cursor: Option<&str>) -> Vec<String> {
 
 /// Windows of at most one day covering [from, to], newest first.
 fn windows(from: i64, to: i64) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    let mut end = to;
-    while end > from {
-        let start = (end - DAY).max(from);
-        out.push((start, end));
-        end = start;
-    }
-    out
+    windows_back(from, to, DAY)
 }
 
 /// What one poll lists: `fresh` windows since the last listing, `deep` windows of the initial
@@ -720,6 +688,9 @@ struct State {
     /// The running refresher.
     refresher: Option<JoinHandle<()>>,
     discovery: Discovery,
+    /// The last room of the occupancy round that every room before it (in the round's order)
+    /// got to: a poll cut short by `poll_timeout` continues after it.
+    poll_cursor: Option<String>,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -848,20 +819,65 @@ impl<'a> Client<'a> {
         api.call(req, parse_detail).await
     }
 
-    /// Every room's occupancy, [`CONCURRENCY`] in flight; the first failure fails them all.
-    async fn occupancies(&self, rooms: &[String]) -> Result<Vec<(String, Occupancy)>, CallError> {
+    /// Every room's occupancy, [`CONCURRENCY`] in flight, in `order`. Each answer is reported
+    /// to the poll's progress as it arrives (a failed room keeps its last values) together with
+    /// the round-robin cursor, so a poll cut short continues where it stopped. Returns the
+    /// rooms that answered, or the first error when none did.
+    async fn occupancies(
+        &self,
+        order: Vec<String>,
+        state: &Mutex<State>,
+    ) -> Result<Vec<(String, Occupancy)>, CallError> {
         let api = self.ctx.api(GET_ROOM, &self.conf.access_key_id, ROOM_QPS);
         let api = &api;
+        let total = order.len();
         // Owned items: a closure over borrowed ones makes the boxed poll future not `Send`
         // for every lifetime (rust-lang/rust#102211).
-        stream::iter(rooms.to_vec())
-            .map(|room| async move {
-                let occ = self.occupancy(api, &room).await?;
-                Ok((room, occ))
+        let mut answers = stream::iter(order.into_iter().enumerate())
+            .map(|(i, room)| async move {
+                let occ = self.occupancy(api, &room).await;
+                (i, room, occ)
             })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await
+            .buffer_unordered(CONCURRENCY);
+        let mut finished = vec![false; total];
+        let mut contiguous = 0usize;
+        let mut names: Vec<Option<String>> = vec![None; total];
+        let mut got = Vec::new();
+        let mut first_error = None;
+        let none = HashSet::new();
+        while let Some((i, room, occ)) = answers.next().await {
+            let mut st = lock(state);
+            match occ {
+                Ok(occ) => {
+                    if occ.exists {
+                        st.gone.remove(&room);
+                    } else {
+                        st.gone.insert(room.clone());
+                        st.devices.remove(&room);
+                        st.discovery.known.remove(&room);
+                    }
+                    let bots = st.devices.get(&room).map_or(&none, |d| &d.bots);
+                    self.ctx.room_done(room_observation(&room, &occ, bots));
+                    got.push((room.clone(), occ));
+                }
+                Err(e) => {
+                    self.ctx.room_failed(&room, &e);
+                    first_error.get_or_insert(e);
+                }
+            }
+            finished[i] = true;
+            names[i] = Some(room);
+            while contiguous < total && finished[contiguous] {
+                contiguous += 1;
+            }
+            if contiguous > 0 {
+                st.poll_cursor = names[contiguous - 1].clone();
+            }
+        }
+        match first_error {
+            Some(e) if got.is_empty() && total > 0 => Err(e),
+            _ => Ok(got),
+        }
     }
 
     /// Online watched users: id → device classes of their connections.
@@ -955,19 +971,6 @@ impl<'a> Client<'a> {
     }
 }
 
-/// A copy of the poll's context that a task may own.
-fn owned_ctx(ctx: &PollCtx) -> PollCtx {
-    PollCtx {
-        target: ctx.target.clone(),
-        vendor: ctx.vendor,
-        now: ctx.now,
-        tz: ctx.tz,
-        endpoint: ctx.endpoint.clone(),
-        qps: ctx.qps,
-        plumbing: ctx.plumbing.clone(),
-    }
-}
-
 /// Refreshes `order` with `Property=true`, one room at a time at the 1 QPS limiter. Failures are
 /// counted and logged by [`Api::call`] and skipped: the room keeps its last figures.
 async fn refresh(ctx: PollCtx, conf: Arc<Conf>, state: Arc<Mutex<State>>, order: Vec<String>) {
@@ -1002,7 +1005,7 @@ impl VolcengineRtc {
         // until a room's first Property=true answer its bots cannot be told from users.
         order.sort_by_key(|r| st.devices.contains_key(r));
         st.refresher = Some(tokio::spawn(refresh(
-            owned_ctx(ctx),
+            ctx.to_owned_ctx(),
             self.conf.clone(),
             self.state.clone(),
             order,
@@ -1042,32 +1045,28 @@ impl VolcengineRtc {
         if self.conf.devices {
             self.start_refresher(ctx, &rooms);
         }
-        let (occupancies, online) = tokio::try_join!(client.occupancies(&rooms), client.online())?;
+        // Round robin: a target with more rooms than one poll can ask for at 40 QPS within
+        // poll_timeout covers them over several polls.
+        let order = refresh_order(&rooms, lock(&self.state).poll_cursor.as_deref());
+        let (occupancies, online) =
+            tokio::join!(client.occupancies(order, &self.state), client.online());
+        let occupancies = occupancies?;
+        let online = online?;
 
         let mut st = lock(&self.state);
         let st = &mut *st;
-        let none = HashSet::new();
-        let mut observed = Vec::with_capacity(occupancies.len());
-        st.gone.clear();
-        for (room, occ) in &occupancies {
-            if !occ.exists {
-                st.gone.insert(room.clone());
-                st.devices.remove(room);
-                st.discovery.known.remove(room);
-            }
-            let bots = st.devices.get(room).map_or(&none, |d| &d.bots);
-            observed.push(room_observation(room, occ, bots));
-        }
-        observed.sort_by(|a, b| a.room.cmp(&b.room));
         // Forget rooms no longer polled.
         let polled: HashSet<&String> = rooms.iter().collect();
         st.devices.retain(|r, _| polled.contains(r));
+        st.gone.retain(|r| polled.contains(r));
+        let active: Vec<&String> = occupancies
+            .iter()
+            .filter(|(_, occ)| occ.exists)
+            .map(|(room, _)| room)
+            .collect();
         let devices = self.conf.devices.then(|| {
             device_totals(
-                observed
-                    .iter()
-                    .filter(|o| o.active)
-                    .filter_map(|o| st.devices.get(&o.room)),
+                active.iter().filter_map(|room| st.devices.get(*room)),
                 &online,
             )
         });
@@ -1082,9 +1081,9 @@ impl VolcengineRtc {
             })
             .collect();
         Ok(Observation {
-            rooms: observed,
             devices,
             watched,
+            ..Observation::default()
         })
     }
 }

@@ -22,11 +22,9 @@
 use std::fmt;
 
 use chrono::{DateTime, Datelike};
-use hmac::{Hmac, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sha2::{Digest, Sha256};
 
-type HmacSha256 = Hmac<Sha256>;
+use crate::vendor::util::{hmac_sha256, sha256_hex};
 
 /// Signing algorithm name, first word of `Authorization` and first line of the string to sign.
 pub const ALGORITHM: &str = "HMAC-SHA256";
@@ -139,7 +137,7 @@ pub fn sign_with(
 ) -> Signed {
     let short_date = x_date.get(..8).unwrap_or(x_date);
     let scope = format!("{short_date}/{}/{}/request", creds.region, creds.service);
-    let body_hash = hex::encode(Sha256::digest(req.body));
+    let body_hash = sha256_hex(req.body);
     let canonical_query = canonical_query(req.query);
 
     // Already in lexicographic order of the lower-case names.
@@ -172,7 +170,7 @@ pub fn sign_with(
     );
     let string_to_sign = format!(
         "{ALGORITHM}\n{x_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
+        sha256_hex(canonical_request.as_bytes())
     );
 
     let mut key = hmac_sha256(creds.secret_access_key.as_bytes(), short_date.as_bytes());
@@ -226,16 +224,6 @@ pub fn x_date(unix_seconds: i64) -> Option<String> {
         return None;
     }
     Some(t.format("%Y%m%dT%H%M%SZ").to_string())
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match HmacSha256::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC-SHA256 accepts any key length"),
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
 }
 
 #[cfg(test)]

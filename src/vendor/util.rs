@@ -1,0 +1,175 @@
+//! Helpers every vendor shares, in one place: lenient numbers (a number or a string holding
+//! one), ids, closed code-to-label tables, time windows and HMAC/SHA-256.
+//!
+//! Vendors document numbers as strings in some places and send numbers in others; the same
+//! answer may mix both. These readers accept both and refuse anything that is not a valid value
+//! (a fraction, a negative count, text), so a field that was not a valid zero never becomes one.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// A non-negative integer: a JSON number without a fraction, or a string holding one.
+pub fn lenient_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// An integer that may be negative (timestamps, result codes): a number or a numeric string.
+pub fn lenient_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < i64::MAX as f64)
+                .map(|f| f as i64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A boolean: `true`/`false`, the strings `"true"`/`"false"`, or 0/1.
+pub fn lenient_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Number(n) => n.as_u64().and_then(|n| match n {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// An id as the vendor sent it: a non-empty string, or a number.
+pub fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A result code as text: a number or a string (trimmed).
+pub fn code_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// The label of a vendor code: itself when `table` lists it, else `other`. Labels come from a
+/// closed set, never from the vendor's raw text.
+pub fn code_label(table: &'static [&'static str], code: &str) -> &'static str {
+    table
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Windows of at most `span` seconds covering [from, to], oldest first, anchored at `from`.
+pub fn windows_forward(from: i64, to: i64, span: i64) -> Vec<(i64, i64)> {
+    let span = span.max(1);
+    let mut out = Vec::new();
+    let mut start = from;
+    while start < to {
+        let end = start.saturating_add(span).min(to);
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
+/// Windows of at most `span` seconds covering [from, to], newest first, anchored at `to`.
+pub fn windows_back(from: i64, to: i64, span: i64) -> Vec<(i64, i64)> {
+    let span = span.max(1);
+    let mut out = Vec::new();
+    let mut end = to;
+    while end > from {
+        let start = end.saturating_sub(span).max(from);
+        out.push((start, end));
+        end = start;
+    }
+    out
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(data);
+            mac.finalize().into_bytes().into()
+        }
+        Err(_) => [0; 32],
+    }
+}
+
+/// SHA-256 of `data`, lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lenient_numbers_accept_numbers_and_numeric_strings_only() {
+        assert_eq!(lenient_u64(&json!(7)), Some(7));
+        assert_eq!(lenient_u64(&json!(" 7 ")), Some(7));
+        assert_eq!(lenient_u64(&json!(7.0)), Some(7));
+        assert_eq!(lenient_u64(&json!(0)), Some(0));
+        for bad in [
+            json!(0.5),
+            json!(-1),
+            json!("x"),
+            json!(""),
+            json!(null),
+            json!([1]),
+            json!(1e30),
+        ] {
+            assert_eq!(lenient_u64(&bad), None, "{bad}");
+        }
+        assert_eq!(lenient_i64(&json!(-1)), Some(-1));
+        assert_eq!(lenient_i64(&json!("-1")), Some(-1));
+        assert_eq!(lenient_i64(&json!(u64::MAX)), None);
+        assert_eq!(lenient_bool(&json!("true")), Some(true));
+        assert_eq!(lenient_bool(&json!(2)), None);
+    }
+
+    #[test]
+    fn windows_cover_the_span_without_gaps() {
+        assert_eq!(windows_forward(0, 10, 4), vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(windows_back(0, 10, 4), vec![(6, 10), (2, 6), (0, 2)]);
+        assert!(windows_forward(5, 5, 4).is_empty());
+        assert!(windows_back(6, 5, 4).is_empty());
+    }
+
+    #[test]
+    fn codes_outside_the_table_are_other() {
+        const T: &[&str] = &["a", "b"];
+        assert_eq!(code_label(T, "a"), "a");
+        assert_eq!(code_label(T, "zzz"), "other");
+    }
+
+    #[test]
+    fn hmac_known_answer() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
