@@ -1,0 +1,694 @@
+//! Tencent Cloud TRTC: `DescribeRoomInfo` lists the day's calls (their `CommId`), then
+//! `DescribeUserInfo` gives each call's users with join and leave times (API version
+//! 2019-07-22). The ledger turns those sessions into exact figures (DESIGN §6).
+//!
+//! Requests are `POST /` with a JSON body, signed with TC3-HMAC-SHA256 ([`sign`], signed
+//! headers `content-type;host;x-tc-action`) at the moment they are built. Errors come as
+//! HTTP 200 with `Response.Error.Code`; codes are counted from a closed set ([`code_label`]).
+//!
+//! # A poll
+//!
+//! "Now" for the vendor is the poll's time less `delay` (default 60 s: TRTC's data lags).
+//!
+//! 1. **Calls.** `DescribeRoomInfo` in windows of at most 24 h, pages of 100 until a short one,
+//!    20 QPS per SecretId. The first poll of a local day lists from 24 h before local midnight
+//!    (calls created before midnight and still running count from midnight; a call running
+//!    for more than a day before midnight is not found); later polls list only the creation
+//!    times since the previous listing (less 10 minutes for late indexing) or since the
+//!    oldest call still running, whichever is older — a listing is where a call's end shows —
+//!    and keep the calls they know. Several calls of one room (`RoomString`) on one day are one room.
+//! 2. **Users.** For every call that can have changed since the last poll — not yet fetched,
+//!    still running, or finished after its last fetch — `DescribeUserInfo` for [from, now]:
+//!    from = local midnight for a call not fetched yet today, else the end of its last fetch
+//!    less 2 minutes (late data). Windows of at most 4 h, never more than 14 days back, pages
+//!    of 100 until a short one, 20 QPS. A fetch returns every session that overlaps its window,
+//!    so users still in are seen again and their leave time arrives once they left; the rest
+//!    of the day stays in the ledger. A finished call fetched past its end is never asked again.
+//!
+//! Rooms are refreshed least recently fetched first, up to four in flight, each reported to the
+//! poll's progress (with its calls' new fetch times) as soon as all its pages arrived: one
+//! failing room leaves the others published and keeps its last values, and a poll cut short by
+//! `poll_timeout` continues with the rooms it did not reach.
+//!
+//! **Requests per poll**, for N calls today with M users each: the first poll makes
+//! ⌈N/100⌉ + 1 listing requests (two windows) and, per call, ⌈hours since its start / 4⌉
+//! windows × ⌈its users in each window / 100⌉ pages, about N·⌈M/100⌉ for calls under 4 h.
+//! A steady poll makes ⌈calls created since the oldest running one / 100⌉ listing requests
+//! (usually 1) plus, per running (or just finished) call,
+//! ⌈users present in the last interval / 100⌉ requests: R running calls of M users make
+//! 1 + R·⌈M/100⌉, whatever the day's total.
+//!
+//! `DeviceType` is not documented (examples send ""): known OS names map to their device
+//! class, the rest to `other`.
+
+pub mod sign;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use futures_util::stream::{self, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::util::{
+    code_label as table_label, id_string, lenient_bool, lenient_i64, windows_forward,
+};
+use super::{
+    Api, BoxFuture, CallError, DayFigures, Device, Observation, PollCtx, PollError,
+    RoomObservation, SessionObs, TargetInfo, Vendor, VendorEntry,
+};
+use crate::config::{from_value, FieldError, PromDuration, Secret};
+use crate::sim::tencent_trtc::TrtcSim;
+
+/// The registry row.
+pub const ENTRY: VendorEntry = VendorEntry {
+    name: "tencent_trtc",
+    parse,
+    simulator: |seed| Arc::new(TrtcSim::new(seed, 10)),
+};
+
+/// Lists calls.
+pub const ROOM_INFO: &str = "DescribeRoomInfo";
+/// Users of one call.
+pub const USER_INFO: &str = "DescribeUserInfo";
+const VERSION: &str = "2019-07-22";
+const SERVICE: &str = "trtc";
+const DEFAULT_ENDPOINT: &str = "https://trtc.tencentcloudapi.com";
+const CONTENT_TYPE: &str = "application/json";
+/// Both APIs: 20 requests a second (per account).
+const QPS: f64 = 20.0;
+const PAGE: usize = 100;
+/// A vendor that keeps sending full pages must not keep us paging forever.
+const MAX_PAGES: usize = 1000;
+const HOUR: i64 = 3600;
+const DAY: i64 = 24 * HOUR;
+/// `DescribeRoomInfo` spans at most 24 h, `DescribeUserInfo` 4 h; both look back 14 days.
+const ROOM_SPAN: i64 = DAY;
+const USER_SPAN: i64 = 4 * HOUR;
+const MAX_BACK: i64 = 14 * DAY - 300;
+/// Listing overlap for late indexing, and fetch overlap for late user data.
+const LIST_OVERLAP: i64 = 600;
+const FETCH_OVERLAP: i64 = 120;
+/// Rooms refreshed at once.
+const CONCURRENCY: usize = 4;
+/// The regions `DescribeUserInfo` supports.
+pub const REGIONS: &[&str] = &["ap-beijing", "ap-guangzhou", "ap-mumbai", "ap-singapore"];
+
+/// Codes counted under their own label; `AuthFailure.*`, `FailedOperation.*`,
+/// `InternalError.*` and `MissingParameter.*` others count under their prefix.
+pub const CODES: &[&str] = &[
+    "AuthFailure.SignatureFailure",
+    "AuthFailure.SignatureExpire",
+    "AuthFailure.SecretIdNotFound",
+    "AuthFailure",
+    "RequestLimitExceeded",
+    "InvalidParameter.QueryScaleOversize",
+    "InvalidParameter.StartTsOversize",
+    "InvalidParameter.PageSizeOversize",
+    "InvalidParameter",
+    "FailedOperation",
+    "InternalError",
+    "MissingParameter",
+];
+
+/// The `code` label of an error code: a closed set, never the raw value.
+pub fn code_label(code: &str) -> &'static str {
+    match table_label(CODES, code) {
+        "other" => match code.split_once('.') {
+            Some((prefix, _)) => table_label(CODES, prefix),
+            None => "other",
+        },
+        known => known,
+    }
+}
+
+fn default_region() -> String {
+    "ap-guangzhou".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    credentials: Credentials,
+    sdk_app_id: u64,
+    #[serde(default = "default_region")]
+    region: String,
+    #[serde(default)]
+    delay: Option<PromDuration>,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    secret_id: String,
+    secret_key: Secret,
+}
+
+fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
+    let s: Settings = from_value(value)?;
+    if s.credentials.secret_id.is_empty() {
+        return Err(FieldError::new(
+            "credentials.secret_id",
+            "must not be empty",
+        ));
+    }
+    if !REGIONS.contains(&s.region.as_str()) {
+        return Err(FieldError::new(
+            "region",
+            format!(
+                "\"{}\" is not a region DescribeUserInfo supports ({})",
+                s.region,
+                REGIONS.join(", ")
+            ),
+        ));
+    }
+    let delay = s.delay.map_or(Duration::from_secs(60), |d| d.0);
+    if delay > Duration::from_secs(3600) {
+        return Err(FieldError::new("delay", "must be at most 1h"));
+    }
+    Ok(Arc::new(TencentTrtc {
+        s,
+        delay: delay.as_secs() as i64,
+        state: Mutex::new(State::default()),
+    }))
+}
+
+/// One call as the target knows it.
+#[derive(Debug, Clone)]
+struct Call {
+    room: String,
+    created: i64,
+    finished: bool,
+    destroyed: i64,
+    /// The end of its last successful user fetch.
+    synced_to: Option<i64>,
+}
+
+impl Call {
+    /// Its users can have changed since its last fetch.
+    fn stale(&self) -> bool {
+        match self.synced_to {
+            None => true,
+            Some(t) => !self.finished || t < self.destroyed,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    day: Option<NaiveDate>,
+    /// Calls by CommId.
+    calls: BTreeMap<String, Call>,
+    /// Creation times are listed up to here.
+    listed_to: Option<i64>,
+}
+
+/// One configured TRTC target.
+pub struct TencentTrtc {
+    s: Settings,
+    delay: i64,
+    state: Mutex<State>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads `Response`: `Error` first, then the payload.
+fn response(api: &'static str, status: u16, body: &[u8]) -> Result<Value, CallError> {
+    let ok_status = (200..300).contains(&status);
+    let mut v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) if !ok_status => return Err(CallError::Http { api, status }),
+        Err(e) => {
+            return Err(CallError::Malformed {
+                api,
+                message: e.to_string(),
+            })
+        }
+    };
+    let Some(resp) = v.get_mut("Response").map(Value::take) else {
+        if !ok_status {
+            return Err(CallError::Http { api, status });
+        }
+        return Err(CallError::Malformed {
+            api,
+            message: "no Response object".into(),
+        });
+    };
+    if let Some(err) = resp.get("Error").filter(|e| !e.is_null()) {
+        let code = err
+            .get("Code")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
+        let message = err
+            .get("Message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let label = code_label(&code);
+        return Err(CallError::Vendor {
+            api,
+            throttled: label == "RequestLimitExceeded",
+            label,
+            message,
+            code,
+        });
+    }
+    if !ok_status {
+        return Err(CallError::Http { api, status });
+    }
+    Ok(resp)
+}
+
+/// One page: its rows and the declared `Total`.
+struct Page<T> {
+    rows: Vec<T>,
+    total: Option<u64>,
+}
+
+/// Reads a list that the API documents as possibly null: null is an empty page only when
+/// `Total` says there is nothing.
+fn page_rows<T>(
+    api: &'static str,
+    resp: &Value,
+    field: &str,
+    row: impl Fn(&Value) -> Option<T>,
+) -> Result<Page<T>, CallError> {
+    let total = resp.get("Total").and_then(super::util::lenient_u64);
+    let list = match resp.get(field) {
+        Some(Value::Array(a)) => a.as_slice(),
+        None | Some(Value::Null) if total.is_none_or(|t| t == 0) => &[],
+        None | Some(Value::Null) => {
+            return Err(CallError::Malformed {
+                api,
+                message: format!("{field} is null but Total is {}", total.unwrap_or(0)),
+            })
+        }
+        Some(_) => {
+            return Err(CallError::Malformed {
+                api,
+                message: format!("{field} is not a list"),
+            })
+        }
+    };
+    let mut rows = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        rows.push(row(v).ok_or_else(|| CallError::Malformed {
+            api,
+            message: format!("{field}[{i}] lacks a field it must have"),
+        })?);
+    }
+    Ok(Page { rows, total })
+}
+
+/// A call as `DescribeRoomInfo` lists it.
+#[derive(Debug, Clone, PartialEq)]
+struct ListedCall {
+    comm_id: String,
+    room: String,
+    created: i64,
+    destroyed: i64,
+    finished: bool,
+}
+
+fn parse_rooms(status: u16, body: &[u8]) -> Result<Page<ListedCall>, CallError> {
+    let resp = response(ROOM_INFO, status, body)?;
+    page_rows(ROOM_INFO, &resp, "RoomList", |v| {
+        Some(ListedCall {
+            comm_id: v.get("CommId").and_then(id_string)?,
+            room: v.get("RoomString").and_then(id_string)?,
+            created: v.get("CreateTime").and_then(lenient_i64)?,
+            destroyed: v.get("DestroyTime").and_then(lenient_i64).unwrap_or(0),
+            finished: v.get("IsFinished").and_then(lenient_bool).unwrap_or(false),
+        })
+    })
+}
+
+fn parse_users(status: u16, body: &[u8]) -> Result<Page<SessionObs>, CallError> {
+    let resp = response(USER_INFO, status, body)?;
+    page_rows(USER_INFO, &resp, "UserList", |v| {
+        let join = v.get("JoinTs").and_then(lenient_i64)?;
+        let leave = v.get("LeaveTs").and_then(lenient_i64)?;
+        let finished = v.get("Finished").and_then(lenient_bool)?;
+        Some(SessionObs {
+            user: v.get("UserId").and_then(id_string)?,
+            join,
+            leave: finished.then_some(leave.max(join)),
+            device: v
+                .get("DeviceType")
+                .and_then(Value::as_str)
+                .map_or(Device::Other, Device::from_name),
+            role: None,
+        })
+    })
+}
+
+/// Pages a listing until a short page, checking the pages against the declared `Total`
+/// (the grand total, or the rows of the page: either reading must add up).
+async fn all_pages<T>(
+    api: &Api<'_>,
+    mut request: impl FnMut(usize) -> reqwest::RequestBuilder,
+    parse: fn(u16, &[u8]) -> Result<Page<T>, CallError>,
+) -> Result<Vec<T>, CallError> {
+    let mut rows = Vec::new();
+    for page in 0..MAX_PAGES {
+        let p = api.call(request(page), parse).await?;
+        let got = p.rows.len();
+        rows.extend(p.rows);
+        if got < PAGE {
+            if let Some(total) = p.total {
+                if total != rows.len() as u64 && total != got as u64 {
+                    return Err(CallError::Malformed {
+                        api: api.name(),
+                        message: format!(
+                            "Total says {total} but the pages hold {} rows (last page {got})",
+                            rows.len()
+                        ),
+                    });
+                }
+            }
+            return Ok(rows);
+        }
+    }
+    Err(CallError::Malformed {
+        api: api.name(),
+        message: format!("still more rows after {MAX_PAGES} pages"),
+    })
+}
+
+/// Signs and sends requests for one poll.
+struct Client<'a> {
+    ctx: &'a PollCtx,
+    s: &'a Settings,
+    url: String,
+    host: String,
+}
+
+impl<'a> Client<'a> {
+    fn new(ctx: &'a PollCtx, s: &'a Settings) -> Result<Self, CallError> {
+        let endpoint = ctx.endpoint_or(DEFAULT_ENDPOINT);
+        let bad = || CallError::Transport {
+            api: ROOM_INFO,
+            message: "endpoint is not an http(s) URL with a host".into(),
+        };
+        let url = reqwest::Url::parse(endpoint).map_err(|_| bad())?;
+        let host = url.host_str().ok_or_else(bad)?;
+        let host = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        Ok(Client {
+            ctx,
+            s,
+            url: format!("{}://{host}/", url.scheme()),
+            host,
+        })
+    }
+
+    fn api(&self, name: &'static str) -> Api<'a> {
+        self.ctx.api(name, &self.s.credentials.secret_id, QPS)
+    }
+
+    /// A signed request; `X-TC-Timestamp` is now.
+    fn request(&self, action: &str, body: &Value) -> reqwest::RequestBuilder {
+        let payload = body.to_string().into_bytes();
+        let timestamp = self.ctx.wall_now().timestamp();
+        let signed = sign::sign(
+            &sign::Request {
+                method: "POST",
+                host: &self.host,
+                action,
+                content_type: CONTENT_TYPE,
+                payload: &payload,
+                timestamp,
+                service: SERVICE,
+                sign_action: true,
+            },
+            &self.s.credentials.secret_id,
+            self.s.credentials.secret_key.expose(),
+        );
+        self.ctx
+            .plumbing
+            .http
+            .post(&self.url)
+            .header("Content-Type", CONTENT_TYPE)
+            .header("X-TC-Action", action)
+            .header("X-TC-Timestamp", timestamp.to_string())
+            .header("X-TC-Version", VERSION)
+            .header("X-TC-Region", &self.s.region)
+            .header("Authorization", signed.authorization)
+            .body(payload)
+    }
+
+    /// Calls created in [from, to].
+    async fn list(&self, from: i64, to: i64) -> Result<Vec<ListedCall>, CallError> {
+        let api = self.api(ROOM_INFO);
+        let mut calls = Vec::new();
+        for (start, end) in windows_forward(from, to, ROOM_SPAN) {
+            let request = |page: usize| {
+                self.request(
+                    ROOM_INFO,
+                    &json!({
+                        "SdkAppId": self.s.sdk_app_id, "StartTime": start, "EndTime": end,
+                        "PageNumber": page, "PageSize": PAGE,
+                    }),
+                )
+            };
+            calls.extend(all_pages(&api, request, parse_rooms).await?);
+        }
+        Ok(calls)
+    }
+
+    /// Every session of one call overlapping [from, to].
+    async fn users(
+        &self,
+        api: &Api<'_>,
+        comm_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<SessionObs>, CallError> {
+        let mut sessions = Vec::new();
+        for (start, end) in windows_forward(from, to, USER_SPAN) {
+            let request = |page: usize| {
+                self.request(
+                    USER_INFO,
+                    &json!({
+                        "SdkAppId": self.s.sdk_app_id, "CommId": comm_id,
+                        "StartTime": start, "EndTime": end,
+                        "PageNumber": page, "PageSize": PAGE,
+                    }),
+                )
+            };
+            sessions.extend(all_pages(api, request, parse_users).await?);
+        }
+        Ok(sessions)
+    }
+}
+
+/// What to fetch for one room: its stale calls and the window start of each.
+#[derive(Debug, Clone, PartialEq)]
+struct RoomPlan {
+    room: String,
+    active: bool,
+    calls: Vec<(String, i64)>,
+    /// The oldest fetch among them (for the order).
+    oldest: Option<i64>,
+}
+
+/// The rooms to refresh, least recently fetched first.
+fn plan(calls: &BTreeMap<String, Call>, day_start: i64, floor: i64, to: i64) -> Vec<RoomPlan> {
+    let mut rooms: BTreeMap<&str, RoomPlan> = BTreeMap::new();
+    let mut active: HashMap<&str, bool> = HashMap::new();
+    for c in calls.values() {
+        // In progress as of `to`, the time the users are fetched for.
+        *active.entry(&c.room).or_default() |= !c.finished || c.destroyed > to;
+    }
+    for (id, c) in calls.iter().filter(|(_, c)| c.stale()) {
+        let from = c
+            .synced_to
+            .map_or(day_start, |t| t - FETCH_OVERLAP)
+            .max(day_start)
+            .max(floor);
+        if from >= to {
+            continue;
+        }
+        let p = rooms.entry(&c.room).or_insert_with(|| RoomPlan {
+            room: c.room.clone(),
+            active: false,
+            calls: Vec::new(),
+            oldest: c.synced_to,
+        });
+        p.calls.push((id.clone(), from));
+        p.oldest = match (p.oldest, c.synced_to) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            _ => None,
+        };
+    }
+    let mut out: Vec<RoomPlan> = rooms
+        .into_values()
+        .map(|mut p| {
+            p.active = active.get(p.room.as_str()).copied().unwrap_or(false);
+            p
+        })
+        .collect();
+    out.sort_by(|a, b| a.oldest.cmp(&b.oldest).then_with(|| a.room.cmp(&b.room)));
+    out
+}
+
+impl TencentTrtc {
+    /// Lists the calls since the last listing and merges them into the state.
+    async fn refresh_calls(
+        &self,
+        client: &Client<'_>,
+        day_start: i64,
+        floor: i64,
+        to: i64,
+    ) -> Result<(), CallError> {
+        let (listed_to, oldest_running) = {
+            let st = lock(&self.state);
+            let oldest = st
+                .calls
+                .values()
+                .filter(|c| !c.finished)
+                .map(|c| c.created)
+                .min();
+            (st.listed_to, oldest)
+        };
+        // From the last listing, and back to the oldest call still running: a listing by
+        // creation time is the only place a call's end shows.
+        let from = listed_to
+            .map_or(day_start - DAY, |t| t - LIST_OVERLAP)
+            .min(oldest_running.unwrap_or(i64::MAX))
+            .max(floor);
+        if from >= to {
+            return Ok(());
+        }
+        let listed = client.list(from, to).await?;
+        let mut st = lock(&self.state);
+        for l in listed {
+            if self
+                .s
+                .rooms
+                .as_ref()
+                .is_some_and(|allow| !allow.contains(&l.room))
+            {
+                continue;
+            }
+            // Finished before today: not today's.
+            if l.finished && l.destroyed > 0 && l.destroyed < day_start {
+                continue;
+            }
+            let destroyed = if l.finished {
+                l.destroyed.max(l.created)
+            } else {
+                0
+            };
+            match st.calls.get_mut(&l.comm_id) {
+                Some(c) => {
+                    c.finished = l.finished;
+                    c.destroyed = destroyed;
+                }
+                None => {
+                    st.calls.insert(
+                        l.comm_id,
+                        Call {
+                            room: l.room,
+                            created: l.created,
+                            finished: l.finished,
+                            destroyed,
+                            synced_to: None,
+                        },
+                    );
+                }
+            }
+        }
+        st.listed_to = Some(to);
+        Ok(())
+    }
+
+    async fn fetch(&self, ctx: &PollCtx) -> Result<Observation, PollError> {
+        let to = ctx.now.timestamp() - self.delay;
+        let day_start = ctx.day_start();
+        let floor = ctx.now.timestamp() - MAX_BACK;
+        {
+            let mut st = lock(&self.state);
+            if st.day != Some(ctx.today()) {
+                *st = State {
+                    day: Some(ctx.today()),
+                    ..State::default()
+                };
+            }
+        }
+        let client = Client::new(ctx, &self.s)?;
+        // A failed listing still lets the known calls be refreshed; the poll is then not whole.
+        let listing = self.refresh_calls(&client, day_start, floor, to).await;
+        let plans = plan(&lock(&self.state).calls, day_start, floor, to);
+        let api = client.api(USER_INFO);
+        let (api, client_ref) = (&api, &client);
+        let mut answers = stream::iter(plans)
+            .map(|p| async move {
+                let mut sessions = Vec::new();
+                for (comm_id, from) in &p.calls {
+                    match client_ref.users(api, comm_id, *from, to).await {
+                        Ok(s) => sessions.extend(s),
+                        Err(e) => return Err((p.room, e)),
+                    }
+                }
+                Ok((p, sessions))
+            })
+            .buffer_unordered(CONCURRENCY);
+        let mut refreshed = 0usize;
+        let mut first_error = None;
+        while let Some(answer) = answers.next().await {
+            match answer {
+                Ok((p, sessions)) => {
+                    let mut st = lock(&self.state);
+                    for (comm_id, _) in &p.calls {
+                        if let Some(c) = st.calls.get_mut(comm_id) {
+                            c.synced_to = Some(to);
+                        }
+                    }
+                    let since = p.calls.iter().map(|(_, f)| *f).min().unwrap_or(to);
+                    ctx.room_done(RoomObservation {
+                        room: p.room,
+                        active: p.active,
+                        users: 0,
+                        invisible: None,
+                        day: DayFigures::Sessions { since, sessions },
+                    });
+                    refreshed += 1;
+                }
+                Err((room, e)) => {
+                    ctx.room_failed(&room, &e);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let (0, Some(e)) = (refreshed, first_error) {
+            return Err(e.into());
+        }
+        // Rooms whose calls are all finished and fetched are not asked again: they keep their
+        // figures, and as they were not refreshed the ledger shows them ended.
+        listing?;
+        Ok(Observation::default())
+    }
+}
+
+impl Vendor for TencentTrtc {
+    fn info(&self) -> TargetInfo {
+        TargetInfo {
+            app: self.s.sdk_app_id.to_string(),
+            region: self.s.region.clone(),
+        }
+    }
+
+    fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>> {
+        Box::pin(self.fetch(ctx))
+    }
+}
