@@ -2,16 +2,15 @@
 //! plain sort of the same 2 000 000 join/leave events, in the same run, and the memory of the
 //! day's distinct ids. Run: `cargo bench --bench sweep`.
 //!
-//! Goal: the sweep takes at most twice the plain sort (it must sort the events too; merging
-//! each user's overlapping stays costs one more sort of the sessions).
+//! Goal: the sweep takes at most twice the plain sort (it sorts the same events, then makes
+//! one pass with a presence count per user).
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use rtc_exporter::ledger::{peak_concurrency, Presence};
+use rtc_exporter::ledger::{peak_concurrency, Presence, Users};
 
 const SESSIONS: usize = 1_000_000;
-const USERS: u64 = 300_000;
+const USERS: u32 = 300_000;
 const DAY: i64 = 86_400;
 const RUNS: usize = 7;
 
@@ -21,7 +20,7 @@ fn day_of_sessions(seed: u64) -> Vec<Presence> {
         .map(|_| {
             let start = rng.i64(0..DAY);
             let stay = rng.i64(30..7200);
-            (rng.u64(0..USERS), start, (start + stay).min(DAY))
+            (rng.u32(0..USERS), start, (start + stay).min(DAY))
         })
         .collect()
 }
@@ -33,18 +32,23 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let sessions = day_of_sessions(7);
-    let events: Vec<i64> = sessions
+    // The same events as the sweep sorts: time, leave before join, user, in one u64.
+    let events: Vec<u64> = sessions
         .iter()
-        .flat_map(|(_, s, e)| [s * 2 + 1, e * 2])
+        .flat_map(|&(u, s, e)| {
+            [
+                (s as u64) << 33 | 1 << 32 | u64::from(u),
+                (e as u64) << 33 | u64::from(u),
+            ]
+        })
         .collect();
     let mut sweep = Vec::new();
     let mut sort = Vec::new();
     let mut peak = 0;
     // Interleaved, so both see the same machine load.
     for _ in 0..RUNS {
-        let mut input = sessions.clone();
         let t = Instant::now();
-        peak = peak_concurrency(&mut input);
+        peak = peak_concurrency(&sessions);
         sweep.push(t.elapsed());
 
         let mut input = events.clone();
@@ -62,16 +66,15 @@ fn main() {
         sweep.as_secs_f64() / sort.as_secs_f64()
     );
 
-    // Bytes per distinct id in the ledger's 64-bit hash sets, at 1 000 000 ids.
-    let ids: HashSet<u64> = (0..1_000_000u64)
-        .map(|i| rtc_exporter::ledger::user_key(&format!("user-{i}")))
-        .collect();
-    let slots = (ids.capacity() * 8 / 7).next_power_of_two();
-    let bytes = slots * (std::mem::size_of::<u64>() + 1);
+    // Bytes per distinct id in the ledger's interned 64-bit keys, at 1 000 000 ids.
+    let mut users = Users::default();
+    for i in 0..1_000_000u64 {
+        users.intern(rtc_exporter::ledger::user_key(&format!("user-{i}")));
+    }
     println!(
-        "1000000 distinct ids: {} ids kept, about {bytes} bytes ({:.1} bytes per id: 8 a slot, 1 control byte, {} slots)",
-        ids.len(),
-        bytes as f64 / 1e6,
-        slots
+        "1000000 distinct ids: {} kept in about {} bytes ({:.1} bytes per id)",
+        users.len(),
+        users.bytes(),
+        users.bytes() as f64 / users.len() as f64
     );
 }
