@@ -167,13 +167,7 @@ struct RoomDay {
 
 impl RoomDay {
     /// Merges a delta of sessions (see [`DayFigures::Sessions`]).
-    fn merge(
-        &mut self,
-        day: &Day,
-        since: i64,
-        sessions: &[SessionObs],
-        users: &mut Users,
-    ) {
+    fn merge(&mut self, day: &Day, since: i64, sessions: &[SessionObs], users: &mut Users) {
         let last_seen = if self.has_sessions {
             self.refreshed_at
         } else {

@@ -2,14 +2,16 @@
 //!
 //! # Layout
 //!
-//! The flow, one module a step (see `DESIGN.md` in the project's shared notes):
+//! The flow, one module a step:
 //!
 //! ```text
 //! config    YAML -> validated Config (secrets resolved, never printed)
 //! schedule  one task per target: interval (random start phase) or cron, overlap guard, deadline
 //! vendor    trait Vendor + REGISTRY; shared HTTP, rate limiter and request accounting;
-//!           one file per vendor (client + signing)
-//! ledger    peak / accumulated per room and target for the local day
+//!           one file per vendor (client + signing); `vendor::util` the helpers they share
+//! ledger    peak / accumulated per room and target for the local day; the day's sessions
+//!           and the exact sweep where a vendor gives join and leave times
+//! clock     the one wall clock polls read (tests drive it)
 //! snapshot  immutable per-target views, swapped whole; exposition rendered once per swap
 //! metrics   self-metrics registry and the text renderer
 //! serve     hyper: /metrics, /, /-/healthy, /-/ready

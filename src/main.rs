@@ -150,6 +150,9 @@ fn main() -> ExitCode {
                     cli.config_file.display(),
                     c.targets.len()
                 );
+                for (warn, line) in rtc_exporter::schedule::budget_report(&c) {
+                    println!("{}{line}", if warn { "warning: " } else { "" });
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -53,6 +53,37 @@ pub fn interval_seconds(schedule: &Schedule, tz: chrono_tz::Tz) -> f64 {
     }
 }
 
+/// For `--config.check`: per target with a fixed room list, the requests one poll needs
+/// against its interval, `poll_timeout` and QPS. Returns (warning?, line) pairs.
+pub fn budget_report(config: &Config) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    for t in &config.targets {
+        let Some(b) = t.client.budget() else {
+            continue;
+        };
+        let qps = t.qps.map_or(b.qps, |q| q.min(b.qps));
+        let seconds = b.requests as f64 / qps.max(0.001);
+        let interval = interval_seconds(&t.schedule, config.global.timezone);
+        let timeout = config.global.poll_timeout.as_secs_f64();
+        let fits = seconds <= timeout && (interval == 0.0 || seconds <= interval);
+        let mut line = format!(
+            "target {}: a poll needs {} requests at {qps} QPS, about {seconds:.1}s (poll_timeout {timeout}s, interval {interval}s)",
+            t.name, b.requests
+        );
+        if !fits {
+            let per_poll = (timeout.min(if interval > 0.0 { interval } else { timeout }) * qps)
+                .floor()
+                .max(1.0);
+            let polls = (b.requests as f64 / per_poll).ceil();
+            line.push_str(&format!(
+                ": does not fit; each poll covers about {per_poll} rooms and reports the target down, every room is refreshed every {polls} polls"
+            ));
+        }
+        out.push((!fits, line));
+    }
+    out
+}
+
 /// The initial (not yet polled) view of a target.
 pub fn initial_view(target: &Target, global: &Global) -> TargetView {
     TargetView {

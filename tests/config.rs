@@ -151,6 +151,7 @@ fn the_shipped_example_is_valid() {
         .args(["--config.check", "--config.file", "exporter.yaml.example"])
         .env("URTC_PRIVATE_KEY", "example-private-key")
         .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
+        .env("TRTC_SECRET_KEY", "example-secret-key")
         .output()
         .unwrap();
     assert!(
@@ -162,9 +163,59 @@ fn the_shipped_example_is_valid() {
         .args(["--config.check", "--config.file", "exporter.yaml.example"])
         .env_remove("URTC_PRIVATE_KEY")
         .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
+        .env("TRTC_SECRET_KEY", "example-secret-key")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("environment variable URTC_PRIVATE_KEY is not set"));
+}
+
+#[test]
+fn config_check_reports_the_requests_a_poll_needs_and_warns_where_they_cannot_fit() {
+    let dir = std::env::temp_dir().join(format!("rtc-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rooms = |n: usize| {
+        (0..n)
+            .map(|i| format!("r{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let file = dir.join("budget.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "global:\n  interval: 60s\n  poll_timeout: 50s\ntargets:\n  - name: small\n    vendor: volcengine_rtc\n    app_id: \"1\"\n    credentials: {{ access_key_id: a, secret_access_key: b }}\n    rooms: [{}]\n  - name: big\n    vendor: volcengine_rtc\n    app_id: \"1\"\n    credentials: {{ access_key_id: a, secret_access_key: b }}\n    rooms: [{}]\n",
+            rooms(100),
+            rooms(5000)
+        ),
+    )
+    .unwrap();
+    let out = exporter()
+        .args(["--config.check", "--config.file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let small = stdout
+        .lines()
+        .find(|l| l.contains("target small"))
+        .unwrap_or("");
+    assert!(
+        small.contains("100 requests at 40 QPS, about 2.5s"),
+        "{stdout}"
+    );
+    assert!(!small.starts_with("warning"), "{stdout}");
+    let big = stdout
+        .lines()
+        .find(|l| l.contains("target big"))
+        .unwrap_or("");
+    assert!(big.starts_with("warning: "), "{stdout}");
+    assert!(
+        big.contains("5000 requests at 40 QPS, about 125.0s"),
+        "{stdout}"
+    );
+    assert!(big.contains("covers about 2000 rooms"), "{stdout}");
+    assert!(big.contains("every 3 polls"), "{stdout}");
 }

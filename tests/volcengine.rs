@@ -251,3 +251,51 @@ async fn a_throttle_answer_is_counted_as_throttled() {
     );
     assert!(throttled >= Some(1.0), "{throttled:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_rooms_than_one_poll_can_ask_for_are_all_covered_over_several_polls() {
+    // 80 rooms at 40 QPS need 2 s; a poll may take 0.6 s, so each covers about a quarter.
+    let s = sim(80, 23).await;
+    let v = volc(&s);
+    let configured = v.generated_rooms();
+    assert_eq!(configured.len(), 80);
+    let text = format!(
+        "global:\n  interval: 1s\n  poll_timeout: 600ms\n  request_timeout: 5s\n  stale_after: 3\ntargets:\n  - name: {T}\n    vendor: volcengine_rtc\n    endpoint: {}\n    app_id: \"{}\"\n    credentials:\n      access_key_id: {}\n      secret_access_key: \"{}\"\n    rooms: {}\n",
+        s.endpoint,
+        v.app_id,
+        v.access_key_id,
+        v.secret_access_key(),
+        list(&configured)
+    );
+    let exporter = start(&text).await;
+    let base = exporter.url();
+    let first = common::wait_polls(&base, T, "failure", 1.0).await;
+    let shown = |text: &str| common::all(text, "rtc_room_users").len();
+    assert!(
+        shown(&first) < 80,
+        "one poll cut short covers only part of the rooms ({} shown)",
+        shown(&first)
+    );
+    assert_eq!(
+        value(&first, "rtc_exporter_target_up", &[("target", T)]),
+        Some(0.0),
+        "a poll cut short is not whole"
+    );
+    // Round robin: within a few polls every room has its series, with the truth's values.
+    let text = common::wait_for("every room covered", Duration::from_secs(30), || async {
+        let text = scrape(&base).await;
+        (shown(&text) == 80).then_some(text)
+    })
+    .await;
+    for room in &configured {
+        let t = v.room_truth(room);
+        // Without `devices: true` bots cannot be told apart and count as users.
+        assert_eq!(
+            room_value(&text, "rtc_room_users", room),
+            Some((t.users + t.bots) as f64),
+            "{room}"
+        );
+    }
+    assert_eq!(v.refused(), 0, "never over the vendor's QPS");
+    exporter.stop().await.unwrap();
+}

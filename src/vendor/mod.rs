@@ -37,6 +37,20 @@ pub trait Vendor: Send + Sync + 'static {
     fn info(&self) -> TargetInfo;
     /// Polls the vendor once: every room of the target, with all pages and windows.
     fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>>;
+    /// The requests one poll needs at least, where the target has a fixed room list, for
+    /// `--config.check`; `None` where the vendor finds its rooms itself.
+    fn budget(&self) -> Option<Budget> {
+        None
+    }
+}
+
+/// The requests one poll needs and the documented limit they go at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// Requests a poll makes at least (one page per room).
+    pub requests: u64,
+    /// The documented requests per second of the API they go to.
+    pub qps: f64,
 }
 
 /// A registry row: the `vendor:` name, its config parser and its simulator.

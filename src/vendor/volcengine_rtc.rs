@@ -1099,6 +1099,14 @@ impl Vendor for VolcengineRtc {
     fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>> {
         Box::pin(self.fetch(ctx))
     }
+
+    fn budget(&self) -> Option<super::Budget> {
+        // Discovery adds rooms the config does not know.
+        (!self.conf.discover).then(|| super::Budget {
+            requests: self.conf.rooms.len() as u64,
+            qps: ROOM_QPS,
+        })
+    }
 }
 
 #[cfg(test)]
