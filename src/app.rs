@@ -101,8 +101,11 @@ pub async fn start_with_clock(
     for t in &config.targets {
         metrics.init_target(&t.name, t.vendor);
     }
-    let plumbing =
-        Arc::new(Plumbing::new(config.global.request_timeout, metrics.clone())?.with_clock(clock));
+    let plumbing = Arc::new(
+        Plumbing::new(config.global.request_timeout, metrics.clone())?
+            .with_clock(clock)
+            .with_max_response_bytes(config.global.max_response_bytes),
+    );
     let board = Arc::new(Board::new(schedule::initial_views(&config), metrics));
     let (stop, stopped) = watch::channel(false);
     // Scheduling starts before serving, so a scheduler error leaves nothing running.

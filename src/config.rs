@@ -181,6 +181,8 @@ pub struct Global {
     pub stale_after: u32,
     /// Rooms per target that get their own series.
     pub max_rooms: usize,
+    /// A vendor answer larger than this fails its request (`too_large`).
+    pub max_response_bytes: usize,
 }
 
 impl Default for Global {
@@ -192,6 +194,7 @@ impl Default for Global {
             request_timeout: Duration::from_secs(10),
             stale_after: 3,
             max_rooms: 5000,
+            max_response_bytes: 8 << 20,
         }
     }
 }
@@ -465,6 +468,44 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A size: a number of bytes, or a number with `KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB` or `B`.
+pub fn parse_size(v: &Value) -> Result<usize, String> {
+    let text = match v {
+        Value::Number(n) => {
+            return n
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| "expected a size such as 8MiB".to_string())
+        }
+        Value::String(s) => s.trim(),
+        _ => return Err("expected a size such as 8MiB".into()),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a size such as 8MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "unknown unit \"{u}\" (B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("\"{text}\" is too large"))
+}
+
 /// Parses a cron expression with seconds (6 or 7 fields), as the scheduler will.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     croner::parser::CronParser::builder()
@@ -482,6 +523,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "request_timeout",
     "stale_after",
     "max_rooms",
+    "max_response_bytes",
 ];
 
 /// The `global:` section, key by key, so every bad key is reported.
@@ -523,6 +565,16 @@ fn parse_global(raw: Value, file: &str, errors: &mut Vec<String>) -> Global {
             errs.push(FieldError::new("stale_after", "must be at least 1"));
         } else {
             global.stale_after = n;
+        }
+    }
+    if let Some(v) = take::<Value>(&mut map, "max_response_bytes", &mut errs) {
+        match parse_size(&v) {
+            Ok(n) if n >= 1024 => global.max_response_bytes = n,
+            Ok(_) => errs.push(FieldError::new(
+                "max_response_bytes",
+                "must be at least 1KiB",
+            )),
+            Err(e) => errs.push(FieldError::new("max_response_bytes", e)),
         }
     }
     if let Some(n) = take::<usize>(&mut map, "max_rooms", &mut errs) {

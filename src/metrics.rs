@@ -87,7 +87,7 @@ impl SelfMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "rtc_exporter_vendor_requests_total",
-                "HTTP requests to vendor APIs (every page counts) by outcome: ok, error, throttled, timeout, transport, malformed.",
+                "HTTP requests to vendor APIs (every page counts) by outcome: ok, error, throttled, timeout, transport, malformed (unreadable or self-contradicting), too_large (over max_response_bytes).",
             ),
             &["target", "vendor", "api", "outcome"],
         )?;
@@ -159,6 +159,7 @@ impl SelfMetrics {
             Some(CallError::Timeout { .. }) => "timeout",
             Some(CallError::Transport { .. }) => "transport",
             Some(CallError::Malformed { .. }) => "malformed",
+            Some(CallError::TooLarge { .. }) => "too_large",
             Some(_) => "error",
         };
         self.requests

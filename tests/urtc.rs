@@ -634,3 +634,84 @@ async fn entries_with_only_room_and_num_are_read() {
     }
     exporter.stop().await.unwrap();
 }
+
+/// The hostile answers review found: each one is a failed request (never rooms written as 0),
+/// the target goes down, and every room keeps its last good values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contradicting_or_oversized_answers_never_write_zeros() {
+    let cases: [(&str, Fault, &str); 4] = [
+        (
+            "a null list with a total",
+            Fault {
+                null_list: true,
+                ..Fault::default()
+            },
+            "malformed",
+        ),
+        (
+            "empty pages before the declared end",
+            Fault {
+                empty_later_pages: true,
+                ..Fault::default()
+            },
+            "malformed",
+        ),
+        (
+            "a since-midnight listing that lost its calls",
+            Fault {
+                lose_rows: true,
+                ..Fault::default()
+            },
+            "malformed",
+        ),
+        (
+            "a valid answer followed by 64 MiB of whitespace",
+            Fault {
+                pad_bytes: 64 << 20,
+                ..Fault::default()
+            },
+            "too_large",
+        ),
+    ];
+    for (what, fault, outcome) in cases {
+        // 90 rooms: more than one page of calls.
+        let s = sim(90, 31).await;
+        let exporter = start(&config(&s, "  stale_after: 100\n")).await;
+        let base = exporter.url();
+        let good = wait_polls(&base, T, "success", 1.0).await;
+        let rooms: Vec<(String, f64)> = all(&good, "rtc_room_users")
+            .into_iter()
+            .map(|s| (s.label("room").unwrap_or("").to_string(), s.value))
+            .collect();
+        let (from, at) = urtc(&s).last_window().expect("answered");
+        let calls: usize = urtc(&s).truth(from, at).len();
+        assert!(
+            calls > 0 && rooms.len() == calls,
+            "{what}: every room shown"
+        );
+        assert!(
+            urtc(&s).call_count(from, at) > 100,
+            "{what}: more than one page of calls"
+        );
+        assert!(rooms.iter().any(|(_, v)| *v > 0.0), "{what}: someone is in");
+        set_fault(&s, fault);
+        let text = wait_polls(&base, T, "failure", 1.0).await;
+        assert_eq!(
+            value(&text, "rtc_exporter_target_up", &[("target", T)]),
+            Some(0.0),
+            "{what}"
+        );
+        assert!(
+            requests(&text, outcome) >= 1.0,
+            "{what}: counted as {outcome}"
+        );
+        for (room, before) in &rooms {
+            assert_eq!(
+                room_value(&text, "rtc_room_users", room),
+                Some(*before),
+                "{what}: {room} kept its last value"
+            );
+        }
+        exporter.stop().await.unwrap();
+    }
+}

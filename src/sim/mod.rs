@@ -132,6 +132,14 @@ pub struct Fault {
     pub missing_fields: bool,
     /// Drop the connection without answering.
     pub reset: bool,
+    /// A null where a list is documented, the declared total kept.
+    pub null_list: bool,
+    /// Pages after the first come back empty, the declared total kept.
+    pub empty_later_pages: bool,
+    /// An empty listing with a total of 0 (rows seen earlier the same day vanish).
+    pub lose_rows: bool,
+    /// Whitespace appended to a valid answer, in bytes.
+    pub pad_bytes: usize,
 }
 
 /// Faults by API name.

@@ -125,6 +125,11 @@ impl UrtcSim {
         out.into_values().collect()
     }
 
+    /// How many calls (entries of the listing) the window [from, at] has.
+    pub fn call_count(&self, from: i64, at: i64) -> usize {
+        self.entries(from, at).len()
+    }
+
     fn entries(&self, from: i64, at: i64) -> Vec<(String, CallEntry)> {
         let scenario = self.scenario.lock().unwrap_or_else(|p| p.into_inner());
         let mut list = Vec::new();
@@ -232,6 +237,12 @@ impl UrtcSim {
             .collect();
         *self.last_window.lock().unwrap_or_else(|p| p.into_inner()) = Some((start, at));
         let total = entries.len();
+        let entries = if fault.lose_rows || (fault.empty_later_pages && offset > 0) {
+            Vec::new()
+        } else {
+            entries
+        };
+        let total = if fault.lose_rows { 0 } else { total };
         let data: Vec<Value> = entries
             .into_iter()
             .skip(offset)
@@ -256,12 +267,16 @@ impl UrtcSim {
         };
         let mut body = json!({"RetCode": code, "Action": "QueryURtcOnlineUsersResponse",
                               "Msg": "Succeed", "Data": data, "TotalCount": total});
-        if fault.missing_fields {
-            if let Some(o) = body.as_object_mut() {
+        if let Some(o) = body.as_object_mut() {
+            if fault.missing_fields {
                 o.remove("TotalCount");
             }
+            if fault.null_list {
+                o.insert("Data".into(), Value::Null);
+            }
         }
-        let resp = SimResponse::json(200, &body);
+        let mut resp = SimResponse::json(200, &body);
+        resp.body.resize(resp.body.len() + fault.pad_bytes, b' ');
         if fault.malformed {
             resp.truncated()
         } else {

@@ -331,6 +331,14 @@ pub enum CallError {
         /// The status.
         status: u16,
     },
+    /// The body was larger than `max_response_bytes`; reading stopped there.
+    #[error("{api}: response larger than {limit} bytes")]
+    TooLarge {
+        /// The API.
+        api: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     /// The body is not what the vendor documents.
     #[error("{api}: malformed response: {message}")]
     Malformed {
@@ -508,6 +516,8 @@ pub struct Plumbing {
     pub metrics: Arc<SelfMetrics>,
     /// The wall clock polls read (tests drive it).
     pub clock: Arc<dyn Clock>,
+    /// Vendor answers larger than this fail their request.
+    pub max_response_bytes: usize,
     limiters: Mutex<HashMap<(&'static str, &'static str, String), SharedLimiter>>,
 }
 
@@ -527,8 +537,15 @@ impl Plumbing {
             http,
             metrics,
             clock: Arc::new(SystemClock),
+            max_response_bytes: 8 << 20,
             limiters: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same plumbing with another cap on vendor answers.
+    pub fn with_max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
     }
 
     /// The same plumbing with another clock.
@@ -605,15 +622,29 @@ impl Api<'_> {
         self.wait_turn().await;
         let start = tokio::time::Instant::now();
         let api = self.api;
+        let limit = self.ctx.plumbing.max_response_bytes;
         let sent = async {
-            let resp = request.send().await.map_err(|e| classify(api, e))?;
+            let mut resp = request.send().await.map_err(|e| classify(api, e))?;
             let status = resp.status().as_u16();
-            let body = resp.bytes().await.map_err(|e| classify(api, e))?;
+            // Read incrementally and stop at the cap: a hostile or broken endpoint cannot make
+            // the exporter hold more than `max_response_bytes` per request.
+            if resp.content_length().is_some_and(|n| n > limit as u64) {
+                return Err(CallError::TooLarge { api, limit });
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| classify(api, e))? {
+                if body.len() + chunk.len() > limit {
+                    return Err(CallError::TooLarge { api, limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
             Ok::<_, CallError>((status, body))
         }
         .await;
         let elapsed = start.elapsed().as_secs_f64();
-        let result = sent.and_then(|(status, body)| parse(status, &body));
+        let result = sent
+            .and_then(|(status, body)| parse(status, &body))
+            .map_err(CallError::shortened);
         self.ctx.plumbing.metrics.record_request(
             &self.ctx.target,
             self.ctx.vendor,
@@ -622,6 +653,33 @@ impl Api<'_> {
             result.as_ref().err(),
         );
         result
+    }
+}
+
+/// The longest vendor message kept (the Volcengine gateway echoes its whole canonical request).
+pub const MAX_MESSAGE: usize = 240;
+
+fn shorten(message: &mut String) {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("…");
+    }
+}
+
+impl CallError {
+    /// The same error with its vendor or parser message cut to [`MAX_MESSAGE`] bytes.
+    pub fn shortened(mut self) -> Self {
+        match &mut self {
+            CallError::Vendor { message, .. }
+            | CallError::Malformed { message, .. }
+            | CallError::Transport { message, .. } => shorten(message),
+            _ => {}
+        }
+        self
     }
 }
 
@@ -668,6 +726,22 @@ mod tests {
         assert_eq!(Device::from_name("Android"), Device::Android);
         assert_eq!(Device::from_name("harmony"), Device::Other);
         assert_eq!(Device::from_name(""), Device::Other);
+    }
+
+    #[test]
+    fn long_vendor_messages_are_cut() {
+        let e = CallError::Vendor {
+            api: "x",
+            code: "c".into(),
+            label: "other",
+            message: "é".repeat(500),
+            throttled: false,
+        }
+        .shortened();
+        let CallError::Vendor { message, .. } = e else {
+            unreachable!("still a vendor error")
+        };
+        assert!(message.len() <= MAX_MESSAGE + 3 && message.ends_with('…'));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! or `Msg`; `CurrentAmount` falls back to `Num`. Several calls of one room in the day:
 //! peak = max, accumulated = sum.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -71,7 +71,10 @@ fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
             "must not be empty",
         ));
     }
-    Ok(Arc::new(UcloudUrtc { s }))
+    Ok(Arc::new(UcloudUrtc {
+        s,
+        seen: Mutex::new((None, HashSet::new())),
+    }))
 }
 
 /// The string UCloud signs: sorted `keyvalue` pairs, then the private key.
@@ -95,6 +98,8 @@ pub fn signature(params: &[(&str, String)], private_key: &str) -> String {
 /// One configured URTC target.
 pub struct UcloudUrtc {
     s: Settings,
+    /// The calls listed so far today.
+    seen: Mutex<(Option<chrono::NaiveDate>, HashSet<String>)>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +119,8 @@ struct Envelope {
 /// One entry of `Data`: one call of one room.
 #[derive(Debug, PartialEq)]
 struct CallRow {
+    /// `CallId`, or the room where the answer has none.
+    key: String,
     room: String,
     active: bool,
     current: u64,
@@ -140,7 +147,12 @@ fn call_row(v: &Value) -> Option<CallRow> {
         _ => current > 0,
     };
     let current = if active { current } else { 0 };
+    let key = o
+        .get("CallId")
+        .and_then(super::util::id_string)
+        .unwrap_or_else(|| room.clone());
     Some(CallRow {
+        key,
         room,
         active,
         current,
@@ -196,7 +208,21 @@ fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
     if !(200..300).contains(&status) {
         return Err(CallError::Http { api: API, status });
     }
-    let data = env.data.unwrap_or_default();
+    let total = env.total_count.as_ref().and_then(lenient_u64);
+    let data = match env.data {
+        Some(d) => d,
+        // A null (or missing) list is an empty page only when the total says so.
+        None if total == Some(0) => Vec::new(),
+        None => {
+            return Err(CallError::Malformed {
+                api: API,
+                message: format!(
+                    "Data is null but TotalCount is {}",
+                    total.map_or("missing".to_string(), |t| t.to_string())
+                ),
+            })
+        }
+    };
     let rows: Vec<CallRow> = data.iter().filter_map(call_row).collect();
     if rows.len() < data.len() {
         tracing::warn!(
@@ -208,8 +234,19 @@ fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
     Ok(Page {
         returned: data.len(),
         rows,
-        total: env.total_count.as_ref().and_then(lenient_u64),
+        total,
     })
+}
+
+/// Whether another page follows `page`, read at `offset`: until `TotalCount` when given (a short
+/// page before it means a smaller page size, so go on from what arrived); without it, until a
+/// page is short.
+fn more_after(page: &Page, offset: usize) -> bool {
+    page.returned > 0
+        && match page.total {
+            Some(total) => ((offset + page.returned) as u64) < total,
+            None => page.returned >= PAGE,
+        }
 }
 
 /// Calls aggregated per room: in progress if any call is, users of the running call,
@@ -241,6 +278,37 @@ fn aggregate(rows: Vec<CallRow>, allow: Option<&[String]>) -> Vec<RoomObservatio
 }
 
 impl UcloudUrtc {
+    /// A listing since local midnight cannot lose a call it listed earlier the same day: if it
+    /// does, the answer is wrong (not the rooms empty).
+    fn check_nothing_lost<'r>(
+        &self,
+        ctx: &PollCtx,
+        rows: impl Iterator<Item = &'r CallRow>,
+    ) -> Result<(), CallError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.0 != Some(ctx.today()) {
+            *seen = (Some(ctx.today()), HashSet::new());
+        }
+        let now: HashSet<&str> = rows.map(|r| r.key.as_str()).collect();
+        let lost: Vec<&String> = seen
+            .1
+            .iter()
+            .filter(|k| !now.contains(k.as_str()))
+            .collect();
+        if let Some(first) = lost.first() {
+            return Err(CallError::Malformed {
+                api: API,
+                message: format!(
+                    "the listing since midnight lost {} call(s) it listed earlier today (e.g. {first}): {} listed now",
+                    lost.len(),
+                    now.len()
+                ),
+            });
+        }
+        seen.1.extend(now.into_iter().map(str::to_string));
+        Ok(())
+    }
+
     async fn fetch(&self, ctx: &PollCtx) -> Result<Observation, PollError> {
         let api = ctx.api(API, &self.s.credentials.public_key, QPS);
         let url = format!(
@@ -272,16 +340,31 @@ impl UcloudUrtc {
                 .post(&url)
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .body(body);
-            let page = api.call(request, parse_page).await?;
+            // Checks against the page itself, and on the last page against the day: a
+            // contradiction fails the request (counted `malformed`), never becomes data.
+            let prior = &rows;
+            let page = api
+                .call(request, |status, body| {
+                    let page = parse_page(status, body)?;
+                    if page.returned == 0 {
+                        if let Some(total) = page.total.filter(|t| *t > offset as u64) {
+                            return Err(CallError::Malformed {
+                                api: API,
+                                message: format!(
+                                    "an empty page at Offset {offset} before TotalCount {total}"
+                                ),
+                            });
+                        }
+                    }
+                    if !more_after(&page, offset) {
+                        self.check_nothing_lost(ctx, prior.iter().chain(&page.rows))?;
+                    }
+                    Ok(page)
+                })
+                .await?;
+            let more = more_after(&page, offset);
             rows.extend(page.rows);
             offset += page.returned;
-            // TotalCount when given (a short page before it means a smaller page size, so go
-            // on from what arrived); without it, until a page is short.
-            let more = page.returned > 0
-                && match page.total {
-                    Some(total) => (offset as u64) < total,
-                    None => page.returned >= PAGE,
-                };
             if !more {
                 complete = true;
                 break;
@@ -399,6 +482,7 @@ mod tests {
             page,
             Ok((
                 &vec![CallRow {
+                    key: "111".into(),
                     room: "111".into(),
                     active: true,
                     current: 123,
@@ -425,6 +509,11 @@ mod tests {
         );
         let e = parse_page(200, br#"{"RetCode":4242}"#);
         assert!(matches!(e, Err(CallError::Vendor { label: "other", .. })));
+        let null = parse_page(200, br#"{"RetCode":0,"Data":null,"TotalCount":250}"#);
+        assert!(
+            matches!(null, Err(CallError::Malformed { ref message, .. }) if message.contains("TotalCount is 250")),
+            "a null list with a total is a contradiction"
+        );
         let ok = parse_page(200, br#"{"RetCode":"0","Data":[]}"#);
         assert!(matches!(
             ok,
@@ -469,6 +558,7 @@ mod tests {
     #[test]
     fn calls_of_one_room_aggregate() {
         let row = |room: &str, active, current, peak, acc| CallRow {
+            key: room.into(),
             room: room.into(),
             active,
             current,

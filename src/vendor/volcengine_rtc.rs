@@ -390,6 +390,24 @@ fn parse_occupancy(status: u16, body: &[u8]) -> Result<Occupancy, CallError> {
         .as_ref()
         .and_then(lenient_u64)
         .unwrap_or(invisible.len() as u64);
+    // A room said to have users must list them: the visible list is complete, the invisible
+    // one holds at most 10 000 ids.
+    if let Some(total) = total {
+        let listed = (visible.len() + invisible.len()) as u64;
+        let visible_total = total.saturating_sub(total_invisible);
+        let lists_short = (visible.len() as u64) < visible_total
+            || (invisible.len() < 10_000 && (invisible.len() as u64) < total_invisible);
+        if listed < total && lists_short {
+            return Err(CallError::Malformed {
+                api: GET_ROOM,
+                message: format!(
+                    "RoomExists with TotalUser {total} (TotalInvisibleUser {total_invisible}) but {} visible and {} invisible ids listed",
+                    visible.len(),
+                    invisible.len()
+                ),
+            });
+        }
+    }
     Ok(Occupancy {
         exists,
         total: total.unwrap_or((visible.len() + invisible.len()) as u64),
@@ -1165,9 +1183,23 @@ mod tests {
         // Both spellings in one answer are read, not rejected as a duplicate field.
         let both = parse_occupancy(
             200,
-            &ok(serde_json::json!({ "RoomExists": true, "RoomExist": true, "TotalUser": 1 })),
+            &ok(
+                serde_json::json!({ "RoomExists": true, "RoomExist": true, "TotalUser": 1, "VisibleUserList": ["a"] }),
+            ),
         );
         assert_eq!(both.map(|o| o.exists).ok(), Some(true));
+        // Users counted but not listed: a contradiction, not data.
+        let missing = parse_occupancy(
+            200,
+            &ok(
+                serde_json::json!({ "RoomExists": true, "TotalUser": 30, "TotalInvisibleUser": 0,
+                                    "VisibleUserList": [], "InvisibleUserList": [] }),
+            ),
+        );
+        assert!(
+            matches!(missing, Err(CallError::Malformed { ref message, .. }) if message.contains("TotalUser 30")),
+            "{missing:?}"
+        );
         let users = serde_json::json!({ "RoomExist": true, "VisibleUserList": [
             { "UserId": "a", "UserID": "a", "DeviceType": "ios" } ] });
         let d = parse_detail(200, &ok(users)).unwrap_or_default();
