@@ -10,7 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::header::{
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -125,12 +127,11 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// Whether `Accept-Encoding` allows gzip: an explicit `gzip` entry decides, else `*`; a
-/// q-value of 0 refuses.
-fn accepts_gzip(req: &Request<Incoming>) -> bool {
-    let (mut gzip, mut any) = (None, None);
-    for item in req
-        .headers()
+/// Whether `Accept-Encoding` allows gzip: explicit `gzip` (or its alias `x-gzip`) entries
+/// decide, else `*`; a q-value of 0 refuses. Names and parameter names are case-insensitive.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let (mut gzip, mut any) = (None::<bool>, None);
+    for item in headers
         .get_all(ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -139,11 +140,13 @@ fn accepts_gzip(req: &Request<Incoming>) -> bool {
         let mut parts = item.split(';').map(str::trim);
         let name = parts.next().unwrap_or("");
         let q = parts
-            .filter_map(|p| p.strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
+            .filter_map(|p| p.split_once('='))
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .find_map(|(_, q)| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
-        if name.eq_ignore_ascii_case("gzip") {
-            gzip = Some(q > 0.0);
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            // Several gzip entries: the most favourable one counts.
+            gzip = Some(gzip.unwrap_or(false) || q > 0.0);
         } else if name == "*" {
             any = Some(q > 0.0);
         }
@@ -164,7 +167,7 @@ fn handle(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == site.telemetry_path {
         let snap = site.board.snapshot();
-        let gzip = accepts_gzip(&req) && !snap.gzip.is_empty();
+        let gzip = accepts_gzip(req.headers()) && !snap.gzip.is_empty();
         let body = if gzip {
             snap.gzip.clone()
         } else {
@@ -277,5 +280,38 @@ mod tests {
         assert_eq!(parse_listen("[::1]:9").ok(), "[::1]:9".parse().ok());
         assert!(parse_listen("nonsense").is_err());
         assert!(parse_listen(":99999").is_err());
+    }
+
+    fn gzip(values: &[&str]) -> bool {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        }
+        accepts_gzip(&h)
+    }
+
+    #[test]
+    fn accept_encoding() {
+        assert!(!gzip(&[]));
+        assert!(gzip(&["gzip"]));
+        assert!(gzip(&["GZIP, deflate"]));
+        assert!(gzip(&["deflate", "gzip;q=0.5"]));
+        assert!(!gzip(&["gzip;q=0"]));
+        assert!(!gzip(&["gzip;Q=0"]), "parameter names are case-insensitive");
+        assert!(!gzip(&["gzip; Q = 0"]));
+        assert!(!gzip(&["gzip;q=0.000"]));
+        assert!(gzip(&["x-gzip"]), "x-gzip is gzip");
+        assert!(gzip(&["X-GZIP;q=1"]));
+        assert!(!gzip(&["x-gzip;q=0"]));
+        assert!(!gzip(&["x-gzip;q=0, gzip;Q=0"]));
+        assert!(gzip(&["*"]));
+        assert!(!gzip(&["*;q=0"]));
+        assert!(
+            !gzip(&["gzip;q=0, *"]),
+            "an explicit gzip entry wins over *"
+        );
+        assert!(gzip(&["*;q=0, gzip"]));
+        assert!(!gzip(&["deflate, br"]));
+        assert!(!gzip(&["identity"]));
     }
 }
