@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
@@ -16,6 +16,9 @@ use crate::serve::{self, ServeError, Site};
 use crate::sim::{self, SimServer};
 use crate::snapshot::Board;
 use crate::vendor::Plumbing;
+use crate::web_config::{Guard, WebConfigError};
+
+pub use crate::serve::ServeOptions;
 
 /// How often the exposition is re-rendered without a poll, so `process_*` and the request
 /// counters stay fresh for slow schedules.
@@ -42,6 +45,9 @@ pub enum AppError {
     /// Starting the scheduler.
     #[error(transparent)]
     Schedule(#[from] schedule::ScheduleError),
+    /// `--web.config.file`.
+    #[error(transparent)]
+    Web(#[from] WebConfigError),
 }
 
 /// A running exporter.
@@ -53,6 +59,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     scheduler: JoinHandle<()>,
     others: Vec<JoinHandle<()>>,
+    scheme: &'static str,
 }
 
 impl Running {
@@ -66,23 +73,25 @@ impl Running {
         Ok(())
     }
 
-    /// The first listen address as an `http://` base URL.
+    /// The first listen address as an `http://` (or, with TLS, `https://`) base URL.
     pub fn url(&self) -> String {
+        let scheme = self.scheme;
         match self.addrs.first() {
-            Some(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
-            Some(a) => format!("http://{a}"),
+            Some(a) if a.ip().is_unspecified() => format!("{scheme}://127.0.0.1:{}", a.port()),
+            Some(a) => format!("{scheme}://{a}"),
             None => String::new(),
         }
     }
 }
 
-/// Starts the exporter: binds every address first, then polls and serves.
+/// Starts the exporter: binds every address first, then polls and serves (plain HTTP, default
+/// connection limit; see [`start_with`]).
 pub async fn start(
     config: Config,
     listen: &[String],
     telemetry_path: &str,
 ) -> Result<Running, AppError> {
-    start_with_clock(config, listen, telemetry_path, Arc::new(SystemClock)).await
+    start_with(config, ServeOptions::new(listen, telemetry_path)).await
 }
 
 /// [`start`] with another wall clock (tests drive local midnight and vendor windows with it).
@@ -92,7 +101,26 @@ pub async fn start_with_clock(
     telemetry_path: &str,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, AppError> {
-    let listeners = serve::bind_all(listen).await?;
+    launch(config, ServeOptions::new(listen, telemetry_path), clock).await
+}
+
+/// Starts the exporter with every serving option: checks the web config file, binds every
+/// address, then polls and serves.
+pub async fn start_with(config: Config, options: ServeOptions) -> Result<Running, AppError> {
+    launch(config, options, Arc::new(SystemClock)).await
+}
+
+async fn launch(
+    config: Config,
+    options: ServeOptions,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, AppError> {
+    // A bad web config file exits before anything is bound.
+    let web = match &options.web_config {
+        Some(path) => Some(Arc::new(Guard::start(path)?)),
+        None => None,
+    };
+    let listeners = serve::bind_all(&options.listen).await?;
     let addrs = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -110,9 +138,17 @@ pub async fn start_with_clock(
     let (stop, stopped) = watch::channel(false);
     // Scheduling starts before serving, so a scheduler error leaves nothing running.
     let scheduler = schedule::start(&config, board.clone(), plumbing, stopped.clone()).await?;
+    let scheme = match &web {
+        Some(w) if w.tls() => "https",
+        _ => "http",
+    };
     let site = Arc::new(Site {
         board: board.clone(),
-        telemetry_path: telemetry_path.to_string(),
+        telemetry_path: options.telemetry_path.clone(),
+        web,
+        connections: Arc::new(Semaphore::new(
+            options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+        )),
     });
     let mut others = Vec::new();
     for l in listeners {
@@ -133,6 +169,7 @@ pub async fn start_with_clock(
         stop,
         scheduler,
         others,
+        scheme,
     })
 }
 

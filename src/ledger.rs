@@ -372,6 +372,7 @@ impl Ledger {
         let mut biggest_room_peak = 0u64;
         let mut presence: Vec<Presence> = Vec::new();
         let mut session_devices: Option<HashSet<(u32, Device)>> = None;
+        let mut open_users: HashSet<u32> = HashSet::new();
         for room in self.rooms.values() {
             users_now = users_now.saturating_add(room.users);
             rooms_active += u64::from(room.active);
@@ -382,20 +383,27 @@ impl Ledger {
                 for ((user, _), stay) in &room.sessions {
                     if stay.leave == OPEN {
                         devices.insert((*user, stay.device));
+                        open_users.insert(*user);
                     }
                 }
             }
+        }
+        if session_devices.is_some() {
+            // Users now of a session target: distinct people, as its peak counts them.
+            users_now = open_users.len() as u64;
         }
         let union_peak = if presence.is_empty() {
             0
         } else {
             peak_concurrency(&presence)
         };
-        self.peak = self
-            .peak
-            .max(users_now)
-            .max(biggest_room_peak)
-            .max(union_peak);
+        self.peak = if presence.is_empty() && session_devices.is_none() {
+            self.peak.max(users_now).max(biggest_room_peak)
+        } else {
+            // Sessions: the sweep over the union is exact (a user in two rooms at once is one
+            // person), where the sum of the rooms' users now would count them twice.
+            self.peak.max(union_peak)
+        };
         let reported = self
             .rooms
             .values()
@@ -737,6 +745,18 @@ mod tests {
         let o = obs(vec![sessions("b", 0, vec![stay("u4", 5, Some(8))])]);
         let d = l.apply(&at(1, 110), &o, false, &LIMITS);
         assert_eq!(d.peak, 3, "u1, u2 and u4 at 5..8");
+    }
+
+    #[test]
+    fn one_person_in_two_session_rooms_at_once_is_one_at_the_target() {
+        let mut l = Ledger::new();
+        let o = obs(vec![
+            sessions("a", 0, vec![stay("u1", 0, None)]),
+            sessions("b", 0, vec![stay("u1", 10, None)]),
+        ]);
+        let d = l.apply(&at(1, 100), &o, true, &LIMITS);
+        assert_eq!((d.users, d.peak, d.accumulated), (1, 1, 1));
+        assert_eq!((d.rooms[0].users, d.rooms[1].users), (1, 1));
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! snapshot  immutable per-target views, swapped whole; exposition rendered once per swap
 //! metrics   self-metrics registry and the text renderer
 //! serve     hyper: /metrics, /, /-/healthy, /-/ready
+//! web_config --web.config.file (exporter-toolkit format): TLS via rustls, basic auth (bcrypt),
+//!           response headers, rate limit; re-read when the file changes
 //! sim       simulated vendor servers on loopback (demo, tests, benchmarks)
 //! app       wiring: run the exporter, the demo and the simulators
 //! ```
@@ -35,6 +37,7 @@ pub mod serve;
 pub mod sim;
 pub mod snapshot;
 pub mod vendor;
+pub mod web_config;
 
 /// The exporter's version, from Cargo.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,7 +10,7 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use rtc_exporter::{app, config, serve, sim};
+use rtc_exporter::{app, config, serve, sim, web_config};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,17 @@ struct Cli {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", default_value = "/metrics", global = true)]
     telemetry_path: String,
+    /// exporter-toolkit web config file (TLS, basic auth, headers, rate limit); re-read when
+    /// it changes.
+    #[arg(long = "web.config.file")]
+    web_config_file: Option<PathBuf>,
+    /// Connections served at once, over all listen addresses; more wait to be accepted.
+    #[arg(
+        long = "web.max-connections",
+        default_value_t = 512,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_connections: u32,
     /// Only log messages of this level or more severe.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     log_level: Level,
@@ -142,8 +153,14 @@ fn main() -> ExitCode {
         cli.listen.clone()
     };
 
+    // `--web.config.file=` (empty) means none, as in exporter-toolkit.
+    let web_config_file = cli
+        .web_config_file
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty());
+
     if cli.config_check {
-        return match config::load(&cli.config_file) {
+        let mut ok = match config::load(&cli.config_file) {
             Ok(c) => {
                 println!(
                     "{}: OK, {} target(s)",
@@ -153,12 +170,27 @@ fn main() -> ExitCode {
                 for (warn, line) in rtc_exporter::schedule::budget_report(&c) {
                     println!("{}{line}", if warn { "warning: " } else { "" });
                 }
-                ExitCode::SUCCESS
+                true
             }
             Err(e) => {
                 eprintln!("{e}");
-                ExitCode::FAILURE
+                false
             }
+        };
+        if let Some(path) = &web_config_file {
+            // The startup checks, HTTP/2 cipher check included: OK means it will serve.
+            match web_config::Guard::start(path) {
+                Ok(g) => println!("{}: OK, {}", path.display(), g.summary()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ok = false;
+                }
+            }
+        }
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         };
     }
 
@@ -177,7 +209,12 @@ fn main() -> ExitCode {
             None => {
                 // Bad config exits before anything is bound.
                 let config = config::load(&cli.config_file)?;
-                let running = app::start(config, &listen, &cli.telemetry_path).await?;
+                let options = app::ServeOptions {
+                    web_config: web_config_file,
+                    max_connections: cli.max_connections as usize,
+                    ..app::ServeOptions::new(&listen, &cli.telemetry_path)
+                };
+                let running = app::start_with(config, options).await?;
                 tracing::info!(addresses = ?running.addrs, version = rtc_exporter::VERSION, "listening");
                 until_signal().await;
                 tracing::info!("shutting down");

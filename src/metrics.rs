@@ -298,7 +298,7 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
     type TotalField = fn(&crate::snapshot::TargetData) -> f64;
     let totals: [(&str, &str, TotalField); 4] = [
         ("rtc_rooms", "Rooms in progress now, including rooms beyond max_rooms.", |d| d.rooms_active as f64),
-        ("rtc_users", "Users now over all rooms of the target.", |d| d.users as f64),
+        ("rtc_users", "Users now over all rooms of the target (tencent_trtc, talkcloud: distinct users, one in two rooms counts once).", |d| d.users as f64),
         ("rtc_peak_users", "Peak concurrent users of the target today (local day). Exact for tencent_trtc and talkcloud (a sweep over the union of the rooms' sessions); otherwise the maximum observed total, at least the largest room peak, a lower bound.", |d| d.peak as f64),
         ("rtc_accumulated_users", "Users of the target today (local day): distinct user ids across rooms (exact for tencent_trtc and talkcloud, observed for volcengine_rtc), plus the vendor's per-room accumulated counts for ucloud_urtc (a user in two rooms then counts twice).", |d| d.accumulated as f64),
     ];

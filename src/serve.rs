@@ -1,22 +1,45 @@
 //! The HTTP side (hyper): `/metrics` serves the latest rendered bytes (gzip when asked), `/` a
 //! landing page with every target's state, `/-/healthy`, and `/-/ready` once every target has
 //! finished one poll. A task per connection; nothing here waits on a vendor.
+//!
+//! With `--web.config.file`, every request first passes the [`Guard`] (rate limit, headers,
+//! basic auth), and when the file enables TLS every connection is a rustls handshake first
+//! (HTTP/2 when ALPN picks it). At most `--web.max-connections` connections are served at once;
+//! more wait in the listener's accept queue.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::header::{
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE,
+    VARY, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 
 use crate::snapshot::Board;
+use crate::web_config::{Gate, Guard};
+
+/// Default of `--web.max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// How long a client may take to send its request headers; over TLS, also the budget of the
+/// whole handshake.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// net/http's answer to plain HTTP on a TLS port.
+const HTTP_ON_TLS_PORT: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
 /// Content type of the text exposition format.
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -74,17 +97,55 @@ pub async fn bind_all(addrs: &[String]) -> Result<Vec<TcpListener>, ServeError> 
     Ok(out)
 }
 
+/// How to serve: where, what path, which web config, how many connections at once.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// `--web.listen-address` values.
+    pub listen: Vec<String>,
+    /// `--web.telemetry-path`.
+    pub telemetry_path: String,
+    /// `--web.config.file`; `None`: plain HTTP, no authentication.
+    pub web_config: Option<PathBuf>,
+    /// `--web.max-connections`, over all listen addresses (at least 1).
+    pub max_connections: usize,
+}
+
+impl ServeOptions {
+    /// Plain HTTP on `listen` with the default connection limit.
+    pub fn new(listen: &[String], telemetry_path: &str) -> Self {
+        ServeOptions {
+            listen: listen.to_vec(),
+            telemetry_path: telemetry_path.to_string(),
+            web_config: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
 /// What the server needs to answer.
 pub struct Site {
     /// Where polls publish.
     pub board: Arc<Board>,
     /// `--web.telemetry-path`.
     pub telemetry_path: String,
+    /// `--web.config.file`, checked at startup; `None`: plain HTTP, no authentication.
+    pub web: Option<Arc<Guard>>,
+    /// One permit per connection being served, shared by every listener.
+    pub connections: Arc<Semaphore>,
 }
 
-/// Serves `listener` until `shutdown` turns true.
+/// Serves `listener` until `shutdown` turns true. A connection is accepted only once a permit of
+/// `site.connections` is free: beyond the limit, new connections wait in the kernel's accept
+/// queue while admitted ones keep being served.
 pub async fn serve(listener: TcpListener, site: Arc<Site>, mut shutdown: watch::Receiver<bool>) {
     loop {
+        let permit = tokio::select! {
+            p = site.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
@@ -93,26 +154,124 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, mut shutdown: watch::
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let site = site.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let site = site.clone();
-                async move { Ok::<_, Infallible>(handle(&site, req)) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let _permit = permit;
+            match site.web.clone().filter(|w| w.tls()) {
+                Some(web) => serve_tls(stream, web, site).await,
+                None => serve_http(stream, site, false).await,
             }
         });
     }
+}
+
+/// One TLS connection: the file as it is now decides the TLS settings of this handshake.
+async fn serve_tls(stream: TcpStream, web: Arc<Guard>, site: Arc<Site>) {
+    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+    // A TLS connection starts with a handshake record (0x16); a letter is plain HTTP, answered
+    // with 400 as net/http does.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    if first[0] != 0x16 {
+        if first[0].is_ascii_alphabetic() {
+            let mut stream = stream;
+            let _ = tokio::time::timeout_at(deadline, stream.write_all(HTTP_ON_TLS_PORT)).await;
+            let _ = stream.shutdown().await;
+        }
+        return;
+    }
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout_at(deadline, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let config = match web.server_config().await {
+        Ok(c) => c,
+        // Logged once per change of the file, where it is read.
+        Err(_) => return,
+    };
+    let tls = match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    serve_http(tls, site, h2).await;
+}
+
+/// HTTP/1.1 (or HTTP/2 when ALPN chose it) on one connection.
+async fn serve_http<I>(io: I, site: Arc<Site>, h2: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let site = site.clone();
+        async move { Ok::<_, Infallible>(respond(&site, req).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, svc)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(io, svc)
+            .await
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The web config's gate, then the handler.
+async fn respond(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(web) = &site.web else {
+        return handle(site, req);
+    };
+    let (mut r, headers) = match web.admit(req.headers().get(AUTHORIZATION)).await {
+        Gate::Pass(headers) => (handle(site, req), headers),
+        Gate::Unauthorized(headers) => {
+            let mut r = refusal(StatusCode::UNAUTHORIZED);
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+            (r, headers)
+        }
+        Gate::TooManyRequests => return refusal(StatusCode::TOO_MANY_REQUESTS),
+        Gate::ServerError => return refusal(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    for (name, value) in headers.iter() {
+        r.headers_mut().insert(name.clone(), value.clone());
+    }
+    r
+}
+
+/// A refusal as Go's `http.Error` writes it: the status text and `nosniff`.
+fn refusal(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut r = text(
+        status,
+        format!("{}\n", status.canonical_reason().unwrap_or("")),
+    );
+    r.headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -125,12 +284,11 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// Whether `Accept-Encoding` allows gzip: an explicit `gzip` entry decides, else `*`; a
-/// q-value of 0 refuses.
-fn accepts_gzip(req: &Request<Incoming>) -> bool {
-    let (mut gzip, mut any) = (None, None);
-    for item in req
-        .headers()
+/// Whether `Accept-Encoding` allows gzip: explicit `gzip` (or its alias `x-gzip`) entries
+/// decide, else `*`; a q-value of 0 refuses. Names and parameter names are case-insensitive.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let (mut gzip, mut any) = (None::<bool>, None);
+    for item in headers
         .get_all(ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -139,11 +297,13 @@ fn accepts_gzip(req: &Request<Incoming>) -> bool {
         let mut parts = item.split(';').map(str::trim);
         let name = parts.next().unwrap_or("");
         let q = parts
-            .filter_map(|p| p.strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
+            .filter_map(|p| p.split_once('='))
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .find_map(|(_, q)| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
-        if name.eq_ignore_ascii_case("gzip") {
-            gzip = Some(q > 0.0);
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            // Several gzip entries: the most favourable one counts.
+            gzip = Some(gzip.unwrap_or(false) || q > 0.0);
         } else if name == "*" {
             any = Some(q > 0.0);
         }
@@ -164,7 +324,7 @@ fn handle(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == site.telemetry_path {
         let snap = site.board.snapshot();
-        let gzip = accepts_gzip(&req) && !snap.gzip.is_empty();
+        let gzip = accepts_gzip(req.headers()) && !snap.gzip.is_empty();
         let body = if gzip {
             snap.gzip.clone()
         } else {
@@ -277,5 +437,38 @@ mod tests {
         assert_eq!(parse_listen("[::1]:9").ok(), "[::1]:9".parse().ok());
         assert!(parse_listen("nonsense").is_err());
         assert!(parse_listen(":99999").is_err());
+    }
+
+    fn gzip(values: &[&str]) -> bool {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        }
+        accepts_gzip(&h)
+    }
+
+    #[test]
+    fn accept_encoding() {
+        assert!(!gzip(&[]));
+        assert!(gzip(&["gzip"]));
+        assert!(gzip(&["GZIP, deflate"]));
+        assert!(gzip(&["deflate", "gzip;q=0.5"]));
+        assert!(!gzip(&["gzip;q=0"]));
+        assert!(!gzip(&["gzip;Q=0"]), "parameter names are case-insensitive");
+        assert!(!gzip(&["gzip; Q = 0"]));
+        assert!(!gzip(&["gzip;q=0.000"]));
+        assert!(gzip(&["x-gzip"]), "x-gzip is gzip");
+        assert!(gzip(&["X-GZIP;q=1"]));
+        assert!(!gzip(&["x-gzip;q=0"]));
+        assert!(!gzip(&["x-gzip;q=0, gzip;Q=0"]));
+        assert!(gzip(&["*"]));
+        assert!(!gzip(&["*;q=0"]));
+        assert!(
+            !gzip(&["gzip;q=0, *"]),
+            "an explicit gzip entry wins over *"
+        );
+        assert!(gzip(&["*;q=0, gzip"]));
+        assert!(!gzip(&["deflate, br"]));
+        assert!(!gzip(&["identity"]));
     }
 }

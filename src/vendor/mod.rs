@@ -666,7 +666,7 @@ fn shorten(message: &mut String) {
             cut -= 1;
         }
         message.truncate(cut);
-        message.push_str("…");
+        message.push('…');
     }
 }
 
