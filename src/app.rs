@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::SelfMetrics;
 use crate::schedule;
@@ -81,6 +82,16 @@ pub async fn start(
     listen: &[String],
     telemetry_path: &str,
 ) -> Result<Running, AppError> {
+    start_with_clock(config, listen, telemetry_path, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with the wall clock polls read (tests drive a [`crate::clock::ManualClock`]).
+pub async fn start_with_clock(
+    config: Config,
+    listen: &[String],
+    telemetry_path: &str,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, AppError> {
     let listeners = serve::bind_all(listen).await?;
     let addrs = listeners
         .iter()
@@ -90,10 +101,8 @@ pub async fn start(
     for t in &config.targets {
         metrics.init_target(&t.name, t.vendor);
     }
-    let plumbing = Arc::new(Plumbing::new(
-        config.global.request_timeout,
-        metrics.clone(),
-    )?);
+    let plumbing =
+        Arc::new(Plumbing::new(config.global.request_timeout, metrics.clone())?.with_clock(clock));
     let board = Arc::new(Board::new(schedule::initial_views(&config), metrics));
     let (stop, stopped) = watch::channel(false);
     // Scheduling starts before serving, so a scheduler error leaves nothing running.
