@@ -23,6 +23,7 @@ use crate::config::FieldError;
 use crate::metrics::SelfMetrics;
 use crate::sim::Simulator;
 
+pub mod talkcloud;
 pub mod ucloud_urtc;
 pub mod util;
 pub mod volcengine_rtc;
@@ -49,7 +50,8 @@ pub struct VendorEntry {
 }
 
 /// Every vendor, by name. One line per vendor.
-pub static REGISTRY: &[VendorEntry] = &[ucloud_urtc::ENTRY, volcengine_rtc::ENTRY];
+pub static REGISTRY: &[VendorEntry] =
+    &[ucloud_urtc::ENTRY, volcengine_rtc::ENTRY, talkcloud::ENTRY];
 
 /// Finds a vendor by its `vendor:` name.
 pub fn lookup(name: &str) -> Option<&'static VendorEntry> {
