@@ -151,6 +151,7 @@ fn the_shipped_example_is_valid() {
         .args(["--config.check", "--config.file", "exporter.yaml.example"])
         .env("URTC_PRIVATE_KEY", "example-private-key")
         .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
+        .env("TALKCLOUD_KEY", "example-key-0123")
         .output()
         .unwrap();
     assert!(
@@ -162,6 +163,7 @@ fn the_shipped_example_is_valid() {
         .args(["--config.check", "--config.file", "exporter.yaml.example"])
         .env_remove("URTC_PRIVATE_KEY")
         .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
+        .env("TALKCLOUD_KEY", "example-key-0123")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
