@@ -178,6 +178,13 @@ fn errors(text: &str, code: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// Waits for two more polls with `result` than have finished now: the first may have started
+/// before a change (a clock moved, a fault set), the second started after it.
+async fn two_more(base: &str, result: &str) -> String {
+    let now = polls(&common::scrape(base).await, result);
+    wait_polls(base, T, result, now + 2.0).await
+}
+
 fn polls(text: &str, result: &str) -> f64 {
     value(
         text,
@@ -243,10 +250,9 @@ async fn a_viewer_who_enters_before_a_poll_and_leaves_after_it_is_seen_leaving()
     let text = wait_polls(&base, T, "success", 1.0).await;
     assert_truth(&text, v, &[BIG, EARLY], T0);
 
-    set_time(&s, &clock, t2);
     let before = v.log().len();
-    // One poll may have started before the clocks moved: wait for two more.
-    let text = wait_polls(&base, T, "success", polls(&text, "success") + 2.0).await;
+    set_time(&s, &clock, t2);
+    let text = two_more(&base, "success").await;
     assert_truth(&text, v, &[BIG, EARLY], t2);
     // Later polls asked from the earliest enter time still open at the last poll, not from
     // midnight, and that window holds every leaver.
@@ -403,8 +409,7 @@ async fn one_failing_room_keeps_its_last_values_while_the_others_are_published()
         },
     );
     set_time(&s, &clock, t2);
-    // The first failure may have been polled at the old time: wait for two.
-    let text = wait_polls(&base, T, "failure", 2.0).await;
+    let text = two_more(&base, "failure").await;
     let mut bad = room_mismatch(&text, BIG, &v.truth(BIG, MIDNIGHT, t2));
     bad.extend(room_mismatch(&text, EARLY, &early_t1));
     assert!(bad.is_empty(), "{}", bad.join("\n"));
@@ -425,7 +430,7 @@ async fn one_failing_room_keeps_its_last_values_while_the_others_are_published()
 
     // Once it answers again, it catches up.
     v.faults.clear();
-    let text = wait_polls(&base, T, "success", polls(&text, "success") + 2.0).await;
+    let text = two_more(&base, "success").await;
     assert_truth(&text, v, &[BIG, EARLY], t2);
     exporter.stop().await.unwrap();
 }

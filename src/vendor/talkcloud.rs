@@ -54,7 +54,7 @@
 
 pub mod answer;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -464,9 +464,6 @@ impl Talkcloud {
                 }
             }
         }
-        // Forget rooms no longer configured (a reload keeps nothing else).
-        let configured: BTreeSet<&str> = self.rooms.iter().map(RoomRef::label).collect();
-        lock(&self.cursors).retain(|r, _| configured.contains(r.as_str()));
         match first_error {
             Some(e) if answered == 0 => Err(e.into()),
             _ => Ok(Observation::default()),
