@@ -152,6 +152,7 @@ fn the_shipped_example_is_valid() {
         .env("URTC_PRIVATE_KEY", "example-private-key")
         .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
         .env("TRTC_SECRET_KEY", "example-secret-key")
+        .env("TALKCLOUD_KEY", "example-key-0123")
         .output()
         .unwrap();
     assert!(
@@ -164,6 +165,7 @@ fn the_shipped_example_is_valid() {
         .env_remove("URTC_PRIVATE_KEY")
         .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
         .env("TRTC_SECRET_KEY", "example-secret-key")
+        .env("TALKCLOUD_KEY", "example-key-0123")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::vendor::BoxFuture;
 
 pub mod scenario;
+pub mod talkcloud;
 pub mod tencent_trtc;
 pub mod ucloud_urtc;
 pub mod volcengine_rtc;

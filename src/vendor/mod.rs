@@ -23,6 +23,7 @@ use crate::config::FieldError;
 use crate::metrics::SelfMetrics;
 use crate::sim::Simulator;
 
+pub mod talkcloud;
 pub mod tencent_trtc;
 pub mod ucloud_urtc;
 pub mod util;
@@ -68,6 +69,7 @@ pub static REGISTRY: &[VendorEntry] = &[
     ucloud_urtc::ENTRY,
     volcengine_rtc::ENTRY,
     tencent_trtc::ENTRY,
+    talkcloud::ENTRY,
 ];
 
 /// Finds a vendor by its `vendor:` name.
