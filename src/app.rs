@@ -1,7 +1,7 @@
 //! Wiring: the exporter (scheduler + board + HTTP), the demo and the simulators.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::SelfMetrics;
-use crate::schedule;
 use crate::serve::{self, ServeError, Site};
 use crate::sim::{self, SimServer};
 use crate::snapshot::Board;
+use crate::supervisor::{self, Fleet, ReloadReport};
 use crate::vendor::Plumbing;
 use crate::web_config::{Guard, WebConfigError};
 
@@ -42,9 +42,6 @@ pub enum AppError {
     /// Starting a simulator.
     #[error("simulator: {0}")]
     Sim(#[from] std::io::Error),
-    /// Starting the scheduler.
-    #[error(transparent)]
-    Schedule(#[from] schedule::ScheduleError),
     /// `--web.config.file`.
     #[error(transparent)]
     Web(#[from] WebConfigError),
@@ -56,21 +53,32 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     /// Its board (tests read views from it).
     pub board: Arc<Board>,
+    /// Every target's supervisor.
+    pub fleet: Arc<Fleet>,
+    config_file: Option<PathBuf>,
     stop: watch::Sender<bool>,
-    scheduler: JoinHandle<()>,
     others: Vec<JoinHandle<()>>,
     scheme: &'static str,
 }
 
 impl Running {
-    /// Stops scheduling, waits for polls in flight (bounded), stops serving.
+    /// Stops scheduling, waits for polls in flight (bounded), writes the state file, stops
+    /// serving.
     pub async fn stop(self) -> Result<(), AppError> {
         let _ = self.stop.send(true);
-        let _ = self.scheduler.await;
+        self.fleet.stop().await;
         for t in self.others {
             t.abort();
         }
         Ok(())
+    }
+
+    /// Reloads the config file (SIGHUP, `POST /-/reload`): see [`reload`].
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        match &self.config_file {
+            Some(path) => reload(&self.fleet, path).await,
+            None => Err("no config file to reload (demo)".into()),
+        }
     }
 
     /// The first listen address as an `http://` (or, with TLS, `https://`) base URL.
@@ -110,6 +118,51 @@ pub async fn start_with(config: Config, options: ServeOptions) -> Result<Running
     launch(config, options, Arc::new(SystemClock)).await
 }
 
+/// Reads `path` again and applies it. A bad file keeps the running config: every error is
+/// logged as `--config.check` prints it, and `rtc_exporter_config_last_reload_successful`
+/// turns 0; a good one turns it 1 and stamps the success time.
+pub async fn reload(fleet: &Fleet, path: &Path) -> Result<ReloadReport, String> {
+    let metrics = fleet.metrics();
+    let loaded = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?
+    };
+    match loaded {
+        Ok(config) => {
+            let report = fleet.reload(config).await;
+            metrics.reload_ok.set(1.0);
+            metrics.reload_ok_at.set(now_seconds());
+            fleet.refresh();
+            tracing::info!(
+                unchanged = report.unchanged.len(),
+                restarted = ?report.restarted,
+                replaced = ?report.replaced,
+                added = ?report.added,
+                removed = ?report.removed,
+                "config reloaded"
+            );
+            Ok(report)
+        }
+        Err(e) => {
+            metrics.reload_ok.set(0.0);
+            fleet.refresh();
+            for line in &e.errors {
+                tracing::error!(error = %line, "config reload failed; the running config stays");
+            }
+            Err(e.to_string())
+        }
+    }
+}
+
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
 async fn launch(
     config: Config,
     options: ServeOptions,
@@ -129,15 +182,33 @@ async fn launch(
     for t in &config.targets {
         metrics.init_target(&t.name, t.vendor);
     }
+    metrics.reload_ok.set(1.0);
+    metrics.reload_ok_at.set(now_seconds());
+    let now = clock.now();
     let plumbing = Arc::new(
         Plumbing::new(config.global.request_timeout, metrics.clone())?
             .with_clock(clock)
             .with_max_response_bytes(config.global.max_response_bytes),
     );
-    let board = Arc::new(Board::new(schedule::initial_views(&config), metrics));
+    let views = config
+        .targets
+        .iter()
+        .map(|t| supervisor::initial_view(t, &config.global, now))
+        .collect();
+    let board = Arc::new(Board::new(views, metrics));
     let (stop, stopped) = watch::channel(false);
-    // Scheduling starts before serving, so a scheduler error leaves nothing running.
-    let scheduler = schedule::start(&config, board.clone(), plumbing, stopped.clone()).await?;
+    let fleet = Fleet::start(&config, board.clone(), plumbing);
+    let config_file: Option<PathBuf> = Some(config.path.clone()).filter(|p| p.is_file());
+    let reloader: Option<serve::Reloader> = match (&config_file, options.enable_lifecycle) {
+        (Some(path), true) => {
+            let (fleet, path) = (fleet.clone(), path.clone());
+            Some(Arc::new(move || {
+                let (fleet, path) = (fleet.clone(), path.clone());
+                Box::pin(async move { reload(&fleet, &path).await.map(|_| ()) })
+            }))
+        }
+        _ => None,
+    };
     let scheme = match &web {
         Some(w) if w.tls() => "https",
         _ => "http",
@@ -149,6 +220,7 @@ async fn launch(
         connections: Arc::new(Semaphore::new(
             options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         )),
+        reload: reloader,
     });
     let mut others = Vec::new();
     for l in listeners {
@@ -166,8 +238,9 @@ async fn launch(
     Ok(Running {
         addrs,
         board,
+        fleet,
+        config_file,
         stop,
-        scheduler,
         others,
         scheme,
     })

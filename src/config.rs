@@ -183,6 +183,8 @@ pub struct Global {
     pub max_rooms: usize,
     /// A vendor answer larger than this fails its request (`too_large`).
     pub max_response_bytes: usize,
+    /// Where today's figures are kept across restarts, if anywhere.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for Global {
@@ -195,6 +197,7 @@ impl Default for Global {
             stale_after: 3,
             max_rooms: 5000,
             max_response_bytes: 8 << 20,
+            state_file: None,
         }
     }
 }
@@ -244,6 +247,11 @@ pub struct Target {
     pub capacity: Capacity,
     /// The vendor client, built from the vendor's own keys.
     pub client: Arc<dyn Vendor>,
+    /// A hash of the whole entry, secrets resolved: equal means unchanged on reload.
+    pub fingerprint: u64,
+    /// A hash of the vendor, app and credentials (secrets resolved): equal means the same
+    /// account's data, so its day's figures carry over a reload and a restart.
+    pub identity: u64,
 }
 
 impl fmt::Debug for Target {
@@ -524,6 +532,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "stale_after",
     "max_rooms",
     "max_response_bytes",
+    "state_file",
 ];
 
 /// The `global:` section, key by key, so every bad key is reported.
@@ -577,6 +586,15 @@ fn parse_global(raw: Value, file: &str, errors: &mut Vec<String>) -> Global {
             Err(e) => errs.push(FieldError::new("max_response_bytes", e)),
         }
     }
+    if let Some(p) = take::<PathBuf>(&mut map, "state_file", &mut errs) {
+        if p.as_os_str().is_empty() {
+            errs.push(FieldError::new("state_file", "must not be empty"));
+        } else if p.file_name().is_none() {
+            errs.push(FieldError::new("state_file", "must name a file"));
+        } else {
+            global.state_file = Some(p);
+        }
+    }
     if let Some(n) = take::<usize>(&mut map, "max_rooms", &mut errs) {
         if n == 0 {
             errs.push(FieldError::new("max_rooms", "must be at least 1"));
@@ -596,10 +614,55 @@ fn parse_global(raw: Value, file: &str, errors: &mut Vec<String>) -> Global {
     global
 }
 
+/// Hashes a target entry with its secrets resolved: the whole entry (`fingerprint`) and what
+/// identifies the account's data (`identity`: vendor, app or account ids, credentials).
+fn hashes(map: &Mapping) -> (u64, u64) {
+    fn resolved(v: &Value, out: &mut Vec<u8>) {
+        // A secret source is hashed by its value, so a rotated secret counts as a change.
+        if let Value::Mapping(m) = v {
+            let source = m.len() == 1
+                && m.keys()
+                    .all(|k| matches!(k.as_str(), Some("env" | "file" | "credential")));
+            if source {
+                if let Ok(s) = from_value::<Secret>(v.clone()) {
+                    out.extend_from_slice(
+                        &xxhash_rust::xxh3::xxh3_64(s.expose().as_bytes()).to_le_bytes(),
+                    );
+                    return;
+                }
+            }
+            for (k, v) in m {
+                out.extend_from_slice(serde_yaml::to_string(k).unwrap_or_default().as_bytes());
+                resolved(v, out);
+            }
+        } else {
+            out.extend_from_slice(serde_yaml::to_string(v).unwrap_or_default().as_bytes());
+        }
+    }
+    let mut all = Vec::new();
+    resolved(&Value::Mapping(map.clone()), &mut all);
+    let mut id = Vec::new();
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        let identifying = matches!(key, "vendor" | "credentials" | "region")
+            || key.ends_with("app_id")
+            || key.ends_with("appid");
+        if identifying {
+            id.extend_from_slice(key.as_bytes());
+            resolved(v, &mut id);
+        }
+    }
+    (
+        xxhash_rust::xxh3::xxh3_64(&all),
+        xxhash_rust::xxh3::xxh3_64(&id),
+    )
+}
+
 fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, Vec<FieldError>)> {
     let Value::Mapping(mut map) = raw else {
         return Err((None, vec![FieldError::new("", "expected a mapping")]));
     };
+    let (fingerprint, identity) = hashes(&map);
     let mut errs = Vec::new();
     let name: Option<String> = take(&mut map, "name", &mut errs);
     let shown_name = name.clone().filter(|n| valid_name(n));
@@ -704,6 +767,8 @@ fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, 
             qps,
             capacity: capacity.unwrap_or_default(),
             client,
+            fingerprint,
+            identity,
         }),
         _ => Err((shown_name, errs)),
     }

@@ -136,6 +136,18 @@ pub struct Day {
     pub now: i64,
 }
 
+impl Day {
+    /// The local day of `now` in `tz`.
+    pub fn at(now: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> Day {
+        let date = now.with_timezone(&tz).date_naive();
+        Day {
+            date,
+            start: crate::vendor::local_midnight(tz, date).timestamp(),
+            now: now.timestamp(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Stay {
     /// Leave time, or [`OPEN`].
@@ -285,6 +297,11 @@ impl Ledger {
     /// The local day the figures belong to (`None` before the first poll).
     pub fn day(&self) -> Option<NaiveDate> {
         self.day
+    }
+
+    /// Rooms known today.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
     }
 
     /// Forgets everything: a new local day began without a successful poll.
@@ -465,6 +482,180 @@ impl Ledger {
             rooms_dropped,
             rooms_failed: failed.len() as u64,
         }
+    }
+}
+
+/// A ledger as the state file keeps it: the day, the target's figures, its interned user
+/// keys and every room's figures and sessions. Loading checks every index, so a damaged file
+/// is refused rather than half-read.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedLedger {
+    /// The local day, `YYYY-MM-DD`.
+    pub date: NaiveDate,
+    peak: u64,
+    accumulated: u64,
+    /// User keys (xxh3 of the id), in index order.
+    users: Vec<u64>,
+    rooms: BTreeMap<String, SavedRoom>,
+}
+
+/// (user index, join, leave or null while open, device, role)
+type SavedSession = (u32, i64, Option<i64>, String, Option<String>);
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedRoom {
+    peak: u64,
+    accumulated: u64,
+    reported_accumulated: u64,
+    ids: Vec<u32>,
+    invisible_known: bool,
+    active: bool,
+    users: u64,
+    invisible: Option<u64>,
+    roles: Option<BTreeMap<String, u64>>,
+    sessions: Vec<SavedSession>,
+    has_sessions: bool,
+    refreshed_at: i64,
+    failures: u32,
+}
+
+fn role_named(name: &str) -> Option<Role> {
+    Role::ALL.into_iter().find(|r| r.label() == name)
+}
+
+fn device_named(name: &str) -> Option<Device> {
+    Device::ALL.into_iter().find(|d| d.label() == name)
+}
+
+impl Ledger {
+    /// Today's figures for the state file (`None` before the first poll).
+    pub fn save(&self) -> Option<SavedLedger> {
+        let date = self.day?;
+        let rooms = self
+            .rooms
+            .iter()
+            .map(|(name, r)| {
+                let mut ids: Vec<u32> = r.ids.iter().copied().collect();
+                ids.sort_unstable();
+                let mut sessions: Vec<_> = r
+                    .sessions
+                    .iter()
+                    .map(|((user, join), stay)| {
+                        (
+                            *user,
+                            *join,
+                            (stay.leave != OPEN).then_some(stay.leave),
+                            stay.device.label().to_string(),
+                            stay.role.map(|x| x.label().to_string()),
+                        )
+                    })
+                    .collect();
+                sessions.sort_unstable();
+                let saved = SavedRoom {
+                    peak: r.peak,
+                    accumulated: r.accumulated,
+                    reported_accumulated: r.reported_accumulated,
+                    ids,
+                    invisible_known: r.invisible_known,
+                    active: r.active,
+                    users: r.users,
+                    invisible: r.invisible,
+                    roles: r.roles.as_ref().map(|m| {
+                        m.iter()
+                            .map(|(role, n)| (role.label().to_string(), *n))
+                            .collect()
+                    }),
+                    sessions,
+                    has_sessions: r.has_sessions,
+                    refreshed_at: r.refreshed_at,
+                    failures: r.failures,
+                };
+                (name.clone(), saved)
+            })
+            .collect();
+        Some(SavedLedger {
+            date,
+            peak: self.peak,
+            accumulated: self.accumulated,
+            users: self.users.keys.clone(),
+            rooms,
+        })
+    }
+
+    /// A ledger from the state file; an error names what is inconsistent.
+    pub fn restore(saved: SavedLedger) -> Result<Ledger, String> {
+        let mut ledger = Ledger {
+            day: Some(saved.date),
+            peak: saved.peak,
+            accumulated: saved.accumulated,
+            ..Ledger::default()
+        };
+        for key in &saved.users {
+            ledger.users.intern(*key);
+        }
+        if ledger.users.len() != saved.users.len() {
+            return Err("a user key appears twice".into());
+        }
+        let known = saved.users.len();
+        let check = |i: u32| -> Result<u32, String> {
+            if (i as usize) < known {
+                Ok(i)
+            } else {
+                Err(format!("user index {i} beyond the {known} users"))
+            }
+        };
+        for (name, r) in saved.rooms {
+            let mut room = RoomDay {
+                peak: r.peak,
+                accumulated: r.accumulated,
+                reported_accumulated: r.reported_accumulated,
+                invisible_known: r.invisible_known,
+                active: r.active,
+                users: r.users,
+                invisible: r.invisible,
+                has_sessions: r.has_sessions,
+                refreshed_at: r.refreshed_at,
+                failures: r.failures,
+                ..RoomDay::default()
+            };
+            for i in r.ids {
+                room.ids.insert(check(i)?);
+            }
+            if let Some(roles) = r.roles {
+                let mut counts = RoleCounts::new();
+                for (label, n) in roles {
+                    let role = role_named(&label)
+                        .ok_or_else(|| format!("room {name}: unknown role {label:?}"))?;
+                    counts.insert(role, n);
+                }
+                room.roles = Some(counts);
+            }
+            for (user, join, leave, device, role) in r.sessions {
+                let device = device_named(&device)
+                    .ok_or_else(|| format!("room {name}: unknown device {device:?}"))?;
+                let role = match role {
+                    Some(label) => Some(
+                        role_named(&label)
+                            .ok_or_else(|| format!("room {name}: unknown role {label:?}"))?,
+                    ),
+                    None => None,
+                };
+                let user = check(user)?;
+                room.ids.insert(user);
+                room.sessions.insert(
+                    (user, join),
+                    Stay {
+                        leave: leave.unwrap_or(OPEN),
+                        device,
+                        role,
+                    },
+                );
+            }
+            ledger.rooms.insert(name, room);
+        }
+        Ok(ledger)
     }
 }
 
@@ -814,5 +1005,47 @@ mod tests {
         let d = l.apply(&at(1, 500), &o, false, &LIMITS);
         assert_eq!(d.rooms.len(), 1, "{:?}", d.rooms);
         assert_eq!(d.rooms[0].room, "b");
+    }
+
+    #[test]
+    fn a_saved_ledger_comes_back_with_the_same_figures() {
+        let mut l = Ledger::new();
+        let d = at(1, 100);
+        let sessions = |v: &[(&str, i64, Option<i64>)]| DayFigures::Sessions {
+            since: 0,
+            sessions: v
+                .iter()
+                .map(|(u, j, leave)| SessionObs {
+                    user: u.to_string(),
+                    join: *j,
+                    leave: *leave,
+                    device: Device::Ios,
+                    role: Some(Role::Teacher),
+                })
+                .collect(),
+        };
+        let o = obs(vec![
+            present("a", &["u1", "u2"]),
+            RoomObservation {
+                room: "s".into(),
+                active: true,
+                users: 1,
+                invisible: None,
+                day: sessions(&[("x", 10, Some(50)), ("y", 20, None), ("x", 60, None)]),
+            },
+        ]);
+        let before = l.apply(&d, &o, true, &LIMITS);
+        let text = serde_json::to_string(&l.save().unwrap()).unwrap();
+        let saved: SavedLedger = serde_json::from_str(&text).unwrap();
+        let mut back = Ledger::restore(saved).unwrap();
+        let after = back.apply(&at(1, 100), &Observation::default(), false, &LIMITS);
+        assert_eq!(before, after);
+        // A damaged file is refused, not half-read.
+        let bad = text.replace("[2,10,50", "[99,10,50");
+        assert_ne!(bad, text);
+        let saved: SavedLedger = serde_json::from_str(&bad).unwrap();
+        assert!(Ledger::restore(saved)
+            .unwrap_err()
+            .contains("user index 99"));
     }
 }

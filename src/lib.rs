@@ -6,7 +6,10 @@
 //!
 //! ```text
 //! config    YAML -> validated Config (secrets resolved, never printed)
-//! schedule  one task per target: interval (random start phase) or cron, overlap guard, deadline
+//! supervisor one owner per target: schedule, ledger, vendor state, backoff, series; the fleet
+//!           of them applies a reload and keeps the state file
+//! schedule  when polls are due: interval grid or cron in the zone (DST-safe), backoff gaps
+//! state     the state file: today's figures across restarts, written atomically
 //! vendor    trait Vendor + REGISTRY; shared HTTP, rate limiter and request accounting;
 //!           one file per vendor (client + signing); `vendor::util` the helpers they share
 //! ledger    peak / accumulated per room and target for the local day; the day's sessions
@@ -14,7 +17,7 @@
 //! clock     the one wall clock polls read (tests drive it)
 //! snapshot  immutable per-target views, swapped whole; exposition rendered once per swap
 //! metrics   self-metrics registry and the text renderer
-//! serve     hyper: /metrics, /, /-/healthy, /-/ready
+//! serve     hyper: /metrics, /, /-/healthy, /-/ready, /-/reload
 //! web_config --web.config.file (exporter-toolkit format): TLS via rustls, basic auth (bcrypt),
 //!           response headers, rate limit; re-read when the file changes
 //! sim       simulated vendor servers on loopback (demo, tests, benchmarks)
@@ -36,6 +39,8 @@ pub mod schedule;
 pub mod serve;
 pub mod sim;
 pub mod snapshot;
+pub mod state;
+pub mod supervisor;
 pub mod vendor;
 pub mod web_config;
 

@@ -42,6 +42,9 @@ struct Cli {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     max_connections: u32,
+    /// Enable `POST /-/reload` (and PUT), as Prometheus's flag does. SIGHUP always reloads.
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
     /// Only log messages of this level or more severe.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     log_level: Level,
@@ -120,6 +123,36 @@ fn init_logging(level: Level, format: Format) {
             )
             .try_init(),
     };
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// The next SIGTERM or Ctrl-C (stop) or SIGHUP (reload).
+async fn next_signal() -> Signal {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Registered once and kept: between two SIGHUPs the signal stays caught, never fatal.
+        static HUP: std::sync::OnceLock<std::sync::Mutex<Option<tokio::signal::unix::Signal>>> =
+            std::sync::OnceLock::new();
+        let slot = HUP.get_or_init(|| std::sync::Mutex::new(signal(SignalKind::hangup()).ok()));
+        let hup = slot.lock().ok().and_then(|mut s| s.take());
+        if let Some(mut hup) = hup {
+            let got = tokio::select! {
+                _ = until_signal() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(hup);
+            }
+            return got;
+        }
+    }
+    until_signal().await;
+    Signal::Stop
 }
 
 async fn until_signal() {
@@ -212,11 +245,16 @@ fn main() -> ExitCode {
                 let options = app::ServeOptions {
                     web_config: web_config_file,
                     max_connections: cli.max_connections as usize,
+                    enable_lifecycle: cli.enable_lifecycle,
                     ..app::ServeOptions::new(&listen, &cli.telemetry_path)
                 };
                 let running = app::start_with(config, options).await?;
                 tracing::info!(addresses = ?running.addrs, version = rtc_exporter::VERSION, "listening");
-                until_signal().await;
+                while let Signal::Reload = next_signal().await {
+                    if let Err(e) = running.reload().await {
+                        tracing::warn!(error = %e, "SIGHUP: config not reloaded");
+                    }
+                }
                 tracing::info!("shutting down");
                 running.stop().await
             }

@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::snapshot::TargetView;
@@ -39,10 +40,15 @@ pub const FAMILIES: &[&str] = &[
     "rtc_exporter_target_consecutive_failures",
     "rtc_exporter_target_rooms_dropped",
     "rtc_exporter_target_rooms_failed",
+    "rtc_exporter_target_next_poll_timestamp_seconds",
     "rtc_exporter_polls_total",
     "rtc_exporter_vendor_requests_total",
     "rtc_exporter_vendor_errors_total",
     "rtc_exporter_vendor_request_duration_seconds",
+    "rtc_exporter_config_last_reload_successful",
+    "rtc_exporter_config_last_reload_success_timestamp_seconds",
+    "rtc_exporter_state_last_write_timestamp_seconds",
+    "rtc_exporter_state_write_failures_total",
 ];
 
 /// Poll results, the `result` label of `rtc_exporter_polls_total`.
@@ -74,6 +80,15 @@ pub struct SelfMetrics {
     requests: IntCounterVec,
     errors: IntCounterVec,
     duration: HistogramVec,
+    /// `rtc_exporter_config_last_reload_successful`.
+    pub reload_ok: Gauge,
+    /// `rtc_exporter_config_last_reload_success_timestamp_seconds`.
+    pub reload_ok_at: Gauge,
+    /// `rtc_exporter_state_last_write_timestamp_seconds` (registered once a state file is set).
+    pub state_written_at: Gauge,
+    /// `rtc_exporter_state_write_failures_total`.
+    pub state_write_failures: IntCounter,
+    state_registered: std::sync::Once,
 }
 
 impl SelfMetrics {
@@ -110,6 +125,24 @@ impl SelfMetrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        let reload_ok = Gauge::new(
+            "rtc_exporter_config_last_reload_successful",
+            "1 after a good (re)load of the config file, 0 after a bad one (the running config stays).",
+        )?;
+        let reload_ok_at = Gauge::new(
+            "rtc_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last good (re)load of the config file.",
+        )?;
+        let state_written_at = Gauge::new(
+            "rtc_exporter_state_last_write_timestamp_seconds",
+            "Unix time of the last good write of the state file.",
+        )?;
+        let state_write_failures = IntCounter::new(
+            "rtc_exporter_state_write_failures_total",
+            "Writes of the state file that failed.",
+        )?;
+        registry.register(Box::new(reload_ok.clone()))?;
+        registry.register(Box::new(reload_ok_at.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -120,7 +153,48 @@ impl SelfMetrics {
             requests,
             errors,
             duration,
+            reload_ok,
+            reload_ok_at,
+            state_written_at,
+            state_write_failures,
+            state_registered: std::sync::Once::new(),
         })
+    }
+
+    /// Registers the state-file metrics (only exporters with a state file serve them).
+    pub fn enable_state(&self) {
+        self.state_registered.call_once(|| {
+            let _ = self
+                .registry
+                .register(Box::new(self.state_written_at.clone()));
+            let _ = self
+                .registry
+                .register(Box::new(self.state_write_failures.clone()));
+        });
+    }
+
+    /// Removes every counter and histogram series of a target (it left the config, or changed
+    /// vendor), so its label values vanish from `/metrics`.
+    pub fn forget_target(&self, target: &str) {
+        for family in self.registry.gather() {
+            for m in family.get_metric() {
+                let labels: std::collections::HashMap<&str, &str> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                if labels.get("target") != Some(&target) {
+                    continue;
+                }
+                let _ = match family.name() {
+                    "rtc_exporter_polls_total" => self.polls.remove(&labels),
+                    "rtc_exporter_vendor_requests_total" => self.requests.remove(&labels),
+                    "rtc_exporter_vendor_errors_total" => self.errors.remove(&labels),
+                    "rtc_exporter_vendor_request_duration_seconds" => self.duration.remove(&labels),
+                    _ => Ok(()),
+                };
+            }
+        }
     }
 
     /// Creates a target's poll counters at zero, so `rate()` works from the first scrape.
@@ -176,7 +250,8 @@ impl SelfMetrics {
                         .with_label_values(&[target, vendor, api, label])
                         .inc();
                 }
-                tracing::warn!(target_name = target, api, outcome, error = %e, "vendor request failed");
+                // Debug only: the poll that made the request logs its failure once.
+                tracing::debug!(target_name = target, api, outcome, error = %e, "vendor request failed");
             }
         }
     }
@@ -399,7 +474,7 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
         );
     }
     type StateField = fn(&TargetView) -> Option<f64>;
-    let state: [(&str, &str, StateField); 7] = [
+    let state: [(&str, &str, StateField); 8] = [
         (
             "rtc_exporter_target_up",
             "1 if the last poll of the target succeeded whole, else 0.",
@@ -428,12 +503,17 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
         (
             "rtc_exporter_target_rooms_dropped",
             "Rooms over max_rooms in the last poll: counted in totals, no series of their own.",
-            |t| t.data.as_ref().map(|d| d.rooms_dropped as f64),
+            |t| t.polled.then_some(t.rooms_dropped as f64),
         ),
         (
             "rtc_exporter_target_rooms_failed",
-            "Rooms whose refresh failed in the last poll; they keep their last values.",
-            |t| t.data.as_ref().map(|d| d.rooms_failed as f64),
+            "Rooms whose refresh failed in the last poll (all known rooms when the poll failed before any answered); they keep their last values until stale.",
+            |t| t.polled.then_some(t.rooms_failed as f64),
+        ),
+        (
+            "rtc_exporter_target_next_poll_timestamp_seconds",
+            "Unix time of the next planned poll (the schedule, and backoff after failed polls).",
+            |t| t.next_poll,
         ),
     ];
     for (name, help, field) in state {

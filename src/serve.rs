@@ -108,6 +108,8 @@ pub struct ServeOptions {
     pub web_config: Option<PathBuf>,
     /// `--web.max-connections`, over all listen addresses (at least 1).
     pub max_connections: usize,
+    /// `--web.enable-lifecycle`: `POST /-/reload` reloads the config.
+    pub enable_lifecycle: bool,
 }
 
 impl ServeOptions {
@@ -118,6 +120,7 @@ impl ServeOptions {
             telemetry_path: telemetry_path.to_string(),
             web_config: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            enable_lifecycle: false,
         }
     }
 }
@@ -132,7 +135,13 @@ pub struct Site {
     pub web: Option<Arc<Guard>>,
     /// One permit per connection being served, shared by every listener.
     pub connections: Arc<Semaphore>,
+    /// `POST /-/reload`, with `--web.enable-lifecycle`; `None`: 403 as Prometheus answers.
+    pub reload: Option<Reloader>,
 }
+
+/// Reloads the config; an error says why the running config stays.
+pub type Reloader =
+    Arc<dyn Fn() -> crate::vendor::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// Serves `listener` until `shutdown` turns true. A connection is accepted only once a permit of
 /// `site.connections` is free: beyond the limit, new connections wait in the kernel's accept
@@ -244,10 +253,10 @@ where
 /// The web config's gate, then the handler.
 async fn respond(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(web) = &site.web else {
-        return handle(site, req);
+        return handle(site, req).await;
     };
     let (mut r, headers) = match web.admit(req.headers().get(AUTHORIZATION)).await {
-        Gate::Pass(headers) => (handle(site, req), headers),
+        Gate::Pass(headers) => (handle(site, req).await, headers),
         Gate::Unauthorized(headers) => {
             let mut r = refusal(StatusCode::UNAUTHORIZED);
             r.headers_mut()
@@ -311,7 +320,34 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     gzip.or(any).unwrap_or(false)
 }
 
-fn handle(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// `/-/reload` as Prometheus answers it: POST or PUT reload (200, or 500 with the errors);
+/// other methods 405; without `--web.enable-lifecycle`, POST and PUT get 403.
+async fn lifecycle_reload(site: &Site, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::POST && method != Method::PUT {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Only POST or PUT requests allowed",
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST, PUT"));
+        return r;
+    }
+    let Some(reload) = &site.reload else {
+        return text(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.");
+    };
+    match reload().await {
+        Ok(()) => text(StatusCode::OK, ""),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        ),
+    }
+}
+
+async fn handle(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/-/reload" {
+        return lifecycle_reload(site, req.method()).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -83,6 +83,13 @@ pub struct TargetView {
     pub consecutive_empty: u32,
     /// Why the last poll failed.
     pub last_error: Option<String>,
+    /// Unix time of the next planned poll (schedule and backoff).
+    pub next_poll: Option<f64>,
+    /// Rooms whose refresh failed in the last poll (every known room when the poll failed
+    /// before any room answered).
+    pub rooms_failed: u64,
+    /// Rooms over `max_rooms` in the last poll that gave data.
+    pub rooms_dropped: u64,
     /// Last good data; `None` before the first success and once stale.
     pub data: Option<Arc<TargetData>>,
 }
@@ -151,6 +158,13 @@ impl Board {
     pub fn publish(&self, view: TargetView) {
         let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
         views.insert(view.name.clone(), Arc::new(view));
+        self.swap(&views);
+    }
+
+    /// Keeps only the targets named (the others left the config) and re-renders.
+    pub fn retain(&self, names: &std::collections::BTreeSet<String>) {
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        views.retain(|name, _| names.contains(name));
         self.swap(&views);
     }
 

@@ -6,8 +6,9 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use common::{all, get, value, wait_polls};
+use common::{all, get, scrape, value, wait_for, wait_polls};
 use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
 use rtc_exporter::sim::talkcloud::{TalkSim, Truth, API};
@@ -458,4 +459,50 @@ async fn a_truncated_answer_is_malformed_and_an_unknown_room_is_4007() {
     let bad = room_mismatch(&text, BIG, &v.truth(BIG, MIDNIGHT, T0));
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     exporter.stop().await.unwrap();
+}
+
+/// A poll cut short by `poll_timeout` goes on with the rooms answered longest ago: over
+/// several polls every room gets its series, not always the same first ones. (Five one-page
+/// rooms, four asked at once, about two requests a poll.)
+#[tokio::test]
+async fn polls_cut_short_cover_every_room_in_turn() {
+    let s = sim(7).await;
+    let key = talk(&s).key().to_string();
+    let rooms = format!(
+        "[\"{EARLY}\", \"{LATER}\", \"7100000004\", {{thirdroomid: class-early}}, {{thirdroomid: class-later}}]"
+    );
+    let text = config(&s, &key, &rooms)
+        .replace("poll_timeout: 20s", "poll_timeout: 1500ms")
+        .replace("interval: 1s", "interval: 2s")
+        .replace("    rooms:", "    qps: 1\n    rooms:");
+    let (running, _clock) = start(&text).await;
+    let base = running.url();
+    let text = wait_for(
+        "every room answered once",
+        Duration::from_secs(60),
+        || async {
+            let text = scrape(&base).await;
+            let done = [
+                "7100000002",
+                "7100000003",
+                "7100000004",
+                "class-early",
+                "class-later",
+            ]
+            .iter()
+            .all(|r| room_value(&text, "rtc_room_peak_users", r).is_some());
+            done.then_some(text)
+        },
+    )
+    .await;
+    let failures = value(
+        &text,
+        "rtc_exporter_polls_total",
+        &[("target", T), ("result", "failure")],
+    );
+    assert!(
+        failures.unwrap_or(0.0) >= 1.0,
+        "the polls were cut short: {text}"
+    );
+    running.stop().await.unwrap();
 }

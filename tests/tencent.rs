@@ -304,6 +304,26 @@ async fn figures_equal_the_truth_across_midnight_rejoins_and_calls_between_polls
 }
 
 #[tokio::test]
+async fn within_the_data_delay_after_midnight_calls_running_across_it_stay_shown() {
+    let w = world(12).await;
+    let m = w.midnight;
+    // Ten seconds into the day: the vendor's data (60 s behind) is still yesterday's.
+    w.at(m + 10);
+    let exporter = start(&w, &target_config(&w, &w.sim().secret_key(), "")).await;
+    let text = more_polls(&exporter.url(), 2.0).await;
+    // e1 is in across midnight: the room runs and has its user, the day's first figures.
+    assert_eq!(
+        room(&text, "rtc_room_active", "evening"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(room(&text, "rtc_room_users", "evening"), Some(1.0));
+    assert_eq!(room(&text, "rtc_room_peak_users", "evening"), Some(1.0));
+    assert!(value(&text, "rtc_users", &[("target", T)]).unwrap_or(0.0) >= 1.0);
+    exporter.stop().await.expect("stops");
+}
+
+#[tokio::test]
 async fn a_wrong_key_is_counted_and_the_target_goes_down_without_the_key_anywhere() {
     let w = world(12).await;
     w.at(w.midnight + 3600);

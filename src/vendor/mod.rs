@@ -380,6 +380,10 @@ pub struct PollCtx {
     pub plumbing: Arc<Plumbing>,
     /// What the poll has produced so far.
     pub progress: Arc<Progress>,
+    /// `global.request_timeout` (the client's own default otherwise).
+    pub request_timeout: Option<Duration>,
+    /// `global.max_response_bytes` (the plumbing's otherwise).
+    pub max_response_bytes: Option<usize>,
 }
 
 impl PollCtx {
@@ -400,6 +404,8 @@ impl PollCtx {
             qps: None,
             plumbing,
             progress: Arc::new(Progress::default()),
+            request_timeout: None,
+            max_response_bytes: None,
         }
     }
 
@@ -414,6 +420,8 @@ impl PollCtx {
             qps: self.qps,
             plumbing: self.plumbing.clone(),
             progress: self.progress.clone(),
+            request_timeout: self.request_timeout,
+            max_response_bytes: self.max_response_bytes,
         }
     }
 
@@ -499,9 +507,65 @@ type Limiter = RateLimiter<
     governor::middleware::NoOpMiddleware,
 >;
 
-struct SharedLimiter {
+/// (vendor, bucket, account)
+type BucketKey = (&'static str, &'static str, String);
+
+/// One limit bucket of one account: its pacing, and a pause after the vendor said "too many
+/// requests" that every target on the account honours.
+pub(crate) struct Bucket {
     qps: f64,
-    limiter: Arc<Limiter>,
+    limiter: Limiter,
+    pause: Mutex<Pause>,
+}
+
+#[derive(Default)]
+struct Pause {
+    until: Option<tokio::time::Instant>,
+    strikes: u32,
+}
+
+/// The first pause after a throttle answer; it doubles with each further one in a row.
+pub const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause.
+pub const THROTTLE_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+impl Bucket {
+    /// Waits out a pause, then for a turn at the pacing.
+    async fn wait_turn(&self) {
+        loop {
+            let until = self.pause.lock().unwrap_or_else(|p| p.into_inner()).until;
+            match until {
+                Some(t) if t > tokio::time::Instant::now() => tokio::time::sleep_until(t).await,
+                _ => break,
+            }
+        }
+        let clock = DefaultClock::default();
+        while let Err(not_until) = self.limiter.check() {
+            tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
+        }
+    }
+
+    /// After an answer: a throttle pauses the bucket (1 s, doubling, at most 30 s, jittered);
+    /// any other answer ends the run of strikes.
+    fn answered(&self, throttled: bool) {
+        let mut p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+        if !throttled {
+            p.strikes = 0;
+            return;
+        }
+        p.strikes = p.strikes.saturating_add(1);
+        let pause = THROTTLE_PAUSE
+            .saturating_mul(1 << (p.strikes - 1).min(5))
+            .min(THROTTLE_PAUSE_MAX)
+            .mul_f64(1.0 + 0.2 * fastrand::f64());
+        let until = tokio::time::Instant::now() + pause;
+        p.until = Some(p.until.map_or(until, |u| u.max(until)));
+        tracing::debug!(
+            strikes = p.strikes,
+            pause_seconds = pause.as_secs_f64(),
+            "vendor throttled: the account's bucket pauses"
+        );
+    }
 }
 
 /// Pacing headroom: requests are spaced 2 % wider than the documented QPS, so jitter on the
@@ -520,7 +584,7 @@ pub struct Plumbing {
     pub clock: Arc<dyn Clock>,
     /// Vendor answers larger than this fail their request.
     pub max_response_bytes: usize,
-    limiters: Mutex<HashMap<(&'static str, &'static str, String), SharedLimiter>>,
+    limiters: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
 }
 
 impl Plumbing {
@@ -562,12 +626,12 @@ impl Plumbing {
         api: &'static str,
         account: &str,
         qps: f64,
-    ) -> Arc<Limiter> {
+    ) -> Arc<Bucket> {
         let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         let key = (vendor, api, account.to_string());
         if let Some(s) = map.get(&key) {
             if s.qps <= qps {
-                return s.limiter.clone();
+                return s.clone();
             }
         }
         // The lowest QPS any target asks for wins for the whole account.
@@ -581,15 +645,13 @@ impl Plumbing {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::MIN);
-        let limiter = Arc::new(RateLimiter::direct(quota));
-        map.insert(
-            key,
-            SharedLimiter {
-                qps,
-                limiter: limiter.clone(),
-            },
-        );
-        limiter
+        let bucket = Arc::new(Bucket {
+            qps,
+            limiter: RateLimiter::direct(quota),
+            pause: Mutex::new(Pause::default()),
+        });
+        map.insert(key, bucket.clone());
+        bucket
     }
 }
 
@@ -597,7 +659,7 @@ impl Plumbing {
 pub struct Api<'a> {
     ctx: &'a PollCtx,
     api: &'static str,
-    limiter: Arc<Limiter>,
+    limiter: Arc<Bucket>,
 }
 
 impl Api<'_> {
@@ -607,10 +669,7 @@ impl Api<'_> {
     }
 
     async fn wait_turn(&self) {
-        let clock = DefaultClock::default();
-        while let Err(not_until) = self.limiter.check() {
-            tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
-        }
+        self.limiter.wait_turn().await;
     }
 
     /// Sends one request after its turn at the limiter; `parse` turns the HTTP status and
@@ -624,7 +683,14 @@ impl Api<'_> {
         self.wait_turn().await;
         let start = tokio::time::Instant::now();
         let api = self.api;
-        let limit = self.ctx.plumbing.max_response_bytes;
+        let limit = self
+            .ctx
+            .max_response_bytes
+            .unwrap_or(self.ctx.plumbing.max_response_bytes);
+        let request = match self.ctx.request_timeout {
+            Some(t) => request.timeout(t),
+            None => request,
+        };
         let sent = async {
             let mut resp = request.send().await.map_err(|e| classify(api, e))?;
             let status = resp.status().as_u16();
@@ -647,6 +713,13 @@ impl Api<'_> {
         let result = sent
             .and_then(|(status, body)| parse(status, &body))
             .map_err(CallError::shortened);
+        self.limiter.answered(matches!(
+            result,
+            Err(CallError::Vendor {
+                throttled: true,
+                ..
+            })
+        ));
         self.ctx.plumbing.metrics.record_request(
             &self.ctx.target,
             self.ctx.vendor,

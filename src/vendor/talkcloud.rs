@@ -231,6 +231,7 @@ fn parse_conf(value: serde_yaml::Value) -> Result<Talkcloud, FieldError> {
         account,
         rooms: s.rooms,
         cursors: Mutex::new(HashMap::new()),
+        asked: Mutex::new(HashMap::new()),
     })
 }
 
@@ -327,6 +328,10 @@ pub struct Talkcloud {
     rooms: Vec<RoomRef>,
     /// Per room label.
     cursors: Mutex<HashMap<String, Cursor>>,
+    /// Per room label, when it was last answered (a running count): a poll cut short
+    /// by `poll_timeout` goes on with the rooms asked longest ago, so every room is covered
+    /// over several polls.
+    asked: Mutex<HashMap<String, u64>>,
 }
 
 impl fmt::Debug for Talkcloud {
@@ -430,8 +435,12 @@ impl Talkcloud {
         let url = url.as_str();
         let jobs: Vec<(RoomRef, Window)> = {
             let cursors = lock(&self.cursors);
-            self.rooms
-                .iter()
+            let asked = lock(&self.asked);
+            let mut rooms: Vec<&RoomRef> = self.rooms.iter().collect();
+            // Never asked first, then the longest ago; config order among equals.
+            rooms.sort_by_key(|r| asked.get(r.label()).copied().unwrap_or(0));
+            rooms
+                .into_iter()
                 .map(|r| {
                     let c = cursors.get(r.label()).copied();
                     (r.clone(), window(c, now, day_start))
@@ -443,6 +452,11 @@ impl Talkcloud {
         let mut answers = stream::iter(jobs)
             .map(|(room, w)| async move {
                 let r = self.room(ctx, api, url, &room, w).await;
+                // Marked once answered (or failed): rooms a deadline cut short go first next.
+                let mut asked = lock(&self.asked);
+                let turn = asked.values().copied().max().unwrap_or(0) + 1;
+                asked.insert(room.label().to_string(), turn);
+                drop(asked);
                 (room, w, r)
             })
             .buffer_unordered(CONCURRENCY);

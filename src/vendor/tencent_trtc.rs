@@ -613,8 +613,12 @@ impl TencentTrtc {
     }
 
     async fn fetch(&self, ctx: &PollCtx) -> Result<Observation, PollError> {
-        let to = ctx.now.timestamp() - self.delay;
         let day_start = ctx.day_start();
+        // In the first `delay` after local midnight the vendor's lagging data does not reach
+        // today yet: ask for the day's first second, so calls running across midnight stay
+        // shown rather than the day starting from nothing.
+        let now = ctx.now.timestamp();
+        let to = (now - self.delay).max((day_start + 1).min(now));
         let floor = ctx.now.timestamp() - MAX_BACK;
         {
             let mut st = lock(&self.state);

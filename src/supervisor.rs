@@ -1,0 +1,729 @@
+//! One owner per target's lifecycle ([`Supervisor`]): its schedule, ledger, vendor state,
+//! backoff and series, from start through polls, saves and reloads to stop; and the
+//! [`Fleet`] of them, which applies a (re)loaded config and keeps the state file.
+//!
+//! One poll per target at a time: a planned poll that comes while the previous one still runs
+//! is skipped and counted as an overlap. Every poll has a deadline (`poll_timeout`); a failed
+//! poll keeps the last good values for `stale_after` polls, then drops them. Scrapes never
+//! drive a poll.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::{Config, Global, Schedule, Target};
+use crate::ledger::{Day, Ledger, Limits};
+use crate::metrics::PollResult;
+use crate::schedule::{backoff_gap, interval_seconds, next_cron};
+use crate::snapshot::{Board, TargetView};
+use crate::state::{self, SavedTarget, StateFile};
+use crate::vendor::{Observation, Plumbing, PollCtx, PollError};
+
+/// How long shutdown (and a reload that restarts a target) waits for a poll in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Polls that finish within this time of each other share one write of the state file.
+pub const SAVE_DEBOUNCE: Duration = Duration::from_millis(200);
+/// The longest phase of an interval target's first poll.
+const MAX_PHASE: Duration = Duration::from_secs(10);
+
+/// The initial (not yet polled) view of a target.
+pub fn initial_view(target: &Target, global: &Global, now: DateTime<Utc>) -> TargetView {
+    TargetView {
+        name: target.name.clone(),
+        vendor: target.vendor,
+        info: target.client.info(),
+        interval_seconds: interval_seconds(&target.schedule, global.timezone, now),
+        polled: false,
+        up: false,
+        last_success: None,
+        last_duration: None,
+        consecutive_failures: 0,
+        consecutive_empty: 0,
+        last_error: None,
+        next_poll: None,
+        rooms_failed: 0,
+        rooms_dropped: 0,
+        data: None,
+    }
+}
+
+struct RunState {
+    ledger: Ledger,
+    view: TargetView,
+}
+
+/// Owns one target: its schedule task, ledger, view and vendor client (the client keeps the
+/// vendor's own state: cursors, device refresh).
+pub struct Supervisor {
+    target: Target,
+    global: Global,
+    plumbing: Arc<Plumbing>,
+    board: Arc<Board>,
+    state: Mutex<RunState>,
+    saved: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn unix(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+impl Supervisor {
+    /// A supervisor for `target`, with the day's ledger so far (a reload or the state file),
+    /// not yet running.
+    fn new(
+        target: Target,
+        global: Global,
+        plumbing: Arc<Plumbing>,
+        board: Arc<Board>,
+        ledger: Option<Ledger>,
+        saved: Arc<Notify>,
+    ) -> Arc<Self> {
+        plumbing.metrics.init_target(&target.name, target.vendor);
+        let now = plumbing.clock.now();
+        let mut view = initial_view(&target, &global, now);
+        let mut ledger = ledger.unwrap_or_default();
+        if ledger.day().is_some() {
+            // The day so far, shown at once: a restart or reload never lowers today's figures,
+            // not even until the first poll.
+            let day = Day::at(now, global.timezone);
+            if ledger.day() == Some(day.date) {
+                let data = ledger.apply(
+                    &day,
+                    &Observation::default(),
+                    false,
+                    &limits(&target, &global),
+                );
+                view.data = Some(Arc::new(data));
+            } else {
+                ledger.reset();
+            }
+        }
+        Arc::new(Supervisor {
+            target,
+            global,
+            plumbing,
+            board,
+            state: Mutex::new(RunState { ledger, view }),
+            saved,
+            stop: watch::channel(false).0,
+            task: Mutex::new(None),
+        })
+    }
+
+    /// The target it owns.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The current view.
+    pub fn view(&self) -> TargetView {
+        self.lock().view.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts its schedule. `poll_now`: a first poll at once (cron targets at start).
+    fn spawn(self: &Arc<Self>, phase: Duration) {
+        let me = self.clone();
+        let stop = self.stop.subscribe();
+        let span = tracing::info_span!("target", target_name = %self.target.name, vendor = self.target.vendor);
+        let handle = tokio::spawn(me.run(stop, phase).instrument(span));
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// Stops its schedule and waits for a poll in flight, at most until `deadline` (then the
+    /// poll is abandoned: nothing it did is published).
+    async fn halt(&self, deadline: Instant) {
+        let _ = self.stop.send(true);
+        let handle = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut h) = handle {
+            if tokio::time::timeout_at(deadline, &mut h).await.is_err() {
+                tracing::warn!(target_name = %self.target.name, "poll still running at stop; abandoned");
+                h.abort();
+            }
+        }
+    }
+
+    /// Takes its ledger away (a reload hands it to the target's next supervisor).
+    fn take_ledger(&self) -> Ledger {
+        std::mem::take(&mut self.lock().ledger)
+    }
+
+    fn publish(&self, next: Option<DateTime<Utc>>) {
+        let view = {
+            let mut st = self.lock();
+            st.view.next_poll = next.map(unix);
+            st.view.interval_seconds = interval_seconds(
+                &self.target.schedule,
+                self.global.timezone,
+                self.plumbing.clock.now(),
+            );
+            st.view.clone()
+        };
+        self.board.publish(view);
+    }
+
+    fn overlap(&self, missed: u64) {
+        for _ in 0..missed.min(1000) {
+            self.plumbing.metrics.record_poll(
+                &self.target.name,
+                self.target.vendor,
+                PollResult::Overlap,
+            );
+        }
+        if missed > 0 {
+            tracing::warn!(
+                missed,
+                "the poll ran past its next planned time; those polls are skipped"
+            );
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, phase: Duration) {
+        let clock = self.plumbing.clock.clone();
+        let mut rng = fastrand::Rng::new();
+        let stopped = |rx: &watch::Receiver<bool>| *rx.borrow();
+        match self.target.schedule.clone() {
+            Schedule::Interval(every) => {
+                // A grid of the interval from the phase (monotonic time).
+                let origin = Instant::now() + phase;
+                let slot_at = |k: u64| origin + every.saturating_mul(k.min(u32::MAX as u64) as u32);
+                let mut k = 0u64;
+                loop {
+                    let at = slot_at(k);
+                    let wall = clock.now()
+                        + chrono::Duration::from_std(at.saturating_duration_since(Instant::now()))
+                            .unwrap_or_default();
+                    self.publish(Some(wall));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = stop.changed() => {}
+                    }
+                    if stopped(&stop) {
+                        return;
+                    }
+                    let started = Instant::now();
+                    let failures = self.poll_once().await;
+                    let not_before = started + backoff_gap(failures, every, rng.f64());
+                    let now = Instant::now();
+                    // Slots that passed while the poll ran are overlaps; slots inside the
+                    // backoff are skipped as planned.
+                    let slots_to = |t: Instant| -> u64 {
+                        let since = t.saturating_duration_since(origin).as_nanos();
+                        let every = every.as_nanos().max(1);
+                        since.div_ceil(every) as u64
+                    };
+                    let after_poll = slots_to(now).max(k + 1);
+                    let after_backoff = slots_to(not_before).max(after_poll);
+                    self.overlap(after_poll.saturating_sub(k + 1));
+                    k = after_backoff;
+                }
+            }
+            Schedule::Cron(expr) => {
+                let Ok(cron) = crate::config::parse_cron(&expr) else {
+                    tracing::error!(schedule = %expr, "invalid cron expression; the target is not polled");
+                    return;
+                };
+                let tz = self.global.timezone;
+                // A first poll at start, so the target is ready without waiting for its slot.
+                let mut due = Some(clock.now());
+                loop {
+                    let Some(at) = due else {
+                        tracing::warn!(schedule = %expr, "the cron expression has no further runs");
+                        self.publish(None);
+                        let _ = stop.changed().await;
+                        return;
+                    };
+                    self.publish(Some(at));
+                    tokio::select! {
+                        _ = clock.sleep_until(at) => {}
+                        _ = stop.changed() => {}
+                    }
+                    if stopped(&stop) {
+                        return;
+                    }
+                    let started = clock.now();
+                    let failures = self.poll_once().await;
+                    let gap = interval_seconds(&self.target.schedule, tz, started);
+                    let gap = Duration::from_secs_f64(gap.max(0.0));
+                    let not_before = started
+                        + chrono::Duration::from_std(backoff_gap(failures, gap, rng.f64()))
+                            .unwrap_or_default();
+                    let now = clock.now();
+                    // Runs that passed while the poll ran are overlaps.
+                    let mut missed = 0u64;
+                    let mut t = at;
+                    while let Some(n) = next_cron(&cron, tz, t) {
+                        if n > now || missed >= 1000 {
+                            break;
+                        }
+                        missed += 1;
+                        t = n;
+                    }
+                    self.overlap(missed);
+                    // The first run after now, and at or after the end of a backoff.
+                    let from = if failures > 1 && not_before > now {
+                        not_before - chrono::Duration::milliseconds(1)
+                    } else {
+                        now
+                    };
+                    due = next_cron(&cron, tz, from);
+                }
+            }
+        }
+    }
+
+    /// Polls once now and folds the result into the day. Returns the failed polls in a row.
+    ///
+    /// Whatever the vendor reported before a failure or the deadline is published: the rooms
+    /// that answered get their new values, the others keep their last ones. The target is up
+    /// only when the whole poll succeeded. A failed poll is logged once, here.
+    pub async fn poll_once(&self) -> u32 {
+        let started = Instant::now();
+        let now = self.plumbing.clock.now();
+        let mut ctx = PollCtx::new(
+            &self.target.name,
+            self.target.vendor,
+            now,
+            self.global.timezone,
+            self.plumbing.clone(),
+        );
+        ctx.endpoint = self.target.endpoint.clone();
+        ctx.qps = self.target.qps;
+        ctx.request_timeout = Some(self.global.request_timeout);
+        ctx.max_response_bytes = Some(self.global.max_response_bytes);
+        let deadline = self.global.poll_timeout;
+        let result = match tokio::time::timeout(deadline, self.target.client.poll(&ctx)).await {
+            Ok(r) => r,
+            Err(_) => Err(PollError::Deadline(deadline)),
+        };
+        let mut obs = ctx.progress.take();
+        let whole = match result {
+            Ok(rest) => {
+                obs.merge(rest);
+                if obs.failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} of {} rooms failed, their last values kept; first: {}",
+                        obs.failed.len(),
+                        obs.failed.len() + obs.rooms.len(),
+                        obs.first_error.as_deref().unwrap_or("unknown")
+                    ))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let day = Day {
+            date: ctx.today(),
+            start: ctx.day_start(),
+            now: now.timestamp(),
+        };
+        let failures = {
+            let mut st = self.lock();
+            let RunState { ledger, view } = &mut *st;
+            view.polled = true;
+            view.last_duration = Some(elapsed);
+            let answered = !obs.rooms.is_empty() || whole.is_ok();
+            if answered {
+                let data = ledger.apply(
+                    &day,
+                    &obs,
+                    whole.is_ok(),
+                    &limits(&self.target, &self.global),
+                );
+                view.rooms_failed = data.rooms_failed;
+                view.rooms_dropped = data.rooms_dropped;
+                view.data = Some(Arc::new(data));
+            } else {
+                // Nothing answered: every room the day knows failed to refresh.
+                let failed: std::collections::HashSet<&String> = obs.failed.iter().collect();
+                view.rooms_failed = (failed.len() as u64).max(ledger.rooms() as u64);
+                if ledger.day().is_some_and(|d| d != day.date) {
+                    // A new local day began without a good poll: yesterday's figures must
+                    // not pass for today's.
+                    ledger.reset();
+                    view.data = None;
+                }
+            }
+            match whole {
+                Ok(()) => {
+                    if let Some(data) = &view.data {
+                        tracing::info!(
+                            rooms = data.rooms_active,
+                            users = data.users,
+                            seconds = elapsed,
+                            "poll ok"
+                        );
+                    }
+                    view.up = true;
+                    view.consecutive_failures = 0;
+                    view.consecutive_empty = 0;
+                    view.last_error = None;
+                    view.last_success = Some(unix(self.plumbing.clock.now()));
+                    self.plumbing.metrics.record_poll(
+                        &self.target.name,
+                        self.target.vendor,
+                        PollResult::Success,
+                    );
+                }
+                Err(e) => {
+                    view.up = false;
+                    view.consecutive_failures += 1;
+                    if answered {
+                        view.consecutive_empty = 0;
+                    } else {
+                        view.consecutive_empty += 1;
+                    }
+                    // Series go only when nothing answered `stale_after` polls in a row; a
+                    // partial poll refreshed some rooms (the ledger ages the others).
+                    let stale = view.consecutive_empty >= self.global.stale_after;
+                    let dropped = stale && view.data.take().is_some();
+                    tracing::warn!(
+                        error = %e,
+                        failures = view.consecutive_failures,
+                        rooms_refreshed = obs.rooms.len(),
+                        rooms_failed = obs.failed.len(),
+                        series_dropped = dropped,
+                        "poll failed"
+                    );
+                    view.last_error = Some(e);
+                    self.plumbing.metrics.record_poll(
+                        &self.target.name,
+                        self.target.vendor,
+                        PollResult::Failure,
+                    );
+                }
+            }
+            view.consecutive_failures
+        };
+        self.saved.notify_one();
+        failures
+    }
+
+    fn save(&self) -> Option<SavedTarget> {
+        let ledger = self.lock().ledger.save()?;
+        Some(SavedTarget {
+            vendor: self.target.vendor.to_string(),
+            identity: format!("{:016x}", self.target.identity),
+            ledger,
+        })
+    }
+}
+
+fn limits<'a>(target: &'a Target, global: &Global) -> Limits<'a> {
+    Limits {
+        capacity: &target.capacity,
+        max_rooms: global.max_rooms,
+        stale_after: global.stale_after,
+    }
+}
+
+/// What a reload did, for its log line and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Targets kept running untouched.
+    pub unchanged: Vec<String>,
+    /// Targets restarted with their day's figures.
+    pub restarted: Vec<String>,
+    /// Targets restarted afresh (another vendor, app or credentials).
+    pub replaced: Vec<String>,
+    /// New targets.
+    pub added: Vec<String>,
+    /// Targets gone, with their series.
+    pub removed: Vec<String>,
+}
+
+/// Every target's supervisor, and the state file.
+pub struct Fleet {
+    board: Arc<Board>,
+    plumbing: Arc<Plumbing>,
+    global: Mutex<Global>,
+    supervisors: Mutex<BTreeMap<String, Arc<Supervisor>>>,
+    /// Serialises reloads and the final stop.
+    changing: tokio::sync::Mutex<()>,
+    saved: Arc<Notify>,
+    saver: Mutex<Option<JoinHandle<()>>>,
+    stopping: watch::Sender<bool>,
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl Fleet {
+    /// Starts every target of `config` (with today's figures from the state file, where it
+    /// has them) and the state file's writer.
+    pub fn start(config: &Config, board: Arc<Board>, plumbing: Arc<Plumbing>) -> Arc<Fleet> {
+        let fleet = Arc::new(Fleet {
+            board,
+            plumbing,
+            global: Mutex::new(config.global.clone()),
+            supervisors: Mutex::new(BTreeMap::new()),
+            changing: tokio::sync::Mutex::new(()),
+            saved: Arc::new(Notify::new()),
+            saver: Mutex::new(None),
+            stopping: watch::channel(false).0,
+            rng: Mutex::new(fastrand::Rng::new()),
+        });
+        let file = fleet.load_state(&config.global);
+        for t in &config.targets {
+            let ledger = file
+                .as_ref()
+                .and_then(|f| fleet.restored(f, t, &config.global));
+            let s = fleet.supervise(t.clone(), &config.global, ledger);
+            fleet.lock().insert(t.name.clone(), s);
+        }
+        if config.global.state_file.is_some() {
+            fleet.plumbing.metrics.enable_state();
+        }
+        let me = fleet.clone();
+        *fleet.saver.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(tokio::spawn(async move { me.keep_saving().await }));
+        fleet
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Supervisor>>> {
+        self.supervisors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn global(&self) -> Global {
+        self.global
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-renders `/metrics` (after a change of the self-metrics, such as a reload).
+    pub fn refresh(&self) {
+        self.board.refresh();
+    }
+
+    /// The exporter's own metrics.
+    pub fn metrics(&self) -> Arc<crate::metrics::SelfMetrics> {
+        self.plumbing.metrics.clone()
+    }
+
+    /// The supervisor of one target (tests).
+    pub fn supervisor(&self, name: &str) -> Option<Arc<Supervisor>> {
+        self.lock().get(name).cloned()
+    }
+
+    fn supervise(
+        &self,
+        target: Target,
+        global: &Global,
+        ledger: Option<Ledger>,
+    ) -> Arc<Supervisor> {
+        let phase = match target.schedule {
+            Schedule::Interval(every) => every
+                .min(MAX_PHASE)
+                .mul_f64(self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64()),
+            Schedule::Cron(_) => Duration::ZERO,
+        };
+        let s = Supervisor::new(
+            target,
+            global.clone(),
+            self.plumbing.clone(),
+            self.board.clone(),
+            ledger,
+            self.saved.clone(),
+        );
+        s.spawn(phase);
+        s
+    }
+
+    fn load_state(&self, global: &Global) -> Option<StateFile> {
+        let path = global.state_file.as_ref()?;
+        let left = state::remove_leftovers(path);
+        if left > 0 {
+            tracing::info!(
+                files = left,
+                "removed temporary state files of an interrupted write"
+            );
+        }
+        match state::load(path) {
+            Ok(Some(f)) => {
+                tracing::info!(path = %path.display(), targets = f.targets.len(), "state file read");
+                Some(f)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "state file ignored; today's figures start afresh");
+                None
+            }
+        }
+    }
+
+    fn restored(&self, file: &StateFile, t: &Target, global: &Global) -> Option<Ledger> {
+        let today = Day::at(self.plumbing.clock.now(), global.timezone).date;
+        match state::entry_for(
+            file,
+            &t.name,
+            t.vendor,
+            t.identity,
+            global.timezone.name(),
+            today,
+        ) {
+            Ok(Some(saved)) => match Ledger::restore(saved.ledger.clone()) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(target_name = %t.name, error = %e, "saved figures damaged; ignored");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(why) => {
+                tracing::info!(target_name = %t.name, reason = %why, "saved figures not used");
+                None
+            }
+        }
+    }
+
+    /// Applies a newly loaded config: unchanged targets keep running untouched (ledger,
+    /// schedule phase, vendor state); changed ones restart, keeping the day's figures when
+    /// vendor, app and credentials are the same; removed ones stop and their series vanish;
+    /// added ones start.
+    pub async fn reload(&self, config: Config) -> ReloadReport {
+        let _one = self.changing.lock().await;
+        let old_global = self.global();
+        let new_global = config.global.clone();
+        // Every global key shapes every poll; the zone also what "today" is.
+        let global_changed = format!("{old_global:?}") != format!("{new_global:?}");
+        let same_day_meaning = old_global.timezone == new_global.timezone;
+        if old_global.state_file != new_global.state_file {
+            tracing::info!("state_file changed: the next write goes to the new path");
+        }
+        let mut report = ReloadReport::default();
+        let old: BTreeMap<String, Arc<Supervisor>> = self.lock().clone();
+        let wanted: BTreeSet<String> = config.targets.iter().map(|t| t.name.clone()).collect();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        for (name, s) in &old {
+            if !wanted.contains(name) {
+                s.halt(deadline).await;
+                self.lock().remove(name);
+                self.plumbing.metrics.forget_target(name);
+                report.removed.push(name.clone());
+            }
+        }
+        *self.global.lock().unwrap_or_else(|p| p.into_inner()) = new_global.clone();
+        for t in &config.targets {
+            match old.get(&t.name) {
+                Some(s) if s.target.fingerprint == t.fingerprint && !global_changed => {
+                    report.unchanged.push(t.name.clone());
+                }
+                Some(s) => {
+                    s.halt(deadline).await;
+                    let same = s.target.identity == t.identity
+                        && s.target.vendor == t.vendor
+                        && same_day_meaning;
+                    let ledger = same.then(|| s.take_ledger());
+                    if s.target.vendor != t.vendor {
+                        self.plumbing.metrics.forget_target(&t.name);
+                    }
+                    if same {
+                        report.restarted.push(t.name.clone());
+                    } else {
+                        report.replaced.push(t.name.clone());
+                    }
+                    let next = self.supervise(t.clone(), &new_global, ledger);
+                    self.lock().insert(t.name.clone(), next);
+                }
+                None => {
+                    let next = self.supervise(t.clone(), &new_global, None);
+                    self.lock().insert(t.name.clone(), next);
+                    report.added.push(t.name.clone());
+                }
+            }
+        }
+        self.board.retain(&wanted);
+        if new_global.state_file.is_some() {
+            self.plumbing.metrics.enable_state();
+        }
+        self.saved.notify_one();
+        report
+    }
+
+    /// Stops every target (waiting for polls in flight, at most [`SHUTDOWN_GRACE`]) and writes
+    /// the state file a last time.
+    pub async fn stop(&self) {
+        let _one = self.changing.lock().await;
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let all: Vec<Arc<Supervisor>> = self.lock().values().cloned().collect();
+        for s in &all {
+            let _ = s.stop.send(true);
+        }
+        for s in &all {
+            s.halt(deadline).await;
+        }
+        let _ = self.stopping.send(true);
+        let saver = self.saver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = saver {
+            let _ = h.await;
+        }
+    }
+
+    /// Writes the state file after polls (at most once per [`SAVE_DEBOUNCE`]) and once more at
+    /// stop.
+    async fn keep_saving(self: Arc<Self>) {
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            tokio::select! {
+                _ = self.saved.notified() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(SAVE_DEBOUNCE) => {}
+                        _ = stopping.changed() => {}
+                    }
+                }
+                _ = stopping.changed() => {}
+            }
+            self.save_now().await;
+            if *stopping.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Writes the state file now (if one is configured).
+    pub async fn save_now(&self) {
+        let global = self.global();
+        let Some(path) = global.state_file.clone() else {
+            return;
+        };
+        let supervisors: Vec<Arc<Supervisor>> = self.lock().values().cloned().collect();
+        let now = self.plumbing.clock.now();
+        let targets = supervisors
+            .iter()
+            .filter_map(|s| Some((s.target.name.clone(), s.save()?)))
+            .collect();
+        let file = StateFile {
+            version: state::VERSION,
+            timezone: global.timezone.name().to_string(),
+            written_at: now.timestamp(),
+            targets,
+        };
+        let written = tokio::task::spawn_blocking(move || state::write(&path, &file)).await;
+        let metrics = &self.plumbing.metrics;
+        match written {
+            Ok(Ok(())) => metrics
+                .state_written_at
+                .set(unix(self.plumbing.clock.now())),
+            Ok(Err(e)) => {
+                metrics.state_write_failures.inc();
+                tracing::warn!(error = %e, "state file not written");
+            }
+            Err(e) => {
+                metrics.state_write_failures.inc();
+                tracing::warn!(error = %e, "state file writer failed");
+            }
+        }
+    }
+}
