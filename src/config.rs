@@ -3,10 +3,11 @@
 //! Every error names the file, the target and the field
 //! (`exporter.yaml: targets[2] (urtc-main): credentials.private_key: ...`), and all errors of a
 //! file are collected before giving up, so `--config.check` can list them at once. Secrets are
-//! resolved here (`{env: NAME}`, `{file: PATH}` or a plain string) and live on only inside
-//! [`Secret`], which never prints its value.
+//! resolved here (`{env: NAME}`, `{file: PATH}`, `{credential: NAME}` or a plain string) and live
+//! on only inside [`Secret`], which never prints its value.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +47,7 @@ impl<'de> Deserialize<'de> for Secret {
         impl<'de> Visitor<'de> for SecretVisitor {
             type Value = Secret;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a secret: a string, {env: NAME} or {file: PATH}")
+                f.write_str("a secret: a string, {env: NAME}, {file: PATH} or {credential: NAME}")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
                 if v.is_empty() {
@@ -69,11 +70,13 @@ impl<'de> Deserialize<'de> for Secret {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
                 let Some((kind, arg)) = map.next_entry::<String, String>()? else {
-                    return Err(de::Error::custom("expected {env: NAME} or {file: PATH}"));
+                    return Err(de::Error::custom(
+                        "expected {env: NAME}, {file: PATH} or {credential: NAME}",
+                    ));
                 };
                 if map.next_key::<String>()?.is_some() {
                     return Err(de::Error::custom(
-                        "a secret takes exactly one of env or file",
+                        "a secret takes exactly one of env, file or credential",
                     ));
                 }
                 let value = match kind.as_str() {
@@ -86,9 +89,11 @@ impl<'de> Deserialize<'de> for Secret {
                         })?
                         .trim_end_matches(['\n', '\r'])
                         .to_string(),
+                    "credential" => read_credential(std::env::var_os(CREDENTIALS_DIRECTORY), &arg)
+                        .map_err(de::Error::custom)?,
                     other => {
                         return Err(de::Error::custom(format!(
-                            "unknown secret source `{other}`, expected env or file"
+                            "unknown secret source `{other}`, expected env, file or credential"
                         )))
                     }
                 };
@@ -105,7 +110,36 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 fn not_a_string<E: de::Error>() -> E {
-    E::custom("a secret must be a quoted string, {env: NAME} or {file: PATH}")
+    E::custom("a secret must be a quoted string, {env: NAME}, {file: PATH} or {credential: NAME}")
+}
+
+/// The variable systemd sets for a unit with `LoadCredential=` or `LoadCredentialEncrypted=`.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// Reads the systemd credential `name` from `dir` (`$CREDENTIALS_DIRECTORY`). One trailing
+/// newline is dropped, as for `{file: PATH}`. Errors name the credential and the path, never
+/// the value.
+fn read_credential(dir: Option<OsString>, name: &str) -> Result<String, String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(format!(
+            "credential name \"{name}\" is not a credential name (a file name, no /)"
+        ));
+    }
+    let Some(dir) = dir.filter(|d| !d.is_empty()) else {
+        return Err(format!(
+            "credential {name}: {CREDENTIALS_DIRECTORY} is not set (systemd sets it for a unit \
+             with LoadCredential={name}:PATH or LoadCredentialEncrypted={name}:PATH; elsewhere, \
+             set it to a folder holding a file {name})"
+        ));
+    };
+    let path = Path::new(&dir).join(name);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read credential {name} from {}: {e}", path.display()))?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(format!("credential {name} ({}) is empty", path.display()));
+    }
+    Ok(value.to_string())
 }
 
 /// A Prometheus-style duration: `500ms`, `30s`, `5m`, `1h30m`, `1d`.
@@ -277,6 +311,21 @@ pub struct Config {
     pub targets: Vec<Target>,
 }
 
+impl Config {
+    /// What is valid but probably not meant, one line each (`--config.check` prints them, the
+    /// daemon logs them at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.targets.is_empty() {
+            w.push(format!(
+                "{}: no targets: only the exporter's own metrics are served",
+                self.path.display()
+            ));
+        }
+        w
+    }
+}
+
 /// Every error found in one config file.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .errors.join("\n"))]
@@ -392,13 +441,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
     let mut targets = Vec::new();
     match raw_targets {
-        None | Some(Value::Null) => {
-            errors.push(format!("{file}: targets: at least one target is required"))
-        }
+        None => errors.push(format!(
+            "{file}: targets: missing (an empty `targets:` or `targets: []` starts with none)"
+        )),
+        // No targets is valid (a fresh package's config): the exporter serves its own metrics
+        // and warns; see `Config::warnings`.
+        Some(Value::Null) => {}
         Some(Value::Sequence(seq)) => {
-            if seq.is_empty() {
-                errors.push(format!("{file}: targets: at least one target is required"));
-            }
             let mut names = HashSet::new();
             for (i, raw) in seq.into_iter().enumerate() {
                 match parse_target(raw, &global) {
@@ -793,6 +842,99 @@ mod tests {
     fn secret_debug_is_redacted() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+    }
+
+    /// A fresh folder for one test's credential files.
+    fn credentials_dir(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rtc-creds-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn credential_is_read_from_the_credentials_directory() {
+        let dir = credentials_dir("ok");
+        std::fs::write(dir.join("urtc_key"), "s3cret-urtc\n").unwrap();
+        let got = read_credential(Some(dir.clone().into_os_string()), "urtc_key");
+        assert_eq!(got.as_deref(), Ok("s3cret-urtc"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn credential_errors_say_what_is_missing_and_never_the_value() {
+        let dir = credentials_dir("errors");
+        let os = || Some(dir.clone().into_os_string());
+
+        let unset = read_credential(None, "urtc_key").unwrap_err();
+        assert!(
+            unset.contains("CREDENTIALS_DIRECTORY is not set"),
+            "{unset}"
+        );
+        assert!(unset.contains("LoadCredential=urtc_key:"), "{unset}");
+        let empty_var = read_credential(Some(OsString::new()), "urtc_key").unwrap_err();
+        assert!(empty_var.contains("is not set"), "{empty_var}");
+
+        let missing = read_credential(os(), "urtc_key").unwrap_err();
+        assert!(
+            missing.starts_with("cannot read credential urtc_key from ")
+                && missing.contains(&dir.join("urtc_key").display().to_string()),
+            "{missing}"
+        );
+
+        std::fs::write(dir.join("blank"), "\n").unwrap();
+        let blank = read_credential(os(), "blank").unwrap_err();
+        assert!(
+            blank.contains("credential blank") && blank.ends_with("is empty"),
+            "{blank}"
+        );
+
+        // Not UTF-8: refused without echoing the bytes.
+        std::fs::write(dir.join("binary"), b"s3cret\xff\xfe").unwrap();
+        let binary = read_credential(os(), "binary").unwrap_err();
+        assert!(!binary.contains("s3cret"), "{binary}");
+
+        for bad in ["", ".", "..", "../etc/passwd", "a/b"] {
+            let e = read_credential(os(), bad).unwrap_err();
+            assert!(e.contains("is not a credential name"), "{bad}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_secret_takes_one_known_source() {
+        let parse = |yaml: &str| serde_yaml::from_str::<Secret>(yaml).map(|_| ());
+        let two = parse("{ env: A, credential: B }").unwrap_err().to_string();
+        assert!(
+            two.contains("exactly one of env, file or credential"),
+            "{two}"
+        );
+        let unknown = parse("{ vault: A }").unwrap_err().to_string();
+        assert!(
+            unknown.contains("expected env, file or credential"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn no_targets_is_valid_with_a_warning() {
+        for text in [
+            "targets:\n",
+            "targets: []\n",
+            "global: {}\ntargets:\n# - name: x\n",
+        ] {
+            let c = parse(text, Path::new("e.yaml")).unwrap();
+            assert!(c.targets.is_empty());
+            assert_eq!(
+                c.warnings(),
+                ["e.yaml: no targets: only the exporter's own metrics are served"]
+            );
+        }
+        let missing = parse("global: {}\n", Path::new("e.yaml")).unwrap_err();
+        assert_eq!(
+            missing.errors,
+            ["e.yaml: targets: missing (an empty `targets:` or `targets: []` starts with none)"]
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //!           response headers, rate limit; re-read when the file changes
 //! sim       simulated vendor servers on loopback (demo, tests, benchmarks)
 //! app       wiring: run the exporter, the demo and the simulators
+//! simulate  `simulate --write-config`: an exporter.yaml pointed at the simulators
 //! ```
 //!
 //! A scrape never waits on a vendor: polls build a new snapshot, the snapshot is rendered to
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod schedule;
 pub mod serve;
 pub mod sim;
+pub mod simulate;
 pub mod snapshot;
 pub mod state;
 pub mod supervisor;

@@ -5,31 +5,43 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use rtc_exporter::{app, config, serve, sim, web_config};
+use rtc_exporter::{app, config, serve, sim, simulate, web_config};
+
+/// Exit status for a configuration that cannot work (`EX_CONFIG` of BSD's sysexits): a bad
+/// `--config.file` or `--web.config.file` at start. The systemd unit does not restart on it
+/// (`RestartPreventExitStatus=`); a restart would only fail again.
+const EXIT_CONFIG: u8 = 78;
+
+/// What the demo says to `--config.file`, which it does not read.
+const DEMO_READS_NO_CONFIG: &str = "demo reads no config file: it polls simulated vendors with \
+    its own config. To try a config file against the simulators, run \
+    `rtc-exporter simulate --write-config=FILE`, then `rtc-exporter --config.file=FILE`";
 
 #[derive(Parser)]
 #[command(
     name = "rtc-exporter",
-    version,
+    version = env!("RTC_EXPORTER_VERSION_LINE"),
     about = "Prometheus exporter for real-time audio/video rooms"
 )]
 struct Cli {
     /// Configuration file.
-    #[arg(long = "config.file", default_value = "exporter.yaml", global = true)]
+    #[arg(long = "config.file", default_value = "exporter.yaml")]
     config_file: PathBuf,
     /// Validate the configuration (resolving every secret) and exit: 0 if valid, 1 if not.
     #[arg(long = "config.check")]
     config_check: bool,
     /// Address to listen on; repeat for several [default: :10063].
-    #[arg(long = "web.listen-address", global = true)]
+    #[arg(long = "web.listen-address")]
     listen: Vec<String>,
     /// Path under which to expose metrics.
-    #[arg(long = "web.telemetry-path", default_value = "/metrics", global = true)]
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_parser = telemetry_path)]
     telemetry_path: String,
     /// exporter-toolkit web config file (TLS, basic auth, headers, rate limit); re-read when
     /// it changes.
@@ -64,9 +76,18 @@ struct Cli {
 enum Command {
     /// Simulated vendors on loopback plus the exporter against them: no account needed.
     Demo {
+        /// Address to listen on; repeat for several [default: 127.0.0.1:10063].
+        #[arg(long = "web.listen-address")]
+        listen: Vec<String>,
+        /// Path under which to expose metrics [default: /metrics].
+        #[arg(long = "web.telemetry-path", value_parser = telemetry_path)]
+        telemetry_path: Option<String>,
         /// Seed of the simulated rooms.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Refused with a note: the demo reads no config file.
+        #[arg(long = "config.file", hide = true)]
+        config_file: Option<PathBuf>,
     },
     /// The simulated vendor servers alone, printing their endpoints and keys.
     Simulate {
@@ -76,7 +97,49 @@ enum Command {
         /// Seed of the simulated rooms.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also write an exporter.yaml pointed at the simulators (with their keys) to FILE.
+        #[arg(long = "write-config", value_name = "FILE")]
+        write_config: Option<PathBuf>,
     },
+}
+
+/// `--web.telemetry-path`: an absolute path that shadows none of the other endpoints.
+fn telemetry_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err("must start with /, e.g. /metrics".to_string());
+    }
+    if matches!(path, "/" | "/-/healthy" | "/-/ready" | "/-/reload") {
+        return Err(format!(
+            "{path} is the exporter's own endpoint; choose another path, e.g. /metrics"
+        ));
+    }
+    Ok(path.to_string())
+}
+
+/// The top-level flags given on the command line that `command` does not use. (Before a
+/// subcommand, clap accepts every top-level flag; this turns "silently ignored" into an error.)
+fn unused_flags(matches: &ArgMatches, command: &Command) -> Vec<&'static str> {
+    let unused: &[(&str, &'static str)] = match command {
+        // The demo listens where the top-level flags say, too.
+        Command::Demo { .. } => &[
+            ("config_check", "--config.check"),
+            ("web_config_file", "--web.config.file"),
+            ("max_connections", "--web.max-connections"),
+        ],
+        Command::Simulate { .. } => &[
+            ("config_file", "--config.file"),
+            ("config_check", "--config.check"),
+            ("listen", "--web.listen-address"),
+            ("telemetry_path", "--web.telemetry-path"),
+            ("web_config_file", "--web.config.file"),
+            ("max_connections", "--web.max-connections"),
+        ],
+    };
+    unused
+        .iter()
+        .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|(_, flag)| *flag)
+        .collect()
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -178,7 +241,36 @@ async fn until_signal() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(command) = &cli.command {
+        let name = match command {
+            Command::Demo { .. } => "demo",
+            Command::Simulate { .. } => "simulate",
+        };
+        let demo_config = matches!(
+            command,
+            Command::Demo {
+                config_file: Some(_),
+                ..
+            }
+        ) || (matches!(command, Command::Demo { .. })
+            && matches.value_source("config_file") == Some(ValueSource::CommandLine));
+        if demo_config {
+            Cli::command()
+                .error(ErrorKind::ArgumentConflict, DEMO_READS_NO_CONFIG)
+                .exit();
+        }
+        let unused = unused_flags(&matches, command);
+        if !unused.is_empty() {
+            Cli::command()
+                .error(
+                    ErrorKind::ArgumentConflict,
+                    format!("`{name}` does not use {}", unused.join(", ")),
+                )
+                .exit();
+        }
+    }
     init_logging(cli.log_level, cli.log_format);
     let listen = if cli.listen.is_empty() {
         vec![":10063".to_string()]
@@ -200,6 +292,9 @@ fn main() -> ExitCode {
                     cli.config_file.display(),
                     c.targets.len()
                 );
+                for w in c.warnings() {
+                    println!("warning: {w}");
+                }
                 for (warn, line) in rtc_exporter::schedule::budget_report(&c) {
                     println!("{}{line}", if warn { "warning: " } else { "" });
                 }
@@ -242,6 +337,9 @@ fn main() -> ExitCode {
             None => {
                 // Bad config exits before anything is bound.
                 let config = config::load(&cli.config_file)?;
+                for w in config.warnings() {
+                    tracing::warn!("{w}");
+                }
                 let options = app::ServeOptions {
                     web_config: web_config_file,
                     max_connections: cli.max_connections as usize,
@@ -258,21 +356,37 @@ fn main() -> ExitCode {
                 tracing::info!("shutting down");
                 running.stop().await
             }
-            Some(Command::Demo { seed }) => {
-                let (sims, running) = app::demo(&listen, &cli.telemetry_path, seed).await?;
+            Some(Command::Demo {
+                listen: demo_listen,
+                telemetry_path,
+                seed,
+                config_file: _,
+            }) => {
+                // Loopback unless told otherwise: the demo is for the person at this machine.
+                let listen = match (demo_listen.is_empty(), cli.listen.is_empty()) {
+                    (false, _) => demo_listen,
+                    (true, false) => cli.listen.clone(),
+                    (true, true) => vec!["127.0.0.1:10063".to_string()],
+                };
+                let telemetry_path = telemetry_path.unwrap_or(cli.telemetry_path);
+                let (sims, running) = app::demo(&listen, &telemetry_path, seed).await?;
                 for s in &sims {
                     println!("simulated {} at {}", s.sim.vendor(), s.endpoint);
                 }
                 println!(
                     "rtc-exporter demo: open {}{} (targets: {}/)",
                     running.url(),
-                    cli.telemetry_path,
+                    telemetry_path,
                     running.url()
                 );
                 until_signal().await;
                 running.stop().await
             }
-            Some(Command::Simulate { listen, seed }) => {
+            Some(Command::Simulate {
+                listen,
+                seed,
+                write_config,
+            }) => {
                 let base: SocketAddr = serve::parse_listen(&listen)?;
                 let mut servers = Vec::new();
                 for (i, entry) in rtc_exporter::vendor::REGISTRY.iter().enumerate() {
@@ -285,6 +399,18 @@ fn main() -> ExitCode {
                 if base.ip() != IpAddr::from([127, 0, 0, 1]) {
                     tracing::warn!("simulators listen on {}, not loopback", base.ip());
                 }
+                if let Some(path) = write_config {
+                    simulate::write_config(&path, &servers).map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("--write-config {}: {e}", path.display()),
+                        )
+                    })?;
+                    println!(
+                        "wrote {p}: rtc-exporter --config.file={p}",
+                        p = path.display()
+                    );
+                }
                 until_signal().await;
                 Ok(())
             }
@@ -294,7 +420,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rtc-exporter: {e}");
-            ExitCode::FAILURE
+            match e {
+                app::AppError::Config(_) | app::AppError::Web(_) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -25,7 +25,19 @@ fn fixtures(suffix: &str) -> Vec<PathBuf> {
 fn exporter() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"));
     c.env("RTC_TEST_SECRET", SECRET_FROM_ENV);
+    c.env_remove("CREDENTIALS_DIRECTORY");
     c
+}
+
+/// A folder of systemd credentials (`$CREDENTIALS_DIRECTORY`), one file per `(name, value)`.
+fn credentials_dir(test: &str, creds: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rtc-creds-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, value) in creds {
+        std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+    }
+    dir
 }
 
 #[test]
@@ -147,12 +159,17 @@ fn a_missing_config_file_is_named() {
 
 #[test]
 fn the_shipped_example_is_valid() {
+    // Its secrets are systemd credentials, as the unit loads them.
+    let all = [
+        ("urtc_private_key", "example-private-key"),
+        ("volc_secret_access_key", "example-secret-access-key"),
+        ("trtc_secret_key", "example-secret-key"),
+        ("talkcloud_key", "example-key-0123"),
+    ];
+    let dir = credentials_dir("example", &all);
     let out = exporter()
         .args(["--config.check", "--config.file", "exporter.yaml.example"])
-        .env("URTC_PRIVATE_KEY", "example-private-key")
-        .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
-        .env("TRTC_SECRET_KEY", "example-secret-key")
-        .env("TALKCLOUD_KEY", "example-key-0123")
+        .env("CREDENTIALS_DIRECTORY", &dir)
         .output()
         .unwrap();
     assert!(
@@ -160,17 +177,71 @@ fn the_shipped_example_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OK, 4 target(s)"), "{stdout}");
+    for (_, value) in all {
+        assert!(!stdout.contains(value));
+    }
+
+    std::fs::remove_file(dir.join("urtc_private_key")).unwrap();
     let out = exporter()
         .args(["--config.check", "--config.file", "exporter.yaml.example"])
-        .env_remove("URTC_PRIVATE_KEY")
-        .env("VOLC_SECRET_ACCESS_KEY", "example-secret-access-key")
-        .env("TRTC_SECRET_KEY", "example-secret-key")
-        .env("TALKCLOUD_KEY", "example-key-0123")
+        .env("CREDENTIALS_DIRECTORY", &dir)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("environment variable URTC_PRIVATE_KEY is not set"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "exporter.yaml.example: targets[0] (urtc-classes): credentials.private_key: cannot read \
+             credential urtc_private_key from {}: No such file or directory (os error 2)",
+            dir.join("urtc_private_key").display()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn credential_secrets_without_credentials_directory_or_with_an_empty_file() {
+    let out = exporter()
+        .args(["--config.check", "--config.file", "exporter.yaml.example"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 4, "one error per target: {stderr}");
+    assert!(
+        stderr
+            .lines()
+            .all(|l| l.contains("CREDENTIALS_DIRECTORY is not set")),
+        "{stderr}"
+    );
+
+    let dir = credentials_dir(
+        "empty",
+        &[
+            ("urtc_private_key", ""),
+            ("volc_secret_access_key", "x"),
+            ("trtc_secret_key", "x"),
+            ("talkcloud_key", "x"),
+        ],
+    );
+    let out = exporter()
+        .args(["--config.check", "--config.file", "exporter.yaml.example"])
+        .env("CREDENTIALS_DIRECTORY", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.trim_end().ends_with(&format!(
+            "credentials.private_key: credential urtc_private_key ({}) is empty",
+            dir.join("urtc_private_key").display()
+        )),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,0 +1,67 @@
+//! `rtc-exporter simulate --write-config=FILE`: an `exporter.yaml` pointed at the running
+//! simulators, so the real daemon (its flags, its state file, reload, TLS) can be tried with
+//! no vendor account.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::sim::SimServer;
+
+/// The config text: one target per simulator, with the simulator's own keys inline.
+pub fn config_yaml(servers: &[SimServer]) -> Result<String, serde_yaml::Error> {
+    let targets: Vec<serde_yaml::Value> = servers
+        .iter()
+        .map(|s| name_first(s.sim.demo_target(&s.endpoint)))
+        .collect();
+    let targets = serde_yaml::to_string(&targets)?;
+    let mut text = String::from(
+        "# Written by `rtc-exporter simulate --write-config`: targets pointed at the simulated\n\
+         # vendors of that command, which stop when it stops. The keys are the simulators' own,\n\
+         # not an account's. Try the daemon on it:\n\
+         #   rtc-exporter --config.check --config.file=THIS_FILE\n\
+         #   rtc-exporter --config.file=THIS_FILE --web.listen-address=127.0.0.1:10063\n\
+         global:\n  \
+           timezone: UTC\n  \
+           interval: 10s\n  \
+           poll_timeout: 8s\n  \
+           request_timeout: 5s\n  \
+           stale_after: 3\n  \
+           state_file: rtc-exporter-state.json   # today's figures across restarts\n\
+         targets:\n",
+    );
+    for line in targets.lines() {
+        text.push_str("  ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// `name` and `vendor` first, as a person writes a target; the rest as the simulator gave it.
+fn name_first(target: serde_yaml::Value) -> serde_yaml::Value {
+    let serde_yaml::Value::Mapping(mut rest) = target else {
+        return target;
+    };
+    let mut out = serde_yaml::Mapping::new();
+    for key in ["name", "vendor"] {
+        if let Some(v) = rest.remove(key) {
+            out.insert(key.into(), v);
+        }
+    }
+    out.extend(rest);
+    serde_yaml::Value::Mapping(out)
+}
+
+/// Writes [`config_yaml`] to `path` whole: a temporary file beside it, then a rename, so a
+/// reader never sees half a file.
+pub fn write_config(path: &Path, servers: &[SimServer]) -> std::io::Result<()> {
+    let text = config_yaml(servers).map_err(std::io::Error::other)?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
