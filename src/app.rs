@@ -254,7 +254,7 @@ pub fn demo_config(sims: &[SimServer]) -> Result<Config, ConfigError> {
         .collect();
     let mut root = serde_yaml::Mapping::new();
     let global: serde_yaml::Value = serde_yaml::from_str(
-        "{timezone: UTC, interval: 5s, poll_timeout: 4s, request_timeout: 3s, stale_after: 3}",
+        "{timezone: UTC, interval: 5s, poll_timeout: 9s, request_timeout: 3s, stale_after: 3}",
     )
     .unwrap_or_default();
     root.insert("global".into(), global);

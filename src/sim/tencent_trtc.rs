@@ -662,7 +662,7 @@ impl Simulator for TrtcSim {
         let target = json!({
             "name": "trtc-demo",
             "vendor": "tencent_trtc",
-            "interval": "5s",
+            "interval": "10s",
             "endpoint": endpoint,
             "sdk_app_id": self.sdk_app_id,
             "region": REGION,

@@ -166,6 +166,12 @@ fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
             ),
         ));
     }
+    if s.sdk_app_id == 0 {
+        return Err(FieldError::new(
+            "sdk_app_id",
+            "must be the application's SDKAppID, a positive integer",
+        ));
+    }
     let delay = s.delay.map_or(Duration::from_secs(60), |d| d.0);
     if delay > Duration::from_secs(3600) {
         return Err(FieldError::new("delay", "must be at most 1h"));
