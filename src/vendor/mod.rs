@@ -795,6 +795,40 @@ pub fn json<T: serde::de::DeserializeOwned>(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_throttle_answer_pauses_the_accounts_bucket_for_every_caller() {
+        let metrics = Arc::new(SelfMetrics::new().unwrap());
+        let plumbing = Plumbing::new(Duration::from_secs(1), metrics).unwrap();
+        // Two targets of one account get the same bucket.
+        let a = plumbing.limiter("v", "Api", "account", 100.0);
+        let b = plumbing.limiter("v", "Api", "account", 100.0);
+        assert!(Arc::ptr_eq(&a, &b));
+        let pause = |bk: &Bucket| {
+            let p = bk.pause.lock().unwrap();
+            (p.strikes, p.until.map(|u| u - tokio::time::Instant::now()))
+        };
+        a.answered(true);
+        let (strikes, left) = pause(&b);
+        assert_eq!(strikes, 1);
+        let left = left.unwrap();
+        assert!(left > Duration::from_millis(900) && left <= Duration::from_millis(1200));
+        a.answered(true);
+        a.answered(true);
+        let (strikes, left) = pause(&b);
+        assert_eq!(strikes, 3);
+        assert!(
+            left.unwrap() > Duration::from_millis(3500),
+            "doubles: 1, 2, 4 s"
+        );
+        for _ in 0..10 {
+            a.answered(true);
+        }
+        assert!(pause(&b).1.unwrap() <= THROTTLE_PAUSE_MAX.mul_f64(1.2));
+        // Any other answer ends the run of strikes (the pause already set runs out).
+        b.answered(false);
+        assert_eq!(pause(&a).0, 0);
+    }
+
     #[test]
     fn devices_map_known_names() {
         assert_eq!(Device::from_name("iOS"), Device::Ios);
