@@ -6,10 +6,10 @@ mod common;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::wait_for;
+use common::{free_port, terminate, try_scrape, wait_for};
 
 fn exporter() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"));
@@ -29,35 +29,11 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    child.wait().unwrap()
-}
-
 fn temp_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rtc-cli-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-async fn try_scrape(base: &str) -> Option<String> {
-    reqwest::get(format!("{base}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()
 }
 
 #[test]

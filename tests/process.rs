@@ -3,38 +3,13 @@
 mod common;
 
 use std::io::Read as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{value, wait_for};
+use common::{free_port, terminate, try_scrape, value, wait_for};
 use rtc_exporter::sim::ucloud_urtc::UrtcSim;
 use rtc_exporter::sim::SimServer;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    child.wait().unwrap()
-}
-
-/// The `/metrics` text, or `None` while the exporter is not up yet.
-async fn try_scrape(base: &str) -> Option<String> {
-    reqwest::get(format!("{base}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()
-}
 
 fn read_all(r: Option<impl std::io::Read>) -> String {
     let mut s = String::new();
