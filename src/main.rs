@@ -193,29 +193,33 @@ enum Signal {
     Reload,
 }
 
-/// The next SIGTERM or Ctrl-C (stop) or SIGHUP (reload).
-async fn next_signal() -> Signal {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        // Registered once and kept: between two SIGHUPs the signal stays caught, never fatal.
-        static HUP: std::sync::OnceLock<std::sync::Mutex<Option<tokio::signal::unix::Signal>>> =
-            std::sync::OnceLock::new();
-        let slot = HUP.get_or_init(|| std::sync::Mutex::new(signal(SignalKind::hangup()).ok()));
-        let hup = slot.lock().ok().and_then(|mut s| s.take());
-        if let Some(mut hup) = hup {
-            let got = tokio::select! {
+/// SIGHUP, caught from before the exporter starts: from then on it reloads, never ends the
+/// process.
+struct Hangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    fn catch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Hangups(signal(SignalKind::hangup()).ok())
+        }
+        #[cfg(not(unix))]
+        Hangups()
+    }
+
+    /// The next SIGTERM or Ctrl-C (stop) or SIGHUP (reload).
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        if let Some(hup) = &mut self.0 {
+            return tokio::select! {
                 _ = until_signal() => Signal::Stop,
                 _ = hup.recv() => Signal::Reload,
             };
-            if let Ok(mut s) = slot.lock() {
-                *s = Some(hup);
-            }
-            return got;
         }
+        until_signal().await;
+        Signal::Stop
     }
-    until_signal().await;
-    Signal::Stop
 }
 
 async fn until_signal() {
@@ -346,9 +350,10 @@ fn main() -> ExitCode {
                     enable_lifecycle: cli.enable_lifecycle,
                     ..app::ServeOptions::new(&listen, &cli.telemetry_path)
                 };
+                let mut hangups = Hangups::catch();
                 let running = app::start_with(config, options).await?;
                 tracing::info!(addresses = ?running.addrs, version = rtc_exporter::VERSION, "listening");
-                while let Signal::Reload = next_signal().await {
+                while let Signal::Reload = hangups.next().await {
                     if let Err(e) = running.reload().await {
                         tracing::warn!(error = %e, "SIGHUP: config not reloaded");
                     }

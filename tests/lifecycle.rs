@@ -589,3 +589,74 @@ async fn kill_9_at_random_moments_never_corrupts_or_lowers_the_day() {
     assert!(leftovers <= 1, "{leftovers} temporary files left");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The real binary: SIGHUP reloads (never ends the process), a bad file keeps it running.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_running_binary() {
+    let s = urtc_sim(35).await;
+    let dir = temp_dir("sighup");
+    let path = dir.join("exporter.yaml");
+    let global = "global:\n  interval: 1s\ntargets:\n";
+    std::fs::write(&path, format!("{global}{}", urtc_target(&s, "one", ""))).unwrap();
+    let port = common::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rtc-exporter"))
+        .arg(format!("--config.file={}", path.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let hup = |pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    let wait_until = |what: &'static str, check: fn(&str) -> bool| {
+        let base = base.clone();
+        async move {
+            wait_for(what, Duration::from_secs(30), || async {
+                let text = common::try_scrape(&base).await?;
+                check(&text).then_some(text)
+            })
+            .await
+        }
+    };
+    wait_until("the first target", |t| targets_in(t).contains("one")).await;
+
+    std::fs::write(
+        &path,
+        format!(
+            "{global}{}{}",
+            urtc_target(&s, "one", ""),
+            urtc_target(&s, "two", "")
+        ),
+    )
+    .unwrap();
+    hup(child.id());
+    wait_until("the added target", |t| targets_in(t).contains("two")).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the process"
+    );
+
+    std::fs::write(&path, "global: [").unwrap();
+    hup(child.id());
+    let text = wait_until("the failed reload", |t| {
+        value(t, "rtc_exporter_config_last_reload_successful", &[]) == Some(0.0)
+    })
+    .await;
+    assert!(
+        targets_in(&text).contains("two"),
+        "the running config stays"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a bad file ended the process"
+    );
+    let status = common::terminate(&mut child);
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
