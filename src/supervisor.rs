@@ -212,9 +212,8 @@ impl Supervisor {
                     if stopped(&stop) {
                         return;
                     }
-                    let started = Instant::now();
                     let failures = self.poll_once().await;
-                    let not_before = started + backoff_gap(failures, every, rng.f64());
+                    let not_before = at + backoff_gap(failures, every, rng.f64());
                     let now = Instant::now();
                     // Slots that passed while the poll ran are overlaps; slots inside the
                     // backoff are skipped as planned.
