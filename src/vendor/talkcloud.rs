@@ -479,6 +479,15 @@ impl Vendor for Talkcloud {
     fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>> {
         Box::pin(self.fetch(ctx))
     }
+
+    fn budget(&self) -> Option<super::Budget> {
+        // One request per room at least (a quiet room: one page); a busy room adds a request
+        // per 200 records, which no config can tell.
+        Some(super::Budget {
+            requests: self.rooms.len() as u64,
+            qps: QPS,
+        })
+    }
 }
 
 #[cfg(test)]
