@@ -96,6 +96,20 @@ impl SimResponse {
         self.body.truncate(keep);
         self
     }
+    /// Appends `bytes` of whitespace (still valid JSON), for the `pad_bytes` fault.
+    pub fn padded(mut self, bytes: usize) -> Self {
+        self.body.resize(self.body.len() + bytes, b' ');
+        self
+    }
+    /// The answer with the body faults of `fault` applied: `pad_bytes`, then `malformed`.
+    pub fn with_body_faults(self, fault: &Fault) -> Self {
+        let padded = self.padded(fault.pad_bytes);
+        if fault.malformed {
+            padded.truncated()
+        } else {
+            padded
+        }
+    }
 }
 
 /// The status that stands for "drop the connection" ([`SimResponse::reset`]).
@@ -137,7 +151,8 @@ pub struct Fault {
     pub null_list: bool,
     /// Pages after the first come back empty, the declared total kept.
     pub empty_later_pages: bool,
-    /// An empty listing with a total of 0 (rows seen earlier the same day vanish).
+    /// An empty listing with a total of 0 (rows seen earlier the same day vanish; Talk-cloud:
+    /// 4105, no data).
     pub lose_rows: bool,
     /// Whitespace appended to a valid answer, in bytes.
     pub pad_bytes: usize,
