@@ -279,9 +279,9 @@ fn response(api: &'static str, status: u16, body: &[u8]) -> Result<Value, CallEr
 }
 
 /// One page: its rows and the declared `Total`.
-struct Page<T> {
-    rows: Vec<T>,
-    total: Option<u64>,
+pub(crate) struct Page<T> {
+    pub(crate) rows: Vec<T>,
+    pub(crate) total: Option<u64>,
 }
 
 /// Reads a list that the API documents as possibly null: null is an empty page only when
@@ -292,7 +292,15 @@ fn page_rows<T>(
     field: &str,
     row: impl Fn(&Value) -> Option<T>,
 ) -> Result<Page<T>, CallError> {
-    let total = resp.get("Total").and_then(super::util::lenient_u64);
+    let total = match resp.get("Total") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            super::util::lenient_u64(v).ok_or_else(|| CallError::Malformed {
+                api,
+                message: "Total is not a count".into(),
+            })?,
+        ),
+    };
     let list = match resp.get(field) {
         Some(Value::Array(a)) => a.as_slice(),
         None | Some(Value::Null) if total.is_none_or(|t| t == 0) => &[],
@@ -321,28 +329,39 @@ fn page_rows<T>(
 
 /// A call as `DescribeRoomInfo` lists it.
 #[derive(Debug, Clone, PartialEq)]
-struct ListedCall {
-    comm_id: String,
-    room: String,
-    created: i64,
-    destroyed: i64,
-    finished: bool,
+pub(crate) struct ListedCall {
+    pub(crate) comm_id: String,
+    pub(crate) room: String,
+    pub(crate) created: i64,
+    pub(crate) destroyed: i64,
+    pub(crate) finished: bool,
 }
 
-fn parse_rooms(status: u16, body: &[u8]) -> Result<Page<ListedCall>, CallError> {
+/// An optional field: absent or null is `Some(None)`; there but unreadable is `None` (the row
+/// is then unreadable, never a default).
+fn optional<T>(v: &Value, field: &str, read: fn(&Value) -> Option<T>) -> Option<Option<T>> {
+    match v.get(field) {
+        None | Some(Value::Null) => Some(None),
+        Some(x) => read(x).map(Some),
+    }
+}
+
+/// Reads one `DescribeRoomInfo` page.
+pub(crate) fn parse_rooms(status: u16, body: &[u8]) -> Result<Page<ListedCall>, CallError> {
     let resp = response(ROOM_INFO, status, body)?;
     page_rows(ROOM_INFO, &resp, "RoomList", |v| {
         Some(ListedCall {
             comm_id: v.get("CommId").and_then(id_string)?,
             room: v.get("RoomString").and_then(id_string)?,
             created: v.get("CreateTime").and_then(lenient_i64)?,
-            destroyed: v.get("DestroyTime").and_then(lenient_i64).unwrap_or(0),
-            finished: v.get("IsFinished").and_then(lenient_bool).unwrap_or(false),
+            destroyed: optional(v, "DestroyTime", lenient_i64)?.unwrap_or(0),
+            finished: optional(v, "IsFinished", lenient_bool)?.unwrap_or(false),
         })
     })
 }
 
-fn parse_users(status: u16, body: &[u8]) -> Result<Page<SessionObs>, CallError> {
+/// Reads one `DescribeUserInfo` page.
+pub(crate) fn parse_users(status: u16, body: &[u8]) -> Result<Page<SessionObs>, CallError> {
     let resp = response(USER_INFO, status, body)?;
     page_rows(USER_INFO, &resp, "UserList", |v| {
         let join = v.get("JoinTs").and_then(lenient_i64)?;
