@@ -39,6 +39,9 @@ pub mod snapshot;
 pub mod vendor;
 pub mod web_config;
 
+#[cfg(test)]
+mod fuzz;
+
 /// The exporter's version, from Cargo.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
