@@ -217,18 +217,18 @@ impl TalkSim {
 
     fn answer(&self, req: &SimRequest) -> SimResponse {
         if req.path != PATH {
-            return SimResponse {
-                status: 404,
-                content_type: "text/html",
-                body: b"<html><body><h1>404 Not Found</h1></body></html>".to_vec(),
-            };
+            return SimResponse::new(
+                404,
+                "text/html",
+                b"<html><body><h1>404 Not Found</h1></body></html>".to_vec(),
+            );
         }
         if req.method != "POST" {
-            return SimResponse {
-                status: 405,
-                content_type: "text/html",
-                body: b"<html><body><h1>405 Not Allowed</h1></body></html>".to_vec(),
-            };
+            return SimResponse::new(
+                405,
+                "text/html",
+                b"<html><body><h1>405 Not Allowed</h1></body></html>".to_vec(),
+            );
         }
         let params: HashMap<String, String> =
             form_urlencoded::parse(&req.body).into_owned().collect();
@@ -262,6 +262,7 @@ impl TalkSim {
                 empty_later_pages: own.empty_later_pages || fault.empty_later_pages,
                 lose_rows: own.lose_rows || fault.lose_rows,
                 pad_bytes: own.pad_bytes.max(fault.pad_bytes),
+                chunked: own.chunked || fault.chunked,
             }
         };
         if let Some(code) = &fault.code {
