@@ -406,6 +406,7 @@ enum Switch {
     EmptyLaterPages,
     LoseRows,
     PadBytes,
+    PadBytesChunked,
     CodeAsString,
     MissingFields,
 }
@@ -419,7 +420,7 @@ const PAD: usize = 2 << 20;
 const STALE_AFTER: u32 = 6;
 
 impl Switch {
-    const ALL: [Switch; 10] = [
+    const ALL: [Switch; 11] = [
         Switch::Latency,
         Switch::HttpStatus,
         Switch::Reset,
@@ -428,6 +429,7 @@ impl Switch {
         Switch::EmptyLaterPages,
         Switch::LoseRows,
         Switch::PadBytes,
+        Switch::PadBytesChunked,
         Switch::CodeAsString,
         Switch::MissingFields,
     ];
@@ -443,6 +445,7 @@ impl Switch {
             Switch::EmptyLaterPages => "`empty_later_pages`: pages after the first empty",
             Switch::LoseRows => "`lose_rows`: rows seen before vanish",
             Switch::PadBytes => "`pad_bytes`: 2 MiB of whitespace after a valid body (cap 1 MiB)",
+            Switch::PadBytesChunked => "`pad_bytes` and `chunked`: the same, no Content-Length",
             Switch::CodeAsString => "`code_as_string`: numbers as strings",
             Switch::MissingFields => "`missing_fields`: optional fields left out",
         }
@@ -459,6 +462,10 @@ impl Switch {
             Switch::EmptyLaterPages => f.empty_later_pages = true,
             Switch::LoseRows => f.lose_rows = true,
             Switch::PadBytes => f.pad_bytes = PAD,
+            Switch::PadBytesChunked => {
+                f.pad_bytes = PAD;
+                f.chunked = true;
+            }
             Switch::CodeAsString => f.code_as_string = true,
             Switch::MissingFields => f.missing_fields = true,
         }
@@ -474,7 +481,7 @@ impl Switch {
             Switch::Malformed | Switch::NullList | Switch::EmptyLaterPages | Switch::LoseRows => {
                 Some("malformed")
             }
-            Switch::PadBytes => Some("too_large"),
+            Switch::PadBytes | Switch::PadBytesChunked => Some("too_large"),
             Switch::CodeAsString | Switch::MissingFields => None,
         }
     }
