@@ -292,15 +292,13 @@ fn page_rows<T>(
     field: &str,
     row: impl Fn(&Value) -> Option<T>,
 ) -> Result<Page<T>, CallError> {
-    let total = match resp.get("Total") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            super::util::lenient_u64(v).ok_or_else(|| CallError::Malformed {
+    let total =
+        super::util::optional(resp.get("Total"), super::util::lenient_u64).map_err(|_| {
+            CallError::Malformed {
                 api,
                 message: "Total is not a count".into(),
-            })?,
-        ),
-    };
+            }
+        })?;
     let list = match resp.get(field) {
         Some(Value::Array(a)) => a.as_slice(),
         None | Some(Value::Null) if total.is_none_or(|t| t == 0) => &[],
@@ -337,13 +335,10 @@ pub(crate) struct ListedCall {
     pub(crate) finished: bool,
 }
 
-/// An optional field: absent or null is `Some(None)`; there but unreadable is `None` (the row
-/// is then unreadable, never a default).
+/// An optional field of a row: absent or null is `Some(None)`; there but unreadable is `None`
+/// (the row is then unreadable, never a default).
 fn optional<T>(v: &Value, field: &str, read: fn(&Value) -> Option<T>) -> Option<Option<T>> {
-    match v.get(field) {
-        None | Some(Value::Null) => Some(None),
-        Some(x) => read(x).map(Some),
-    }
+    super::util::optional(v.get(field), read).ok()
 }
 
 /// Reads one `DescribeRoomInfo` page.

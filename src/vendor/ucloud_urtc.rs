@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
-use super::util::{code_label, code_string, lenient_u64};
+use super::util::{code_label, code_string, lenient_u64, optional};
 use super::{
     BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError, RoomObservation, TargetInfo,
     Vendor, VendorEntry,
@@ -137,12 +137,7 @@ pub(crate) struct CallRow {
 /// A count: absent or null is `None` (the field is optional), anything but a non-negative
 /// integer (or a string holding one) is an error naming the field.
 fn count(o: &serde_json::Map<String, Value>, field: &str) -> Result<Option<u64>, String> {
-    match o.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => lenient_u64(v)
-            .map(Some)
-            .ok_or_else(|| format!("{field} is not a count")),
-    }
+    optional(o.get(field), lenient_u64).map_err(|_| format!("{field} is not a count"))
 }
 
 /// Reads one entry: `Ok(None)` for an entry without a `RoomId` (skipped), an error for a
@@ -226,13 +221,11 @@ pub(crate) fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
     if !(200..300).contains(&status) {
         return Err(CallError::Http { api: API, status });
     }
-    let total = match &env.total_count {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(lenient_u64(v).ok_or_else(|| CallError::Malformed {
+    let total =
+        optional(env.total_count.as_ref(), lenient_u64).map_err(|_| CallError::Malformed {
             api: API,
             message: "TotalCount is not a count".into(),
-        })?),
-    };
+        })?;
     let data = match env.data {
         Some(d) => d,
         // A null (or missing) list is an empty page only when the total says so.

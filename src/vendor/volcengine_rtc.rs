@@ -371,20 +371,15 @@ fn malformed(api: &'static str, message: impl Into<String>) -> CallError {
     }
 }
 
-/// An optional field read by `read`: absent or null is `None`; there but unreadable is an
-/// error naming it (never a default: a count that is not a number must not become 0).
+/// An optional field ([`super::util::optional`]), its error naming the field.
 fn optional<T>(
     api: &'static str,
     v: &Option<Value>,
     field: &str,
     read: fn(&Value) -> Option<T>,
 ) -> Result<Option<T>, CallError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => read(v)
-            .map(Some)
-            .ok_or_else(|| malformed(api, format!("{field} is not what the API documents"))),
-    }
+    super::util::optional(v.as_ref(), read)
+        .map_err(|_| malformed(api, format!("{field} is not what the API documents")))
 }
 
 /// A list of user ids: every entry an id (a string or a number).
