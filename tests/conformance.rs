@@ -109,10 +109,12 @@ static VENDORS: &[Vendor] = &[
     Vendor {
         name: "ucloud_urtc",
         sim: |seed| {
-            // 90 rooms: more than one page of calls a day.
-            let sim = UrtcSim::new(seed, 90);
+            // More than one page of calls whatever the time of day: over 100 calls running now
+            // (the seed decides which), listed by any window that ends now.
+            let sim = UrtcSim::new(seed, 180);
             let at = sim.clock.now();
             sim.clock.freeze(at);
+            assert!(sim.call_count(at, at) > 100, "{} calls", sim.call_count(at, at));
             (Arc::new(sim), at)
         },
         keys: |sim| {
