@@ -46,6 +46,9 @@ pub mod supervisor;
 pub mod vendor;
 pub mod web_config;
 
+#[cfg(test)]
+mod fuzz;
+
 /// The exporter's version, from Cargo.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

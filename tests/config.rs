@@ -292,3 +292,62 @@ fn config_check_reports_the_requests_a_poll_needs_and_warns_where_they_cannot_fi
     assert!(big.contains("covers about 2000 rooms"), "{stdout}");
     assert!(big.contains("every 3 polls"), "{stdout}");
 }
+
+#[test]
+fn config_check_reports_talkcloud_requests_one_per_room_at_5_qps() {
+    let dir = std::env::temp_dir().join(format!("rtc-budget-talk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rooms = |n: usize| {
+        (0..n)
+            .map(|i| format!("\"{}\"", 7_100_000_000u64 + i as u64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let file = dir.join("budget.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "global:\n  interval: 60s\n  poll_timeout: 50s\ntargets:\n  - name: classes\n    vendor: talkcloud\n    credentials: {{ key: abcdefabcdef1234 }}\n    rooms: [{}, {{ thirdroomid: my-class }}]\n  - name: school\n    vendor: talkcloud\n    credentials: {{ key: abcdefabcdef1234 }}\n    rooms: [{}]\n  - name: slow\n    vendor: talkcloud\n    qps: 2\n    credentials: {{ key: abcdefabcdef1234 }}\n    rooms: [{}]\n",
+            rooms(9),
+            rooms(300),
+            rooms(120)
+        ),
+    )
+    .unwrap();
+    let out = exporter()
+        .args(["--config.check", "--config.file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("abcdefabcdef1234"), "{stdout}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(&format!("target {name}:")))
+            .unwrap_or("")
+            .to_string()
+    };
+    // Nine serials and a thirdroomid: one request each.
+    let classes = line("classes");
+    assert!(
+        classes.contains("a poll needs 10 requests at 5 QPS, about 2.0s"),
+        "{stdout}"
+    );
+    assert!(!classes.starts_with("warning"), "{stdout}");
+    // 300 rooms at 5 QPS: 60 s, over poll_timeout.
+    let school = line("school");
+    assert!(school.starts_with("warning: "), "{stdout}");
+    assert!(
+        school.contains("300 requests at 5 QPS, about 60.0s"),
+        "{stdout}"
+    );
+    // `qps:` lowers the pace: 120 rooms at 2 QPS do not fit either.
+    let slow = line("slow");
+    assert!(slow.starts_with("warning: "), "{stdout}");
+    assert!(
+        slow.contains("120 requests at 2 QPS, about 60.0s"),
+        "{stdout}"
+    );
+}

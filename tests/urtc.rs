@@ -674,8 +674,9 @@ async fn contradicting_or_oversized_answers_never_write_zeros() {
         ),
     ];
     for (what, fault, outcome) in cases {
-        // 90 rooms: more than one page of calls.
-        let s = sim(90, 31).await;
+        // 180 rooms: over 100 calls running now, so more than one page at any time of day
+        // (90 listed one page shortly after UTC midnight).
+        let s = sim(180, 31).await;
         let exporter = start(&config(&s, "  stale_after: 100\n")).await;
         let base = exporter.url();
         let good = wait_polls(&base, T, "success", 1.0).await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -63,38 +63,119 @@ pub struct SimResponse {
     pub content_type: &'static str,
     /// Body.
     pub body: Vec<u8>,
+    /// Whitespace sent after the body (still valid JSON), generated as it is sent.
+    pub pad: usize,
+    /// Sent without a `Content-Length`, in chunks: the client learns the size only by reading.
+    pub chunked: bool,
 }
 
 impl SimResponse {
-    /// A JSON answer.
-    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+    /// An answer with `body` as it is.
+    pub fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
         SimResponse {
             status,
-            content_type: "application/json",
-            body: value.to_string().into_bytes(),
+            content_type,
+            body,
+            pad: 0,
+            chunked: false,
         }
+    }
+    /// A JSON answer.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        SimResponse::new(status, "application/json", value.to_string().into_bytes())
     }
     /// A gateway error page, as a load balancer sends it.
     pub fn gateway(status: u16) -> Self {
-        SimResponse {
+        SimResponse::new(
             status,
-            content_type: "text/html",
-            body: format!("<html><body><h1>{status} Bad Gateway</h1></body></html>").into_bytes(),
-        }
+            "text/html",
+            format!("<html><body><h1>{status} Bad Gateway</h1></body></html>").into_bytes(),
+        )
     }
     /// No answer at all: the server drops the connection (the reset fault).
     pub fn reset() -> Self {
-        SimResponse {
-            status: RESET,
-            content_type: "text/plain",
-            body: Vec::new(),
-        }
+        SimResponse::new(RESET, "text/plain", Vec::new())
     }
     /// Cuts the body short, for the malformed-body fault.
     pub fn truncated(mut self) -> Self {
         let keep = self.body.len() / 2;
         self.body.truncate(keep);
         self
+    }
+    /// Appends `bytes` of whitespace (still valid JSON), for the `pad_bytes` fault.
+    pub fn padded(mut self, bytes: usize) -> Self {
+        self.pad = self.pad.saturating_add(bytes);
+        self
+    }
+    /// The answer with the body faults of `fault` applied: `malformed` (the body cut in half),
+    /// `pad_bytes` after it, `chunked`.
+    pub fn with_body_faults(self, fault: &Fault) -> Self {
+        let mut r = if fault.malformed {
+            self.truncated()
+        } else {
+            self
+        };
+        r.chunked |= fault.chunked;
+        r.padded(fault.pad_bytes)
+    }
+}
+
+/// Padding is sent in frames of this size.
+const PAD_FRAME: usize = 64 << 10;
+
+/// A [`SimResponse`] body on the wire: the body, then the padding frame by frame (never held
+/// whole), with its exact length announced unless chunked.
+struct SimBody {
+    head: Option<Bytes>,
+    pad: usize,
+    spaces: Bytes,
+    exact: bool,
+}
+
+impl SimBody {
+    fn new(r: SimResponse) -> Self {
+        SimBody {
+            head: Some(Bytes::from(r.body)),
+            pad: r.pad,
+            spaces: Bytes::from(vec![b' '; r.pad.min(PAD_FRAME)]),
+            exact: !r.chunked,
+        }
+    }
+    fn remaining(&self) -> u64 {
+        self.head.as_ref().map_or(0, |h| h.len() as u64) + self.pad as u64
+    }
+}
+
+impl hyper::body::Body for SimBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(head) = this.head.take().filter(|h| !h.is_empty()) {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(head))));
+        }
+        if this.pad == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = this.pad.min(PAD_FRAME);
+        this.pad -= n;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(this.spaces.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.exact {
+            hyper::body::SizeHint::with_exact(self.remaining())
+        } else {
+            hyper::body::SizeHint::default()
+        }
     }
 }
 
@@ -137,10 +218,14 @@ pub struct Fault {
     pub null_list: bool,
     /// Pages after the first come back empty, the declared total kept.
     pub empty_later_pages: bool,
-    /// An empty listing with a total of 0 (rows seen earlier the same day vanish).
+    /// An empty listing with a total of 0 (rows seen earlier the same day vanish; Talk-cloud:
+    /// 4105, no data).
     pub lose_rows: bool,
     /// Whitespace appended to a valid answer, in bytes.
     pub pad_bytes: usize,
+    /// The answer sent in chunks without a `Content-Length` (a large one cannot be refused
+    /// before reading it).
+    pub chunked: bool,
 }
 
 /// Faults by API name.
@@ -314,7 +399,7 @@ impl Drop for SimServer {
 async fn answer(
     sim: &dyn Simulator,
     req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> Result<Response<SimBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -334,11 +419,12 @@ async fn answer(
             "fault: connection reset",
         ));
     }
-    let mut resp = Response::new(Full::new(Bytes::from(r.body)));
-    *resp.status_mut() =
+    let status =
         hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+    let content_type = HeaderValue::from_static(r.content_type);
+    let mut resp = Response::new(SimBody::new(r));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, content_type);
     Ok(resp)
 }
 

@@ -19,8 +19,12 @@
 //! As the official docs show, `terminal`, `terminal_details`, `userroleid`, `duration` and
 //! `paytime` are strings and the timestamps numbers; with `code_as_string` every number is a
 //! string (`result`, `count`, the timestamps). `missing_fields` sends the seed's spelling
-//! `startimestamp` and no `count`. `malformed` cuts the body in half. No QPS limit is
-//! published: nothing is throttled (requests are counted and logged for tests).
+//! `startimestamp` and no `count`. `malformed` cuts the body in half. `null_list` sends
+//! `logininfo` (and `uptablelist`) as null with `count` kept; `empty_later_pages` sends pages
+//! after the first with an empty `logininfo`, `count` kept; `lose_rows` answers 4105 (no data)
+//! whatever the window holds; `pad_bytes` appends whitespace. An injected error `code` echoes
+//! the request form, key included, in its message (as a careless vendor might). No QPS limit
+//! is published: nothing is throttled (requests are counted and logged for tests).
 //!
 //! The classes, around the time `t0` the simulator is made for:
 //!
@@ -213,18 +217,18 @@ impl TalkSim {
 
     fn answer(&self, req: &SimRequest) -> SimResponse {
         if req.path != PATH {
-            return SimResponse {
-                status: 404,
-                content_type: "text/html",
-                body: b"<html><body><h1>404 Not Found</h1></body></html>".to_vec(),
-            };
+            return SimResponse::new(
+                404,
+                "text/html",
+                b"<html><body><h1>404 Not Found</h1></body></html>".to_vec(),
+            );
         }
         if req.method != "POST" {
-            return SimResponse {
-                status: 405,
-                content_type: "text/html",
-                body: b"<html><body><h1>405 Not Allowed</h1></body></html>".to_vec(),
-            };
+            return SimResponse::new(
+                405,
+                "text/html",
+                b"<html><body><h1>405 Not Allowed</h1></body></html>".to_vec(),
+            );
         }
         let params: HashMap<String, String> =
             form_urlencoded::parse(&req.body).into_owned().collect();
@@ -258,11 +262,18 @@ impl TalkSim {
                 empty_later_pages: own.empty_later_pages || fault.empty_later_pages,
                 lose_rows: own.lose_rows || fault.lose_rows,
                 pad_bytes: own.pad_bytes.max(fault.pad_bytes),
+                chunked: own.chunked || fault.chunked,
             }
         };
         if let Some(code) = &fault.code {
             let code = code.parse().unwrap_or(-1);
-            return error(code, "injected fault", &fault);
+            // A hostile vendor that echoes the request, key included: the client must cut
+            // the key out of the message it logs and shows.
+            let echo = format!(
+                "injected fault for request {}",
+                String::from_utf8_lossy(&req.body)
+            );
+            return error(code, &echo, &fault);
         }
         if let Some(status) = fault.http_status {
             return SimResponse::gateway(status);
@@ -324,32 +335,39 @@ impl TalkSim {
             .take(PAGE)
             .copied()
             .collect();
-        if rows.is_empty() && (page > 1 || stage.is_empty()) {
+        if (rows.is_empty() && (page > 1 || stage.is_empty())) || fault.lose_rows {
             return error(4105, "no data", &fault);
         }
+        let rows = if fault.empty_later_pages && page > 1 {
+            Vec::new()
+        } else {
+            rows
+        };
         let strings = fault.code_as_string;
+        let list = |stays: &[&Stay]| -> Value {
+            if fault.null_list {
+                Value::Null
+            } else {
+                stays
+                    .iter()
+                    .map(|s| record(&room.serial, s, now, &fault))
+                    .collect()
+            }
+        };
         let mut body = json!({
             "result": num(0, strings),
             "count": num(viewers.len() as i64, strings),
-            "logininfo": rows.iter().map(|s| record(&room.serial, s, now, &fault)).collect::<Vec<_>>(),
+            "logininfo": list(&rows),
         });
         if page == 1 {
-            body["uptablelist"] = stage
-                .iter()
-                .map(|s| record(&room.serial, s, now, &fault))
-                .collect();
+            body["uptablelist"] = list(&stage);
         }
         if fault.missing_fields {
             if let Some(o) = body.as_object_mut() {
                 o.remove("count");
             }
         }
-        let resp = SimResponse::json(200, &body);
-        if fault.malformed {
-            resp.truncated()
-        } else {
-            resp
-        }
+        SimResponse::json(200, &body).with_body_faults(&fault)
     }
 }
 

@@ -13,7 +13,9 @@
 //!    `X-TC-Region` (`UnsupportedRegion`; the four regions the API page lists).
 //! 4. 20 QPS per (SecretId, action) → `RequestLimitExceeded`.
 //! 5. The [`Fault`] of the action: an error `code`, an HTML page with `http_status`, a `reset`,
-//!    a `malformed` (truncated) body, `latency`. `code_as_string` does nothing here.
+//!    a `malformed` (truncated) body, `latency`, `pad_bytes`; on a listing `null_list`,
+//!    `empty_later_pages`, `lose_rows`, `missing_fields` (no `Total`, no optional row fields)
+//!    and `code_as_string` (every number of the answer a string); see `listing_faults`.
 //! 6. The parameters: integers must be JSON numbers; `MissingParameter.*`,
 //!    `InvalidParameter.SdkAppId`, `InvalidParameter.QueryScaleOversize` (span over 24 h, or 4 h
 //!    for `DescribeUserInfo`), `InvalidParameter.StartTsOversize` (more than 14 days back),
@@ -367,7 +369,14 @@ impl TrtcSim {
             return Ok(SimResponse::reset());
         }
         let now = self.clock.now();
-        let result = match serde_json::from_slice::<Value>(&req.body) {
+        let body = serde_json::from_slice::<Value>(&req.body);
+        let later_page = body
+            .as_ref()
+            .ok()
+            .and_then(|b| b.get("PageNumber"))
+            .and_then(Value::as_i64)
+            .is_some_and(|p| p > 0);
+        let result = match body {
             Ok(Value::Object(m)) if action == ROOM_INFO => self.room_info(&Params(m), now),
             Ok(Value::Object(m)) => self.user_info(&Params(m), now),
             _ => Err(err(
@@ -375,15 +384,11 @@ impl TrtcSim {
                 "the body is not a JSON object",
             )),
         };
-        let resp = match result {
-            Ok(r) => self.envelope(r),
+        Ok(match result {
+            Ok(r) => self.envelope(listing_faults(r, action, fault, later_page)),
             Err(e) => self.error(&e),
-        };
-        Ok(if fault.malformed {
-            resp.truncated()
-        } else {
-            resp
-        })
+        }
+        .with_body_faults(fault))
     }
 
     fn check_app(&self, p: &Params) -> Result<(), SimError> {
@@ -514,6 +519,63 @@ impl TrtcSim {
         out.insert("UserList".into(), Value::Array(list));
         Ok(out)
     }
+}
+
+/// The listing faults on an answer (`Total` and `RoomList` or `UserList`): `lose_rows` (an empty
+/// list, `Total` 0), `empty_later_pages` (pages after the first empty, `Total` kept),
+/// `null_list` (the list null, `Total` kept), `missing_fields` (no `Total`, and the optional
+/// fields of each row left out) and `code_as_string` (every number a string).
+fn listing_faults(
+    mut r: Map<String, Value>,
+    action: &str,
+    fault: &Fault,
+    later_page: bool,
+) -> Map<String, Value> {
+    let field = if action == ROOM_INFO {
+        "RoomList"
+    } else {
+        "UserList"
+    };
+    if fault.lose_rows {
+        r.insert("Total".into(), json!(0));
+        r.insert(field.into(), json!([]));
+    }
+    if fault.empty_later_pages && later_page {
+        r.insert(field.into(), json!([]));
+    }
+    if fault.missing_fields {
+        r.remove("Total");
+        if let Some(Value::Array(rows)) = r.get_mut(field) {
+            for row in rows.iter_mut().filter_map(Value::as_object_mut) {
+                for optional in ["DeviceType", "SdkVersion", "ClientIp", "RoomStr", "UserId"] {
+                    if action == USER_INFO && optional == "UserId" {
+                        continue;
+                    }
+                    row.remove(optional);
+                }
+                if row.get("DestroyTime") == Some(&json!(0)) {
+                    row.remove("DestroyTime");
+                }
+            }
+        }
+    }
+    if fault.code_as_string {
+        fn strings(v: &mut Value) {
+            match v {
+                Value::Number(n) => *v = Value::String(n.to_string()),
+                Value::Array(a) => a.iter_mut().for_each(strings),
+                Value::Object(o) => o.values_mut().for_each(strings),
+                _ => {}
+            }
+        }
+        for v in r.values_mut() {
+            strings(v);
+        }
+    }
+    if fault.null_list {
+        r.insert(field.into(), Value::Null);
+    }
+    r
 }
 
 /// Distinct users present at `at`, peak of distinct users at any clamped join time, and

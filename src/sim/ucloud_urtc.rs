@@ -275,13 +275,7 @@ impl UrtcSim {
                 o.insert("Data".into(), Value::Null);
             }
         }
-        let mut resp = SimResponse::json(200, &body);
-        resp.body.resize(resp.body.len() + fault.pad_bytes, b' ');
-        if fault.malformed {
-            resp.truncated()
-        } else {
-            resp
-        }
+        SimResponse::json(200, &body).with_body_faults(&fault)
     }
 }
 

@@ -12,8 +12,11 @@
 //!    1 QPS (its own bucket), `QueryOnlineStatus` 100 QPS, `ListRoomInfo` 10 QPS; over it →
 //!    HTTP 429 `FlowLimitExceeded` (CodeN 100018, unverified).
 //! 4. The [`Fault`] of the API: an error `code` (with the HTTP status the code has), an HTML
-//!    page with `http_status`, a `malformed` (truncated) body, `latency`. `code_as_string` does
-//!    nothing here (Volcengine codes are strings).
+//!    page with `http_status`, a `malformed` (truncated) body, `latency`, `pad_bytes`, a
+//!    `reset`; `null_list` (the user lists or `RoomList` null, totals kept), `missing_fields`
+//!    (no `TotalUser` / `TotalInvisibleUser`) and `code_as_string` (those totals as strings;
+//!    Volcengine codes are strings anyway). `GetRoomOnlineUsers` has no pages and an empty
+//!    room is a valid answer, so `empty_later_pages` and `lose_rows` do nothing here.
 //! 5. The API itself; business errors are `MissingParameter` or `InvalidParameter.<Field>`
 //!    (HTTP 400, CodeN 0: unverified).
 //!
@@ -411,15 +414,11 @@ impl VolcSim {
             QUERY_ONLINE => self.query_online(req, now),
             _ => self.list_rooms(query, now),
         };
-        let resp = match result {
-            Ok(v) => self.envelope(action, version, v),
+        match result {
+            Ok(v) => self.envelope(action, version, result_faults(v, fault)),
             Err(e) => fail(e),
-        };
-        if fault.malformed {
-            resp.truncated()
-        } else {
-            resp
         }
+        .with_body_faults(fault)
     }
 
     fn check_app(&self, app: Option<&str>) -> Result<(), SimError> {
@@ -612,6 +611,32 @@ impl VolcSim {
             .collect();
         Ok(json!({"Total": total, "HasMore": page * size < total, "RoomList": list}))
     }
+}
+
+/// The faults on a `Result`: `null_list` (every documented list null, the totals kept),
+/// `missing_fields` (no `TotalUser` nor `TotalInvisibleUser`: the lists tell) and
+/// `code_as_string` (those totals as strings).
+fn result_faults(mut v: Value, fault: &Fault) -> Value {
+    let Value::Object(r) = &mut v else {
+        return v;
+    };
+    for total in ["TotalUser", "TotalInvisibleUser"] {
+        if fault.missing_fields {
+            r.remove(total);
+        } else if fault.code_as_string {
+            if let Some(n) = r.get(total).and_then(Value::as_u64) {
+                r.insert(total.into(), json!(n.to_string()));
+            }
+        }
+    }
+    if fault.null_list {
+        for list in ["VisibleUserList", "InvisibleUserList", "RoomList"] {
+            if r.contains_key(list) {
+                r.insert(list.into(), Value::Null);
+            }
+        }
+    }
+    v
 }
 
 /// A query parameter (decoded).

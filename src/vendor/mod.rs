@@ -695,17 +695,31 @@ impl Api<'_> {
             let mut resp = request.send().await.map_err(|e| classify(api, e))?;
             let status = resp.status().as_u16();
             // Read incrementally and stop at the cap: a hostile or broken endpoint cannot make
-            // the exporter hold more than `max_response_bytes` per request.
+            // the exporter hold more than `max_response_bytes` per request. The chunks are
+            // kept as they came and joined once the whole body is in: a growing buffer would
+            // hold half as much again while it is copied to a larger one.
             if resp.content_length().is_some_and(|n| n > limit as u64) {
                 return Err(CallError::TooLarge { api, limit });
             }
-            let mut body = Vec::new();
+            let mut chunks = Vec::new();
+            let mut len = 0usize;
             while let Some(chunk) = resp.chunk().await.map_err(|e| classify(api, e))? {
-                if body.len() + chunk.len() > limit {
+                len += chunk.len();
+                if len > limit {
                     return Err(CallError::TooLarge { api, limit });
                 }
-                body.extend_from_slice(&chunk);
+                chunks.push(chunk);
             }
+            let body = match chunks.len() {
+                1 => chunks.pop().unwrap_or_default(),
+                _ => {
+                    let mut body = bytes::BytesMut::with_capacity(len);
+                    for c in chunks.drain(..) {
+                        body.extend_from_slice(&c);
+                    }
+                    body.freeze()
+                }
+            };
             Ok::<_, CallError>((status, body))
         }
         .await;

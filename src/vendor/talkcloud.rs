@@ -18,8 +18,13 @@
 //! up; 4101 (no key), 4102 (wrong key), 4007 (no such room), 3001 (service expired), 4108 (no
 //! permission) and -1 are counted under their own `code` label, any other code as `other`. An
 //! answer that cannot be read or contradicts itself (`count` below the rows of its page or not
-//! matching the rows received, a null `logininfo` with a positive `count`, an `outtime` with
-//! `outtimestamp` 0, a leave before the enter) is `malformed`: see [`answer`].
+//! matching the rows received, so also an empty page before the declared end; a null
+//! `logininfo` with a positive `count`, an `outtime` with `outtimestamp` 0, a leave before the
+//! enter) is `malformed`: see [`answer`]. So is an answer that lacks a record the last answer
+//! showed still open and that entered within the window (a 4105 included): the API lists by
+//! enter time, so such a record cannot have left the listing, and taking the loss as the
+//! viewer leaving would write the room as empty. The checks of the last page run inside its
+//! request, so the request counts as `malformed`.
 //!
 //! # Later polls: one cursor per room
 //!
@@ -326,13 +331,17 @@ pub struct Talkcloud {
     /// The limiter's account: a hash of the key.
     account: String,
     rooms: Vec<RoomRef>,
-    /// Per room label.
-    cursors: Mutex<HashMap<String, Cursor>>,
+    /// Per room label: the cursor, and (user, enter time) of the records still open at the
+    /// last complete answer.
+    cursors: Mutex<HashMap<String, (Cursor, Vec<Stay>)>>,
     /// Per room label, when it was last answered (a running count): a poll cut short
     /// by `poll_timeout` goes on with the rooms asked longest ago, so every room is covered
     /// over several polls.
     asked: Mutex<HashMap<String, u64>>,
 }
+
+/// A stay as (user id, enter time).
+type Stay = (String, i64);
 
 impl fmt::Debug for Talkcloud {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -345,6 +354,44 @@ impl fmt::Debug for Talkcloud {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// (user, enter time) of the records still open (the stage included).
+fn still_open(records: &[Record]) -> Vec<Stay> {
+    let mut open: Vec<Stay> = records
+        .iter()
+        .filter(|r| r.leave.is_none())
+        .map(|r| (r.user.clone(), r.join))
+        .collect();
+    open.sort();
+    open.dedup();
+    open
+}
+
+/// A complete answer for `w` must list again every record that was open at the last answer
+/// and entered within the window (the API lists by enter time, and a record keeps its enter
+/// time when the viewer leaves): one that vanished is a lost row, not a viewer who left.
+fn check_kept<'r>(
+    open_before: &[Stay],
+    w: &Window,
+    records: impl Iterator<Item = &'r Record>,
+) -> Result<(), CallError> {
+    let listed: HashSet<(&str, i64)> = records.map(|r| (r.user.as_str(), r.join)).collect();
+    let lost = open_before
+        .iter()
+        .filter(|(_, join)| w.start <= *join && *join <= w.end)
+        .filter(|(user, join)| !listed.contains(&(user.as_str(), *join)))
+        .count();
+    if lost == 0 {
+        return Ok(());
+    }
+    Err(CallError::Malformed {
+        api: API,
+        message: format!(
+            "{lost} record(s) of users still in at the last poll are no longer listed ({} listed now)",
+            listed.len()
+        ),
+    })
 }
 
 /// How the last data page's `count` squares with the rows: it is either that page's rows or
@@ -362,7 +409,9 @@ fn check_count(count: Option<u64>, last_rows: usize, received: usize) -> Result<
 }
 
 impl Talkcloud {
-    /// Every record of `room` in `w`, all pages: `logininfo` then `uptablelist`.
+    /// Every record of `room` in `w`, all pages: `logininfo` then `uptablelist`. The last page
+    /// is checked, inside its request (a contradiction counts as `malformed`): `count` against
+    /// the rows ([`check_count`]), and the records open at the last answer ([`check_kept`]).
     async fn room(
         &self,
         ctx: &PollCtx,
@@ -370,6 +419,7 @@ impl Talkcloud {
         url: &str,
         room: &RoomRef,
         w: Window,
+        open_before: &[Stay],
     ) -> Result<Vec<Record>, CallError> {
         let key = self.key.expose();
         let (field, id) = room.param();
@@ -393,11 +443,26 @@ impl Talkcloud {
                 .post(url)
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .body(body);
+            let (prior, prior_stage) = (&records, &stage);
             let p = api
-                .call(request, |status, body| parse_page(status, body, key))
+                .call(request, |status, body| {
+                    let p = parse_page(status, body, key)?;
+                    if p.no_data {
+                        // Nothing in the window, or nothing after the last full page.
+                        if let Some((count, rows)) = last {
+                            check_count(count, rows, received)?;
+                        }
+                        check_kept(open_before, &w, prior.iter().chain(prior_stage))?;
+                    } else if p.rows < PAGE {
+                        check_count(p.count, p.rows, received + p.rows)?;
+                        let stage = if page == 1 { &p.stage } else { prior_stage };
+                        let all = prior.iter().chain(&p.records).chain(stage);
+                        check_kept(open_before, &w, all)?;
+                    }
+                    Ok(p)
+                })
                 .await?;
             if p.no_data {
-                // Nothing in the window, or nothing after the last full page.
                 break;
             }
             if page == 1 {
@@ -416,9 +481,6 @@ impl Talkcloud {
                 });
             }
         }
-        if let Some((count, rows)) = last {
-            check_count(count, rows, received)?;
-        }
         records.extend(stage);
         Ok(records)
     }
@@ -433,7 +495,7 @@ impl Talkcloud {
             ctx.endpoint_or(DEFAULT_ENDPOINT).trim_end_matches('/')
         );
         let url = url.as_str();
-        let jobs: Vec<(RoomRef, Window)> = {
+        let jobs: Vec<(RoomRef, Window, Vec<Stay>)> = {
             let cursors = lock(&self.cursors);
             let asked = lock(&self.asked);
             let mut rooms: Vec<&RoomRef> = self.rooms.iter().collect();
@@ -442,16 +504,19 @@ impl Talkcloud {
             rooms
                 .into_iter()
                 .map(|r| {
-                    let c = cursors.get(r.label()).copied();
-                    (r.clone(), window(c, now, day_start))
+                    let (c, open) = match cursors.get(r.label()) {
+                        Some((c, open)) => (Some(*c), open.clone()),
+                        None => (None, Vec::new()),
+                    };
+                    (r.clone(), window(c, now, day_start), open)
                 })
                 .collect()
         };
         // Owned items: a closure over borrowed ones makes the boxed poll future not `Send`
         // for every lifetime (rust-lang/rust#102211).
         let mut answers = stream::iter(jobs)
-            .map(|(room, w)| async move {
-                let r = self.room(ctx, api, url, &room, w).await;
+            .map(|(room, w, open)| async move {
+                let r = self.room(ctx, api, url, &room, w, &open).await;
                 // Marked once answered (or failed): rooms a deadline cut short go first next.
                 let mut asked = lock(&self.asked);
                 let turn = asked.values().copied().max().unwrap_or(0) + 1;
@@ -468,7 +533,10 @@ impl Talkcloud {
                     // The cursor moves in the same step as the room is reported: a poll cut
                     // short after this point loses neither.
                     let mut cursors = lock(&self.cursors);
-                    cursors.insert(room.label().to_string(), advance(&w, &records));
+                    cursors.insert(
+                        room.label().to_string(),
+                        (advance(&w, &records), still_open(&records)),
+                    );
                     ctx.room_done(observation(room.label(), &w, records));
                     answered += 1;
                 }
@@ -492,6 +560,15 @@ impl Vendor for Talkcloud {
 
     fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>> {
         Box::pin(self.fetch(ctx))
+    }
+
+    fn budget(&self) -> Option<super::Budget> {
+        // One request per room at least (a quiet room: one page); a busy room adds a request
+        // per 200 records, which no config can tell.
+        Some(super::Budget {
+            requests: self.rooms.len() as u64,
+            qps: QPS,
+        })
     }
 }
 
@@ -633,6 +710,35 @@ mod tests {
         // Older than MAX_SPAN: start again at midnight.
         let far = 80_000 + MAX_SPAN + 10;
         assert_eq!(window(Some(c), far, far - 100).start, far - 100);
+    }
+
+    #[test]
+    fn a_record_open_at_the_last_answer_must_be_listed_again() {
+        let w = Window {
+            start: 1000,
+            end: 5000,
+            since: 4000,
+        };
+        let before = still_open(&[
+            rec("a", 1500, None),
+            rec("a", 1500, None),
+            rec("b", 1200, Some(1300)),
+            rec("c", 900, None),
+        ]);
+        assert_eq!(before, vec![("a".into(), 1500), ("c".into(), 900)]);
+        // a is listed again (now closed): fine; c entered before the window: not asked.
+        let now = [rec("a", 1500, Some(4500))];
+        assert!(check_kept(&before, &w, now.iter()).is_ok());
+        // a no longer listed (a 4105, or an empty listing): malformed, naming no user.
+        let e = check_kept(&before, &w, [].iter()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "getLiveLogininfo: malformed response: 1 record(s) of users still in at the last poll are no longer listed (0 listed now)"
+        );
+        // a listed with another enter time is another stay: a's is still lost.
+        assert!(check_kept(&before, &w, [rec("a", 1600, None)].iter()).is_err());
+        // The first poll expects nothing.
+        assert!(check_kept(&[], &w, [].iter()).is_ok());
     }
 
     #[test]

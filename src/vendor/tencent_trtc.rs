@@ -25,6 +25,15 @@
 //!    so users still in are seen again and their leave time arrives once they left; the rest
 //!    of the day stays in the ledger. A finished call fetched past its end is never asked again.
 //!
+//! **An answer is checked against itself and the last ones** on the last page of each listing,
+//! inside its request (a contradiction is a `malformed` request, never data): a null list
+//! with a positive `Total`; `Total` neither the rows of all pages nor of the last one (an
+//! empty page before the declared end); a listing of calls that lacks a call it listed as
+//! running before (its creation time is in the window); a user listing whose first window
+//! lacks a session the last fetch left open (it was present at that fetch's end, which the
+//! window holds). Without the last two, a lost answer would close every session and write the
+//! room as empty.
+//!
 //! Rooms are refreshed least recently fetched first, up to four in flight, each reported to the
 //! poll's progress (with its calls' new fetch times) as soon as all its pages arrived: one
 //! failing room leaves the others published and keeps its last values, and a poll cut short by
@@ -192,6 +201,9 @@ struct Call {
     destroyed: i64,
     /// The end of its last successful user fetch.
     synced_to: Option<i64>,
+    /// (user, join) of the sessions still open at that fetch: the next fetch, whose window
+    /// starts before its end, must list each of them again.
+    open: Vec<(String, i64)>,
 }
 
 impl Call {
@@ -273,9 +285,9 @@ fn response(api: &'static str, status: u16, body: &[u8]) -> Result<Value, CallEr
 }
 
 /// One page: its rows and the declared `Total`.
-struct Page<T> {
-    rows: Vec<T>,
-    total: Option<u64>,
+pub(crate) struct Page<T> {
+    pub(crate) rows: Vec<T>,
+    pub(crate) total: Option<u64>,
 }
 
 /// Reads a list that the API documents as possibly null: null is an empty page only when
@@ -286,7 +298,13 @@ fn page_rows<T>(
     field: &str,
     row: impl Fn(&Value) -> Option<T>,
 ) -> Result<Page<T>, CallError> {
-    let total = resp.get("Total").and_then(super::util::lenient_u64);
+    let total =
+        super::util::optional(resp.get("Total"), super::util::lenient_u64).map_err(|_| {
+            CallError::Malformed {
+                api,
+                message: "Total is not a count".into(),
+            }
+        })?;
     let list = match resp.get(field) {
         Some(Value::Array(a)) => a.as_slice(),
         None | Some(Value::Null) if total.is_none_or(|t| t == 0) => &[],
@@ -315,28 +333,36 @@ fn page_rows<T>(
 
 /// A call as `DescribeRoomInfo` lists it.
 #[derive(Debug, Clone, PartialEq)]
-struct ListedCall {
-    comm_id: String,
-    room: String,
-    created: i64,
-    destroyed: i64,
-    finished: bool,
+pub(crate) struct ListedCall {
+    pub(crate) comm_id: String,
+    pub(crate) room: String,
+    pub(crate) created: i64,
+    pub(crate) destroyed: i64,
+    pub(crate) finished: bool,
 }
 
-fn parse_rooms(status: u16, body: &[u8]) -> Result<Page<ListedCall>, CallError> {
+/// An optional field of a row: absent or null is `Some(None)`; there but unreadable is `None`
+/// (the row is then unreadable, never a default).
+fn optional<T>(v: &Value, field: &str, read: fn(&Value) -> Option<T>) -> Option<Option<T>> {
+    super::util::optional(v.get(field), read).ok()
+}
+
+/// Reads one `DescribeRoomInfo` page.
+pub(crate) fn parse_rooms(status: u16, body: &[u8]) -> Result<Page<ListedCall>, CallError> {
     let resp = response(ROOM_INFO, status, body)?;
     page_rows(ROOM_INFO, &resp, "RoomList", |v| {
         Some(ListedCall {
             comm_id: v.get("CommId").and_then(id_string)?,
             room: v.get("RoomString").and_then(id_string)?,
             created: v.get("CreateTime").and_then(lenient_i64)?,
-            destroyed: v.get("DestroyTime").and_then(lenient_i64).unwrap_or(0),
-            finished: v.get("IsFinished").and_then(lenient_bool).unwrap_or(false),
+            destroyed: optional(v, "DestroyTime", lenient_i64)?.unwrap_or(0),
+            finished: optional(v, "IsFinished", lenient_bool)?.unwrap_or(false),
         })
     })
 }
 
-fn parse_users(status: u16, body: &[u8]) -> Result<Page<SessionObs>, CallError> {
+/// Reads one `DescribeUserInfo` page.
+pub(crate) fn parse_users(status: u16, body: &[u8]) -> Result<Page<SessionObs>, CallError> {
     let resp = response(USER_INFO, status, body)?;
     page_rows(USER_INFO, &resp, "UserList", |v| {
         let join = v.get("JoinTs").and_then(lenient_i64)?;
@@ -355,30 +381,76 @@ fn parse_users(status: u16, body: &[u8]) -> Result<Page<SessionObs>, CallError> 
     })
 }
 
-/// Pages a listing until a short page, checking the pages against the declared `Total`
-/// (the grand total, or the rows of the page: either reading must add up).
+/// The declared `Total` of the last page against the rows of all pages: it is the grand total
+/// or the rows of that page, and either reading must add up.
+fn check_total(
+    api: &'static str,
+    total: Option<u64>,
+    all: usize,
+    last: usize,
+) -> Result<(), CallError> {
+    match total {
+        Some(t) if t != all as u64 && t != last as u64 => Err(CallError::Malformed {
+            api,
+            message: format!("Total says {t} but the pages hold {all} rows (last page {last})"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// How many of `expected` a complete listing (`rows`) lacks.
+fn lacking<K: std::hash::Hash + Eq>(
+    expected: impl IntoIterator<Item = K>,
+    rows: impl IntoIterator<Item = K>,
+) -> usize {
+    let listed: std::collections::HashSet<K> = rows.into_iter().collect();
+    expected.into_iter().filter(|k| !listed.contains(k)).count()
+}
+
+/// (user, join) of the sessions a fetch leaves open: listed open, and not listed closed too.
+fn still_open(sessions: &[SessionObs]) -> Vec<(String, i64)> {
+    let closed: std::collections::HashSet<(&str, i64)> = sessions
+        .iter()
+        .filter(|s| s.leave.is_some())
+        .map(|s| (s.user.as_str(), s.join))
+        .collect();
+    let mut open: Vec<(String, i64)> = sessions
+        .iter()
+        .filter(|s| s.leave.is_none() && !closed.contains(&(s.user.as_str(), s.join)))
+        .map(|s| (s.user.clone(), s.join))
+        .collect();
+    open.sort();
+    open.dedup();
+    open
+}
+
+/// Pages a listing until a short page. The last page is checked, inside its request (so a
+/// contradiction counts as `malformed`), against the declared `Total` ([`check_total`]) and by
+/// `complete` (the rows of the earlier pages, the rows of this one).
 async fn all_pages<T>(
     api: &Api<'_>,
     mut request: impl FnMut(usize) -> reqwest::RequestBuilder,
     parse: fn(u16, &[u8]) -> Result<Page<T>, CallError>,
+    complete: impl Fn(&[T], &[T]) -> Result<(), CallError>,
 ) -> Result<Vec<T>, CallError> {
     let mut rows = Vec::new();
     for page in 0..MAX_PAGES {
-        let p = api.call(request(page), parse).await?;
+        let prior = &rows;
+        let complete = &complete;
+        let p = api
+            .call(request(page), |status, body| {
+                let p = parse(status, body)?;
+                let got = p.rows.len();
+                if got < PAGE {
+                    check_total(api.name(), p.total, prior.len() + got, got)?;
+                    complete(prior, &p.rows)?;
+                }
+                Ok(p)
+            })
+            .await?;
         let got = p.rows.len();
         rows.extend(p.rows);
         if got < PAGE {
-            if let Some(total) = p.total {
-                if total != rows.len() as u64 && total != got as u64 {
-                    return Err(CallError::Malformed {
-                        api: api.name(),
-                        message: format!(
-                            "Total says {total} but the pages hold {} rows (last page {got})",
-                            rows.len()
-                        ),
-                    });
-                }
-            }
             return Ok(rows);
         }
     }
@@ -452,11 +524,34 @@ impl<'a> Client<'a> {
             .body(payload)
     }
 
-    /// Calls created in [from, to].
-    async fn list(&self, from: i64, to: i64) -> Result<Vec<ListedCall>, CallError> {
+    /// Calls created in [from, to]. `running` (CommId, creation time) are calls listed
+    /// earlier and not finished: a listing of a window holding their creation time that lacks
+    /// one of them contradicts the earlier one (a call cannot vanish) and is `malformed`.
+    async fn list(
+        &self,
+        from: i64,
+        to: i64,
+        running: &[(String, i64)],
+    ) -> Result<Vec<ListedCall>, CallError> {
         let api = self.api(ROOM_INFO);
         let mut calls = Vec::new();
         for (start, end) in windows_forward(from, to, ROOM_SPAN) {
+            let complete = |prior: &[ListedCall], last: &[ListedCall]| {
+                let expected = running
+                    .iter()
+                    .filter(|(_, created)| start <= *created && *created <= end)
+                    .map(|(id, _)| id.as_str());
+                let rows = prior.iter().chain(last).map(|c| c.comm_id.as_str());
+                match lacking(expected, rows) {
+                    0 => Ok(()),
+                    n => Err(CallError::Malformed {
+                        api: ROOM_INFO,
+                        message: format!(
+                            "the listing lost {n} call(s) still running at the last listing"
+                        ),
+                    }),
+                }
+            };
             let request = |page: usize| {
                 self.request(
                     ROOM_INFO,
@@ -466,21 +561,43 @@ impl<'a> Client<'a> {
                     }),
                 )
             };
-            calls.extend(all_pages(&api, request, parse_rooms).await?);
+            calls.extend(all_pages(&api, request, parse_rooms, complete).await?);
         }
         Ok(calls)
     }
 
-    /// Every session of one call overlapping [from, to].
+    /// Every session of one call overlapping [from, to]. `open` (user, join) are the sessions
+    /// still open at the end of the last fetch, which lies in the first window: that window's
+    /// listing must hold each of them again (closed or not), else it lost them and is
+    /// `malformed` (never taken as those users having left).
     async fn users(
         &self,
         api: &Api<'_>,
         comm_id: &str,
-        from: i64,
-        to: i64,
+        (from, to): (i64, i64),
+        open: &[(String, i64)],
     ) -> Result<Vec<SessionObs>, CallError> {
         let mut sessions = Vec::new();
-        for (start, end) in windows_forward(from, to, USER_SPAN) {
+        for (i, (start, end)) in windows_forward(from, to, USER_SPAN).into_iter().enumerate() {
+            let complete = |prior: &[SessionObs], last: &[SessionObs]| {
+                if i > 0 {
+                    return Ok(());
+                }
+                let expected = open
+                    .iter()
+                    .filter(|(_, join)| *join <= end)
+                    .map(|(user, join)| (user.as_str(), *join));
+                let rows = prior.iter().chain(last).map(|s| (s.user.as_str(), s.join));
+                match lacking(expected, rows) {
+                    0 => Ok(()),
+                    n => Err(CallError::Malformed {
+                        api: USER_INFO,
+                        message: format!(
+                            "{n} user(s) still in the call at the last fetch are no longer listed"
+                        ),
+                    }),
+                }
+            };
             let request = |page: usize| {
                 self.request(
                     USER_INFO,
@@ -491,18 +608,26 @@ impl<'a> Client<'a> {
                     }),
                 )
             };
-            sessions.extend(all_pages(api, request, parse_users).await?);
+            sessions.extend(all_pages(api, request, parse_users, complete).await?);
         }
         Ok(sessions)
     }
 }
 
-/// What to fetch for one room: its stale calls and the window start of each.
+/// One call to fetch: its CommId, the window start, and the sessions its last fetch left open.
+#[derive(Debug, Clone, PartialEq)]
+struct Fetch {
+    comm_id: String,
+    from: i64,
+    open: Vec<(String, i64)>,
+}
+
+/// What to fetch for one room: its stale calls.
 #[derive(Debug, Clone, PartialEq)]
 struct RoomPlan {
     room: String,
     active: bool,
-    calls: Vec<(String, i64)>,
+    calls: Vec<Fetch>,
     /// The oldest fetch among them (for the order).
     oldest: Option<i64>,
 }
@@ -530,7 +655,11 @@ fn plan(calls: &BTreeMap<String, Call>, day_start: i64, floor: i64, to: i64) -> 
             calls: Vec::new(),
             oldest: c.synced_to,
         });
-        p.calls.push((id.clone(), from));
+        p.calls.push(Fetch {
+            comm_id: id.clone(),
+            from,
+            open: c.open.clone(),
+        });
         p.oldest = match (p.oldest, c.synced_to) {
             (Some(a), Some(b)) => Some(a.min(b)),
             _ => None,
@@ -556,16 +685,17 @@ impl TencentTrtc {
         floor: i64,
         to: i64,
     ) -> Result<(), CallError> {
-        let (listed_to, oldest_running) = {
+        let (listed_to, running) = {
             let st = lock(&self.state);
-            let oldest = st
+            let running: Vec<(String, i64)> = st
                 .calls
-                .values()
-                .filter(|c| !c.finished)
-                .map(|c| c.created)
-                .min();
-            (st.listed_to, oldest)
+                .iter()
+                .filter(|(_, c)| !c.finished)
+                .map(|(id, c)| (id.clone(), c.created))
+                .collect();
+            (st.listed_to, running)
         };
+        let oldest_running = running.iter().map(|(_, created)| *created).min();
         // From the last listing, and back to the oldest call still running: a listing by
         // creation time is the only place a call's end shows.
         let from = listed_to
@@ -575,7 +705,7 @@ impl TencentTrtc {
         if from >= to {
             return Ok(());
         }
-        let listed = client.list(from, to).await?;
+        let listed = client.list(from, to, &running).await?;
         let mut st = lock(&self.state);
         for l in listed {
             if self
@@ -609,6 +739,7 @@ impl TencentTrtc {
                             finished: l.finished,
                             destroyed,
                             synced_to: None,
+                            open: Vec::new(),
                         },
                     );
                 }
@@ -643,28 +774,33 @@ impl TencentTrtc {
         let (api, client_ref) = (&api, &client);
         let mut answers = stream::iter(plans)
             .map(|p| async move {
-                let mut sessions = Vec::new();
-                for (comm_id, from) in &p.calls {
-                    match client_ref.users(api, comm_id, *from, to).await {
-                        Ok(s) => sessions.extend(s),
+                let mut fetched = Vec::new();
+                for f in &p.calls {
+                    match client_ref
+                        .users(api, &f.comm_id, (f.from, to), &f.open)
+                        .await
+                    {
+                        Ok(s) => fetched.push(s),
                         Err(e) => return Err((p.room, e)),
                     }
                 }
-                Ok((p, sessions))
+                Ok((p, fetched))
             })
             .buffer_unordered(CONCURRENCY);
         let mut refreshed = 0usize;
         let mut first_error = None;
         while let Some(answer) = answers.next().await {
             match answer {
-                Ok((p, sessions)) => {
+                Ok((p, fetched)) => {
                     let mut st = lock(&self.state);
-                    for (comm_id, _) in &p.calls {
-                        if let Some(c) = st.calls.get_mut(comm_id) {
+                    for (f, sessions) in p.calls.iter().zip(&fetched) {
+                        if let Some(c) = st.calls.get_mut(&f.comm_id) {
                             c.synced_to = Some(to);
+                            c.open = still_open(sessions);
                         }
                     }
-                    let since = p.calls.iter().map(|(_, f)| *f).min().unwrap_or(to);
+                    let sessions: Vec<SessionObs> = fetched.into_iter().flatten().collect();
+                    let since = p.calls.iter().map(|f| f.from).min().unwrap_or(to);
                     ctx.room_done(RoomObservation {
                         room: p.room,
                         active: p.active,
@@ -700,5 +836,62 @@ impl Vendor for TencentTrtc {
 
     fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>> {
         Box::pin(self.fetch(ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(user: &str, join: i64, leave: Option<i64>) -> SessionObs {
+        SessionObs {
+            user: user.into(),
+            join,
+            leave,
+            device: Device::Other,
+            role: None,
+        }
+    }
+
+    #[test]
+    fn a_total_is_the_grand_total_or_the_last_pages_rows() {
+        assert!(check_total(USER_INFO, None, 150, 50).is_ok());
+        assert!(check_total(USER_INFO, Some(150), 150, 50).is_ok());
+        assert!(check_total(USER_INFO, Some(50), 150, 50).is_ok());
+        // An empty page before the declared end.
+        let e = check_total(USER_INFO, Some(150), 100, 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "DescribeUserInfo: malformed response: Total says 150 but the pages hold 100 rows (last page 0)"
+        );
+    }
+
+    #[test]
+    fn sessions_left_open_are_those_not_also_listed_closed() {
+        // Two windows: a is open in the first and closed in the second; b stays open.
+        let open = still_open(&[
+            session("a", 10, None),
+            session("b", 20, None),
+            session("a", 10, Some(30)),
+            session("b", 20, None),
+        ]);
+        assert_eq!(open, vec![("b".into(), 20)]);
+        assert_eq!(lacking([("b", 20)], [("a", 10), ("b", 20)]), 0);
+        assert_eq!(lacking([("b", 20), ("c", 5)], [("b", 21)]), 2);
+        assert_eq!(lacking(Vec::<&str>::new(), Vec::new()), 0);
+    }
+
+    #[test]
+    fn a_null_list_is_empty_only_when_total_says_so() {
+        let body = |v: Value| serde_json::to_vec(&json!({ "Response": v })).unwrap();
+        let p = parse_users(200, &body(json!({"Total": 0, "UserList": null}))).unwrap();
+        assert!(p.rows.is_empty());
+        let e = parse_users(200, &body(json!({"Total": 3, "UserList": null})))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("DescribeUserInfo: malformed response: UserList is null but Total is 3")
+        );
     }
 }

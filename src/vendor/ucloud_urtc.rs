@@ -5,7 +5,10 @@
 //! concatenated with decoded values, the private key appended, SHA1 in lower-case hex. Form
 //! POST; pages of 100 until `TotalCount` or a short page; `RetCode` number or string; `Message`
 //! or `Msg`; `CurrentAmount` falls back to `Num`. Several calls of one room in the day:
-//! peak = max, accumulated = sum.
+//! peak = max, accumulated = sum. A count or status that is there but unreadable (text, a
+//! fraction, a negative number) is `malformed`, never 0; one that is missing falls back as the
+//! seed's example needs (no `RoomStatus`: in progress if someone is in; no peak: the users now),
+//! but a call in progress must tell its users.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
-use super::util::{code_label, code_string, lenient_u64};
+use super::util::{code_label, code_string, lenient_u64, optional};
 use super::{
     BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError, RoomObservation, TargetInfo,
     Vendor, VendorEntry,
@@ -77,6 +80,9 @@ fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
     }))
 }
 
+/// A call as the day's listings showed it: its room, and its `CallId` where the answer had one.
+type SeenCall = (String, Option<String>);
+
 /// The string UCloud signs: sorted `keyvalue` pairs, then the private key.
 pub fn string_to_sign(params: &[(&str, String)], private_key: &str) -> String {
     let mut sorted: Vec<_> = params.iter().filter(|(k, _)| *k != "Signature").collect();
@@ -99,7 +105,7 @@ pub fn signature(params: &[(&str, String)], private_key: &str) -> String {
 pub struct UcloudUrtc {
     s: Settings,
     /// The calls listed so far today.
-    seen: Mutex<(Option<chrono::NaiveDate>, HashSet<String>)>,
+    seen: Mutex<(Option<chrono::NaiveDate>, HashSet<SeenCall>)>,
 }
 
 #[derive(Deserialize)]
@@ -118,63 +124,70 @@ struct Envelope {
 
 /// One entry of `Data`: one call of one room.
 #[derive(Debug, PartialEq)]
-struct CallRow {
-    /// `CallId`, or the room where the answer has none.
-    key: String,
-    room: String,
-    active: bool,
-    current: u64,
-    peak: u64,
-    accumulated: u64,
+pub(crate) struct CallRow {
+    /// `CallId`, where the answer has one.
+    pub(crate) call: Option<String>,
+    pub(crate) room: String,
+    pub(crate) active: bool,
+    pub(crate) current: u64,
+    pub(crate) peak: u64,
+    pub(crate) accumulated: u64,
 }
 
-fn call_row(v: &Value) -> Option<CallRow> {
-    let o = v.as_object()?;
-    let room = match o.get("RoomId")? {
-        Value::String(s) if !s.is_empty() => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
+/// A count: absent or null is `None` (the field is optional), anything but a non-negative
+/// integer (or a string holding one) is an error naming the field.
+fn count(o: &serde_json::Map<String, Value>, field: &str) -> Result<Option<u64>, String> {
+    optional(o.get(field), lenient_u64).map_err(|_| format!("{field} is not a count"))
+}
+
+/// Reads one entry: `Ok(None)` for an entry without a `RoomId` (skipped), an error for a
+/// field that is there but unreadable (never taken as 0).
+fn call_row(v: &Value) -> Result<Option<CallRow>, String> {
+    let Some(o) = v.as_object() else {
+        return Ok(None);
     };
-    let current = o
-        .get("CurrentAmount")
-        .and_then(lenient_u64)
-        .or_else(|| o.get("Num").and_then(lenient_u64))
-        .unwrap_or(0);
+    let room = match o.get("RoomId") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Ok(None),
+    };
+    let current = match count(o, "CurrentAmount")? {
+        Some(n) => Some(n),
+        None => count(o, "Num")?,
+    };
     let active = match o.get("RoomStatus") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-        // Not told: in progress if someone is in.
-        _ => current > 0,
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("true") => Some(true),
+        Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("false") => Some(false),
+        Some(v) => Some(super::util::lenient_bool(v).ok_or("RoomStatus is not a boolean")?),
     };
-    let current = if active { current } else { 0 };
-    let key = o
-        .get("CallId")
-        .and_then(super::util::id_string)
-        .unwrap_or_else(|| room.clone());
-    Some(CallRow {
-        key,
+    let (active, current) = match (active, current) {
+        (Some(false), _) => (false, 0),
+        (Some(true), Some(n)) => (true, n),
+        // Not told: in progress if someone is in.
+        (None, Some(n)) => (n > 0, n),
+        (_, None) => return Err("neither CurrentAmount nor Num for a call in progress".into()),
+    };
+    let call = o.get("CallId").and_then(super::util::id_string);
+    Ok(Some(CallRow {
+        call,
         room,
         active,
         current,
-        peak: o
-            .get("PeekAmount")
-            .and_then(lenient_u64)
-            .unwrap_or(current)
-            .max(current),
-        accumulated: o
-            .get("AccumulationAmount")
-            .and_then(lenient_u64)
-            .unwrap_or(current),
-    })
+        peak: count(o, "PeekAmount")?.unwrap_or(current).max(current),
+        accumulated: count(o, "AccumulationAmount")?.unwrap_or(current),
+    }))
 }
 
-struct Page {
-    rows: Vec<CallRow>,
-    returned: usize,
-    total: Option<u64>,
+/// One page of `QueryURtcOnlineUsers`.
+pub(crate) struct Page {
+    pub(crate) rows: Vec<CallRow>,
+    pub(crate) returned: usize,
+    pub(crate) total: Option<u64>,
 }
 
-fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
+/// Reads one answer: the envelope, the code, the rows (see [`call_row`]).
+pub(crate) fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
     let env: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(_) if !(200..300).contains(&status) => {
@@ -208,7 +221,11 @@ fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
     if !(200..300).contains(&status) {
         return Err(CallError::Http { api: API, status });
     }
-    let total = env.total_count.as_ref().and_then(lenient_u64);
+    let total =
+        optional(env.total_count.as_ref(), lenient_u64).map_err(|_| CallError::Malformed {
+            api: API,
+            message: "TotalCount is not a count".into(),
+        })?;
     let data = match env.data {
         Some(d) => d,
         // A null (or missing) list is an empty page only when the total says so.
@@ -223,7 +240,19 @@ fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
             })
         }
     };
-    let rows: Vec<CallRow> = data.iter().filter_map(call_row).collect();
+    let mut rows = Vec::with_capacity(data.len());
+    for (i, v) in data.iter().enumerate() {
+        match call_row(v) {
+            Ok(Some(row)) => rows.push(row),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(CallError::Malformed {
+                    api: API,
+                    message: format!("Data[{i}]: {e}"),
+                })
+            }
+        }
+    }
     if rows.len() < data.len() {
         tracing::warn!(
             api = API,
@@ -279,7 +308,8 @@ fn aggregate(rows: Vec<CallRow>, allow: Option<&[String]>) -> Vec<RoomObservatio
 
 impl UcloudUrtc {
     /// A listing since local midnight cannot lose a call it listed earlier the same day: if it
-    /// does, the answer is wrong (not the rooms empty).
+    /// does, the answer is wrong (not the rooms empty). Calls are matched by `CallId`; an
+    /// entry without one (the seed's example) stands for every call of its room.
     fn check_nothing_lost<'r>(
         &self,
         ctx: &PollCtx,
@@ -289,23 +319,33 @@ impl UcloudUrtc {
         if seen.0 != Some(ctx.today()) {
             *seen = (Some(ctx.today()), HashSet::new());
         }
-        let now: HashSet<&str> = rows.map(|r| r.key.as_str()).collect();
-        let lost: Vec<&String> = seen
-            .1
-            .iter()
-            .filter(|k| !now.contains(k.as_str()))
-            .collect();
-        if let Some(first) = lost.first() {
+        let now: HashSet<(&str, Option<&str>)> =
+            rows.map(|r| (r.room.as_str(), r.call.as_deref())).collect();
+        let rooms: HashSet<&str> = now.iter().map(|(room, _)| *room).collect();
+        let listed = |(room, call): &SeenCall| match call {
+            Some(c) => {
+                now.contains(&(room.as_str(), Some(c.as_str())))
+                    || now.contains(&(room.as_str(), None))
+            }
+            None => rooms.contains(room.as_str()),
+        };
+        let lost: Vec<&SeenCall> = seen.1.iter().filter(|c| !listed(c)).collect();
+        if let Some((room, call)) = lost.first() {
             return Err(CallError::Malformed {
                 api: API,
                 message: format!(
-                    "the listing since midnight lost {} call(s) it listed earlier today (e.g. {first}): {} listed now",
+                    "the listing since midnight lost {} call(s) it listed earlier today (e.g. room {room} call {}): {} listed now",
                     lost.len(),
+                    call.as_deref().unwrap_or("-"),
                     now.len()
                 ),
             });
         }
-        seen.1.extend(now.into_iter().map(str::to_string));
+        let now: Vec<SeenCall> = now
+            .into_iter()
+            .map(|(room, call)| (room.to_string(), call.map(str::to_string)))
+            .collect();
+        seen.1.extend(now);
         Ok(())
     }
 
@@ -482,7 +522,7 @@ mod tests {
             page,
             Ok((
                 &vec![CallRow {
-                    key: "111".into(),
+                    call: None,
                     room: "111".into(),
                     active: true,
                     current: 123,
@@ -556,9 +596,60 @@ mod tests {
     }
 
     #[test]
+    fn a_count_that_is_there_but_unreadable_is_malformed_never_zero() {
+        let page = |row: &str| {
+            let body = format!(r#"{{"RetCode":0,"TotalCount":1,"Data":[{row}]}}"#);
+            parse_page(200, body.as_bytes()).map(|p| p.rows)
+        };
+        for (row, field) in [
+            (
+                r#"{"RoomId":"a","CurrentAmount":"x","Num":3}"#,
+                "CurrentAmount",
+            ),
+            (r#"{"RoomId":"a","Num":-1}"#, "Num"),
+            (r#"{"RoomId":"a","Num":3,"PeekAmount":1.5}"#, "PeekAmount"),
+            (
+                r#"{"RoomId":"a","Num":3,"AccumulationAmount":[]}"#,
+                "AccumulationAmount",
+            ),
+            (r#"{"RoomId":"a","Num":3,"RoomStatus":"yes"}"#, "RoomStatus"),
+            (
+                r#"{"RoomId":"a","RoomStatus":true}"#,
+                "neither CurrentAmount nor Num",
+            ),
+        ] {
+            match page(row) {
+                Err(CallError::Malformed { message, .. }) => {
+                    assert!(
+                        message.starts_with("Data[0]: ") && message.contains(field),
+                        "{message}"
+                    )
+                }
+                other => panic!("{row}: {other:?}"),
+            }
+        }
+        // Valid but odd: strings, null for absent, an ended call without counts.
+        let rows = page(
+            r#"{"RoomId":"a","CurrentAmount":null,"Num":"4","RoomStatus":"TRUE","PeekAmount":"9"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (rows[0].current, rows[0].peak, rows[0].accumulated),
+            (4, 9, 4)
+        );
+        let rows = page(r#"{"RoomId":"a","RoomStatus":false,"PeekAmount":5}"#).unwrap();
+        assert_eq!(
+            (rows[0].active, rows[0].current, rows[0].peak),
+            (false, 0, 5)
+        );
+        let total = parse_page(200, br#"{"RetCode":0,"TotalCount":"lots","Data":[]}"#);
+        assert!(matches!(total, Err(CallError::Malformed { .. })));
+    }
+
+    #[test]
     fn calls_of_one_room_aggregate() {
         let row = |room: &str, active, current, peak, acc| CallRow {
-            key: room.into(),
+            call: None,
             room: room.into(),
             active,
             current,

@@ -35,6 +35,22 @@ pub fn lenient_i64(v: &Value) -> Option<i64> {
     }
 }
 
+/// A field that is there but cannot be read as what the vendor documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
+/// An optional field read by `read`: absent or null is `Ok(None)` (not sent); there but
+/// unreadable is an error, never a default: a count that is not a number must not become 0.
+pub fn optional<T>(
+    v: Option<&Value>,
+    read: impl Fn(&Value) -> Option<T>,
+) -> Result<Option<T>, Unreadable> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => read(v).map(Some).ok_or(Unreadable),
+    }
+}
+
 /// A boolean: `true`/`false`, the strings `"true"`/`"false"`, or 0/1.
 pub fn lenient_bool(v: &Value) -> Option<bool> {
     match v {
@@ -147,6 +163,10 @@ mod tests {
         assert_eq!(lenient_i64(&json!(u64::MAX)), None);
         assert_eq!(lenient_bool(&json!("true")), Some(true));
         assert_eq!(lenient_bool(&json!(2)), None);
+        assert_eq!(optional(None, lenient_u64), Ok(None));
+        assert_eq!(optional(Some(&json!(null)), lenient_u64), Ok(None));
+        assert_eq!(optional(Some(&json!("3")), lenient_u64), Ok(Some(3)));
+        assert_eq!(optional(Some(&json!("x")), lenient_u64), Err(Unreadable));
     }
 
     #[test]

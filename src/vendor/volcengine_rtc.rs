@@ -356,40 +356,69 @@ struct RawOccupancy {
 
 /// One room now, as `Property=false` tells it.
 #[derive(Debug, Clone, PartialEq, Default)]
-struct Occupancy {
-    exists: bool,
-    total: u64,
-    total_invisible: u64,
-    visible: Vec<String>,
-    invisible: Vec<String>,
+pub(crate) struct Occupancy {
+    pub(crate) exists: bool,
+    pub(crate) total: u64,
+    pub(crate) total_invisible: u64,
+    pub(crate) visible: Vec<String>,
+    pub(crate) invisible: Vec<String>,
 }
 
-fn parse_occupancy(status: u16, body: &[u8]) -> Result<Occupancy, CallError> {
+fn malformed(api: &'static str, message: impl Into<String>) -> CallError {
+    CallError::Malformed {
+        api,
+        message: message.into(),
+    }
+}
+
+/// An optional field ([`super::util::optional`]), its error naming the field.
+fn optional<T>(
+    api: &'static str,
+    v: &Option<Value>,
+    field: &str,
+    read: fn(&Value) -> Option<T>,
+) -> Result<Option<T>, CallError> {
+    super::util::optional(v.as_ref(), read)
+        .map_err(|_| malformed(api, format!("{field} is not what the API documents")))
+}
+
+/// A list of user ids: every entry an id (a string or a number).
+fn user_ids(list: &Option<Vec<Value>>, field: &str) -> Result<Vec<String>, CallError> {
+    list.iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, v)| {
+            id_string(v)
+                .ok_or_else(|| malformed(GET_ROOM, format!("{field}[{i}] is not a user id")))
+        })
+        .collect()
+}
+
+/// Reads a `Property=false` answer and checks it against itself.
+pub(crate) fn parse_occupancy(status: u16, body: &[u8]) -> Result<Occupancy, CallError> {
     let raw: RawOccupancy = envelope(GET_ROOM, status, body)?;
-    let ids = |l: &Option<Vec<Value>>| -> Vec<String> {
-        l.iter().flatten().filter_map(id_string).collect()
+    let visible = user_ids(&raw.visible, "VisibleUserList")?;
+    let invisible = user_ids(&raw.invisible, "InvisibleUserList")?;
+    let total = optional(GET_ROOM, &raw.total, "TotalUser", lenient_u64)?;
+    let exists = match &raw.exists {
+        None | Some(Value::Null) => &raw.exist,
+        some => some,
     };
-    let visible = ids(&raw.visible);
-    let invisible = ids(&raw.invisible);
-    let total = raw.total.as_ref().and_then(lenient_u64);
     // Not told whether the room exists: it does if the vendor counted anyone in it.
-    let exists = match raw
-        .exists
-        .as_ref()
-        .or(raw.exist.as_ref())
-        .and_then(lenient_bool)
-    {
+    let exists = match optional(GET_ROOM, exists, "RoomExists", lenient_bool)? {
         Some(b) => b,
         None => total.is_some_and(|t| t > 0) || !visible.is_empty() || !invisible.is_empty(),
     };
     if !exists {
         return Ok(Occupancy::default());
     }
-    let total_invisible = raw
-        .total_invisible
-        .as_ref()
-        .and_then(lenient_u64)
-        .unwrap_or(invisible.len() as u64);
+    let total_invisible = optional(
+        GET_ROOM,
+        &raw.total_invisible,
+        "TotalInvisibleUser",
+        lenient_u64,
+    )?
+    .unwrap_or(invisible.len() as u64);
     // A room said to have users must list them: the visible list is complete, the invisible
     // one holds at most 10 000 ids.
     if let Some(total) = total {
@@ -445,16 +474,17 @@ struct RawUser {
 
 /// What one room's last `Property=true` answer said.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct RoomDevices {
+pub(crate) struct RoomDevices {
     /// People (bots left out) by device class.
-    counts: DeviceCounts,
+    pub(crate) counts: DeviceCounts,
     /// The people listed.
-    people: HashSet<String>,
+    pub(crate) people: HashSet<String>,
     /// The bots listed (`MediaProcessingType` present).
-    bots: HashSet<String>,
+    pub(crate) bots: HashSet<String>,
 }
 
-fn parse_detail(status: u16, body: &[u8]) -> Result<RoomDevices, CallError> {
+/// Reads a `Property=true` answer: people by device, and the bots.
+pub(crate) fn parse_detail(status: u16, body: &[u8]) -> Result<RoomDevices, CallError> {
     let raw: RawDetail = envelope(GET_ROOM, status, body)?;
     let mut out = RoomDevices::default();
     if raw
@@ -498,7 +528,10 @@ struct RawConn {
 }
 
 /// Online users of one batch: id → the distinct device classes of their connections.
-fn parse_online(status: u16, body: &[u8]) -> Result<HashMap<String, BTreeSet<Device>>, CallError> {
+pub(crate) fn parse_online(
+    status: u16,
+    body: &[u8],
+) -> Result<HashMap<String, BTreeSet<Device>>, CallError> {
     let raw: RawOnline = envelope(QUERY_ONLINE, status, body)?;
     Ok(raw
         .results
@@ -534,11 +567,12 @@ struct Listed {
     created: Option<i64>,
 }
 
-struct RoomsPage {
+/// One page of `ListRoomInfo`.
+pub(crate) struct RoomsPage {
     rows: Vec<Listed>,
-    returned: u64,
-    total: Option<u64>,
-    has_more: Option<bool>,
+    pub(crate) returned: u64,
+    pub(crate) total: Option<u64>,
+    pub(crate) has_more: Option<bool>,
 }
 
 fn parse_time(v: &Value) -> Option<i64> {
@@ -561,8 +595,11 @@ fn unix_seconds(n: i64) -> i64 {
     }
 }
 
-fn parse_rooms_page(status: u16, body: &[u8]) -> Result<RoomsPage, CallError> {
+/// Reads one `ListRoomInfo` page.
+pub(crate) fn parse_rooms_page(status: u16, body: &[u8]) -> Result<RoomsPage, CallError> {
     let raw: RawRoomsPage = envelope(LIST_ROOMS, status, body)?;
+    let total = optional(LIST_ROOMS, &raw.total, "Total", lenient_u64)?;
+    let has_more = optional(LIST_ROOMS, &raw.has_more, "HasMore", lenient_bool)?;
     let list = raw.rooms.unwrap_or_default();
     let rows = list
         .iter()
@@ -577,8 +614,8 @@ fn parse_rooms_page(status: u16, body: &[u8]) -> Result<RoomsPage, CallError> {
     Ok(RoomsPage {
         rows,
         returned: list.len() as u64,
-        total: raw.total.as_ref().and_then(lenient_u64),
-        has_more: raw.has_more.as_ref().and_then(lenient_bool),
+        total,
+        has_more,
     })
 }
 
@@ -1204,6 +1241,48 @@ mod tests {
             { "UserId": "a", "UserID": "a", "DeviceType": "ios" } ] });
         let d = parse_detail(200, &ok(users)).unwrap_or_default();
         assert_eq!(d.counts.get(&Device::Ios), Some(&1));
+    }
+
+    #[test]
+    fn a_count_or_id_that_is_there_but_unreadable_is_malformed_never_zero() {
+        let room = |v: Value| parse_occupancy(200, &ok(v));
+        for (bad, field) in [
+            (
+                serde_json::json!({ "RoomExists": true, "TotalUser": "many", "VisibleUserList": [] }),
+                "TotalUser",
+            ),
+            (
+                serde_json::json!({ "RoomExists": true, "TotalUser": 1, "TotalInvisibleUser": -1,
+                                    "VisibleUserList": ["a"] }),
+                "TotalInvisibleUser",
+            ),
+            (
+                serde_json::json!({ "RoomExists": "perhaps", "TotalUser": 1, "VisibleUserList": ["a"] }),
+                "RoomExists",
+            ),
+            (
+                serde_json::json!({ "RoomExists": true, "VisibleUserList": ["a", {}] }),
+                "VisibleUserList[1]",
+            ),
+        ] {
+            match room(bad.clone()) {
+                Err(CallError::Malformed { message, .. }) => {
+                    assert!(message.starts_with(field), "{bad}: {message}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // Valid but odd: totals as strings, no totals at all (the lists tell).
+        let o = room(serde_json::json!({ "RoomExists": "true", "TotalUser": "2",
+            "TotalInvisibleUser": "1", "VisibleUserList": [7], "InvisibleUserList": ["b"] }))
+        .unwrap();
+        assert_eq!(
+            (o.total, o.total_invisible, o.visible),
+            (2, 1, vec!["7".to_string()])
+        );
+        let o = room(serde_json::json!({ "VisibleUserList": ["a"], "InvisibleUserList": ["b"] }))
+            .unwrap();
+        assert_eq!((o.exists, o.total, o.total_invisible), (true, 2, 1));
     }
 
     #[test]
