@@ -292,3 +292,51 @@ fn config_check_reports_the_requests_a_poll_needs_and_warns_where_they_cannot_fi
     assert!(big.contains("covers about 2000 rooms"), "{stdout}");
     assert!(big.contains("every 3 polls"), "{stdout}");
 }
+
+#[test]
+fn occupancy_thresholds_and_classes_are_read_with_their_defaults() {
+    let text = std::fs::read_to_string("tests/fixtures/config/occupancy.ok.yaml").unwrap();
+    let cfg = config::parse(&text, Path::new("occupancy.yaml")).unwrap();
+    assert_eq!(cfg.global.capacity_warning_ratio, 0.85);
+    let talk = &cfg.targets[0].expected;
+    assert_eq!(talk.max_users, Some(2000));
+    let cap = &talk.capacity;
+    // A room's own capacity and ratio, else the target's, else the global ratio.
+    assert_eq!(cap.of("7100000001"), Some(1000));
+    assert_eq!(cap.warning_ratio_of("7100000001"), 0.8);
+    assert_eq!(cap.of("7100000002"), Some(40));
+    assert_eq!(cap.warning_ratio_of("7100000002"), 0.95);
+    assert_eq!(
+        cap.of("open-day"),
+        Some(600),
+        "a ratio alone keeps the default capacity"
+    );
+    assert_eq!(cap.warning_ratio_of("open-day"), 0.5);
+    let classes = talk.classes.list();
+    assert_eq!(classes.len(), 3);
+    assert_eq!(classes[1].rooms, ["open-day"]);
+    assert_eq!(
+        classes[1].duration,
+        std::time::Duration::from_secs(3 * 3600)
+    );
+    assert!(talk.classes.covers("7100000009") && !talk.classes.covers("7100000010"));
+
+    let urtc = &cfg.targets[1].expected;
+    assert_eq!(urtc.max_users, None);
+    assert!(urtc.classes.is_empty());
+    assert_eq!(urtc.capacity.of("closed"), Some(0));
+    assert_eq!(
+        urtc.capacity.warning_ratio_of("closed"),
+        0.85,
+        "the global ratio where the target sets none"
+    );
+    let default = config::parse(
+        "targets:\n  - name: a\n    vendor: ucloud_urtc\n    app_id: x\n    credentials: { public_key: p, private_key: k }\n    capacity: { default: 10 }\n",
+        Path::new("d.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        default.targets[0].expected.capacity.warning_ratio_of("r"),
+        0.9
+    );
+}
