@@ -4,7 +4,13 @@
 use std::path::{Path, PathBuf};
 
 /// Names of documents outside the repository.
-const OUTSIDE: &[&str] = &["DESIGN.md", "DESIGN §", "STYLE.md", "vendors.md", "/work/shared"];
+const OUTSIDE: &[&str] = &[
+    "DESIGN.md",
+    "DESIGN §",
+    "STYLE.md",
+    "vendors.md",
+    "/work/shared",
+];
 
 /// Files that still cite the vendor notes (`vendors.md §N`) for signing and simulator details;
 /// they are owned by the vendor work, which is to replace each citation with the vendor's own

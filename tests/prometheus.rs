@@ -95,9 +95,15 @@ fn every_alert_has_for_severity_runbook_and_tests_both_ways() {
         );
         let url = rule["annotations"]["runbook_url"].as_str().unwrap_or("");
         assert_eq!(url, format!("{link}{}", name.to_lowercase()), "{name}");
-        assert!(sections.contains(&name.as_str()), "docs/runbook.md has no section {name}");
+        assert!(
+            sections.contains(&name.as_str()),
+            "docs/runbook.md has no section {name}"
+        );
         for key in ["summary", "description"] {
-            assert!(rule["annotations"][key].as_str().is_some(), "{name}: no {key}");
+            assert!(
+                rule["annotations"][key].as_str().is_some(),
+                "{name}: no {key}"
+            );
         }
     }
     for s in &sections {
@@ -167,7 +173,10 @@ fn every_alert_has_for_severity_runbook_and_tests_both_ways() {
 fn the_alertmanager_example_inhibits_existing_alerts() {
     let names: Vec<String> = alerts().into_iter().map(|(n, _)| n).collect();
     let example = yaml("examples/alertmanager.yml");
-    let rules = example["inhibit_rules"].as_sequence().cloned().unwrap_or_default();
+    let rules = example["inhibit_rules"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
     assert!(rules.len() >= 3);
     let mut named = 0;
     for rule in &rules {
@@ -186,7 +195,10 @@ fn the_alertmanager_example_inhibits_existing_alerts() {
             }
         }
         let equal = rule["equal"].as_sequence().cloned().unwrap_or_default();
-        assert!(!equal.is_empty(), "an inhibition without equal: silences every instance");
+        assert!(
+            !equal.is_empty(),
+            "an inhibition without equal: silences every instance"
+        );
     }
     assert!(named >= 8, "{named} alert names");
     // Target down silences its stale and error alerts, on the same target.
@@ -431,7 +443,10 @@ async fn a_real_prometheus_scrapes_the_exporter_and_evaluates_the_rules() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    eprintln!("{} dashboard queries checked, every one with data", queries.len());
+    eprintln!(
+        "{} dashboard queries checked, every one with data",
+        queries.len()
+    );
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -480,7 +495,10 @@ fn dashboard_queries() -> Vec<(String, String)> {
         if v["type"] != "query" {
             continue;
         }
-        let q = v["query"]["query"].as_str().or(v["query"].as_str()).unwrap_or("");
+        let q = v["query"]["query"]
+            .as_str()
+            .or(v["query"].as_str())
+            .unwrap_or("");
         let inner = q
             .strip_prefix("label_values(")
             .and_then(|r| r.rsplit_once(','))
