@@ -423,6 +423,15 @@ impl Config {
                 self.path.display()
             ));
         }
+        let g = &self.global;
+        if g.request_timeout > g.poll_timeout {
+            w.push(format!(
+                "{}: global.request_timeout ({}) is longer than global.poll_timeout ({}): a request never gets its whole time, the poll's deadline cuts it first",
+                self.path.display(),
+                show_duration(g.request_timeout),
+                show_duration(g.poll_timeout)
+            ));
+        }
         w
     }
 }
@@ -809,18 +818,6 @@ fn parse_global(raw: Value, file: &str, errors: &mut Vec<String>) -> Global {
             Ok(r) => global.capacity_warning_ratio = r,
             Err(e) => errs.push(FieldError::new("capacity_warning_ratio", e)),
         }
-    }
-    // As Prometheus refuses a scrape_timeout over the scrape_interval: a request could never
-    // use the time it is given.
-    if global.request_timeout > global.poll_timeout {
-        errs.push(FieldError::new(
-            "request_timeout",
-            format!(
-                "{} is longer than poll_timeout ({}): one request may take at most the whole poll",
-                show_duration(global.request_timeout),
-                show_duration(global.poll_timeout)
-            ),
-        ));
     }
     for (k, _) in map.iter() {
         errs.push(FieldError::new(

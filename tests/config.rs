@@ -340,3 +340,40 @@ fn occupancy_thresholds_and_classes_are_read_with_their_defaults() {
         0.9
     );
 }
+
+#[test]
+fn config_check_warns_where_request_timeout_is_over_poll_timeout() {
+    let dir = std::env::temp_dir().join(format!("rtc-timeouts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |global: &str| {
+        let file = dir.join("timeouts.yaml");
+        std::fs::write(
+            &file,
+            format!("global:\n{global}targets:\n  - name: a\n    vendor: ucloud_urtc\n    app_id: x\n    credentials: {{ public_key: p, private_key: k }}\n"),
+        )
+        .unwrap();
+        let out = exporter()
+            .args(["--config.check", "--config.file"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "a warning, not an error");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let over = check("  poll_timeout: 1500ms\n");
+    let line = over.lines().find(|l| l.contains("request_timeout"));
+    assert_eq!(
+        line,
+        Some(
+            format!(
+                "warning: {}: global.request_timeout (10s) is longer than global.poll_timeout (1500ms): a request never gets its whole time, the poll's deadline cuts it first",
+                dir.join("timeouts.yaml").display()
+            )
+            .as_str()
+        ),
+        "{over}"
+    );
+    let equal = check("  poll_timeout: 10s\n  request_timeout: 10s\n");
+    assert!(!equal.contains("request_timeout"), "{equal}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
