@@ -187,7 +187,7 @@ async fn launch(
     let now = clock.now();
     let plumbing = Arc::new(
         Plumbing::new(config.global.request_timeout, metrics.clone())?
-            .with_clock(clock)
+            .with_clock(clock.clone())
             .with_max_response_bytes(config.global.max_response_bytes),
     );
     let views = config
@@ -195,7 +195,7 @@ async fn launch(
         .iter()
         .map(|t| supervisor::initial_view(t, &config.global, now))
         .collect();
-    let board = Arc::new(Board::new(views, metrics));
+    let board = Arc::new(Board::new(views, metrics, clock));
     let (stop, stopped) = watch::channel(false);
     let fleet = Fleet::start(&config, board.clone(), plumbing);
     let config_file: Option<PathBuf> = Some(config.path.clone()).filter(|p| p.is_file());

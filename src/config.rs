@@ -6,7 +6,7 @@
 //! resolved here (`{env: NAME}`, `{file: PATH}`, `{credential: NAME}` or a plain string) and live
 //! on only inside [`Secret`], which never prints its value.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
+use crate::classes::{Class, Classes};
 use crate::vendor::{self, Vendor};
 
 /// A resolved secret. Its `Debug` is redacted and it has no `Display`.
@@ -219,6 +220,9 @@ pub struct Global {
     pub max_response_bytes: usize,
     /// Where today's figures are kept across restarts, if anywhere.
     pub state_file: Option<PathBuf>,
+    /// The share of a room's capacity from which it counts as near capacity, where the target
+    /// or room sets none.
+    pub capacity_warning_ratio: f64,
 }
 
 impl Default for Global {
@@ -232,6 +236,7 @@ impl Default for Global {
             max_rooms: 5000,
             max_response_bytes: 8 << 20,
             state_file: None,
+            capacity_warning_ratio: DEFAULT_WARNING_RATIO,
         }
     }
 }
@@ -245,16 +250,21 @@ pub enum Schedule {
     Cron(String),
 }
 
-/// Room capacities, for `rtc_room_capacity` and the over-capacity alerts.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The default of `global.capacity_warning_ratio`.
+pub const DEFAULT_WARNING_RATIO: f64 = 0.9;
+
+/// Room capacities and the share of them from which a room counts as near capacity, for
+/// `rtc_room_capacity`, `rtc_room_capacity_warning_ratio` and the capacity alerts.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Capacity {
     /// Capacity of rooms not listed in `rooms`.
-    #[serde(default)]
     pub default: Option<u64>,
     /// Per-room capacities.
-    #[serde(default)]
     pub rooms: BTreeMap<String, u64>,
+    /// The target's warning ratio (`global.capacity_warning_ratio` where it sets none).
+    pub warning_ratio: Option<f64>,
+    /// Per-room warning ratios.
+    pub room_warning_ratios: BTreeMap<String, f64>,
 }
 
 impl Capacity {
@@ -262,6 +272,97 @@ impl Capacity {
     pub fn of(&self, room: &str) -> Option<u64> {
         self.rooms.get(room).copied().or(self.default)
     }
+
+    /// The share of one room's capacity from which it is near capacity.
+    pub fn warning_ratio_of(&self, room: &str) -> f64 {
+        self.room_warning_ratios
+            .get(room)
+            .copied()
+            .or(self.warning_ratio)
+            .unwrap_or(DEFAULT_WARNING_RATIO)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapacity {
+    #[serde(default)]
+    default: Option<u64>,
+    #[serde(default)]
+    rooms: BTreeMap<String, RoomCapacity>,
+    #[serde(default)]
+    warning_ratio: Option<f64>,
+}
+
+/// One room under `capacity.rooms`: `N`, or `{ capacity: N, warning_ratio: R }` (either key).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomCapacityMap {
+    #[serde(default)]
+    capacity: Option<u64>,
+    #[serde(default)]
+    warning_ratio: Option<f64>,
+}
+
+struct RoomCapacity(RoomCapacityMap);
+
+impl<'de> Deserialize<'de> for RoomCapacity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RoomCapacity;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a capacity (a number of users) or { capacity: N, warning_ratio: R }")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<RoomCapacity, E> {
+                Ok(RoomCapacity(RoomCapacityMap {
+                    capacity: Some(n),
+                    warning_ratio: None,
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RoomCapacity, A::Error> {
+                let m = RoomCapacityMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if m.capacity.is_none() && m.warning_ratio.is_none() {
+                    return Err(de::Error::custom("give capacity, warning_ratio or both"));
+                }
+                Ok(RoomCapacity(m))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Capacity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawCapacity::deserialize(d)?;
+        let mut c = Capacity {
+            default: raw.default,
+            warning_ratio: raw.warning_ratio,
+            ..Capacity::default()
+        };
+        for (room, RoomCapacity(m)) in raw.rooms {
+            if let Some(n) = m.capacity {
+                c.rooms.insert(room.clone(), n);
+            }
+            if let Some(r) = m.warning_ratio {
+                c.room_warning_ratios.insert(room, r);
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// What the config expects of a target's rooms, exported beside its series so that one alert
+/// rule serves every room: capacities and warning ratios, the licensed concurrency, the
+/// scheduled classes.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// Room capacities and warning ratios.
+    pub capacity: Capacity,
+    /// `max_users`: the concurrent users the account is licensed or billed for.
+    pub max_users: Option<u64>,
+    /// When rooms are expected in use.
+    pub classes: Classes,
 }
 
 /// One configured target, validated.
@@ -277,8 +378,8 @@ pub struct Target {
     pub endpoint: Option<String>,
     /// Lowered QPS, if configured.
     pub qps: Option<f64>,
-    /// Room capacities.
-    pub capacity: Capacity,
+    /// Capacities, licensed users and scheduled classes.
+    pub expected: Arc<Expected>,
     /// The vendor client, built from the vendor's own keys.
     pub client: Arc<dyn Vendor>,
     /// A hash of the whole entry, secrets resolved: equal means unchanged on reload.
@@ -322,6 +423,15 @@ impl Config {
                 self.path.display()
             ));
         }
+        let g = &self.global;
+        if g.request_timeout > g.poll_timeout {
+            w.push(format!(
+                "{}: global.request_timeout ({}) is longer than global.poll_timeout ({}): a request never gets its whole time, the poll's deadline cuts it first",
+                self.path.display(),
+                show_duration(g.request_timeout),
+                show_duration(g.poll_timeout)
+            ));
+        }
         w
     }
 }
@@ -357,12 +467,20 @@ impl FieldError {
 pub fn from_value<T: de::DeserializeOwned>(value: Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
+        let mut message = redact_values(&e.into_inner().to_string());
+        if message.starts_with("invalid type: integer, expected a string") {
+            message.push_str(QUOTE_HINT);
+        }
         FieldError {
             path: if path == "." { String::new() } else { path },
-            message: redact_values(&e.into_inner().to_string()),
+            message,
         }
     })
 }
+
+/// Added where a number stands for an id: YAML reads unquoted digits as a number.
+const QUOTE_HINT: &str =
+    " (an id made of digits needs quotes, as in rooms: [\"218695\"]: unquoted, YAML reads a number)";
 
 /// serde echoes a value that has the wrong type (`invalid type: string "…"`, `invalid type:
 /// integer `…``); a secret put in the wrong place must not reach an error message, so such
@@ -411,7 +529,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 const TARGET_KEYS: &[&str] = &[
-    "name", "vendor", "interval", "schedule", "endpoint", "qps", "capacity",
+    "name",
+    "vendor",
+    "interval",
+    "schedule",
+    "endpoint",
+    "qps",
+    "capacity",
+    "max_users",
+    "classes",
 ];
 
 /// Parses and validates config text; `path` names the file in errors.
@@ -448,30 +574,40 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         // and warns; see `Config::warnings`.
         Some(Value::Null) => {}
         Some(Value::Sequence(seq)) => {
-            let mut names = HashSet::new();
+            let mut first_at: HashMap<String, usize> = HashMap::new();
             for (i, raw) in seq.into_iter().enumerate() {
-                match parse_target(raw, &global) {
+                let (name, result) = parse_target(raw, &global);
+                let mut errs = match result {
                     Ok(t) => {
-                        if !names.insert(t.name.clone()) {
-                            errors.push(format!(
-                                "{file}: targets[{i}] ({}): name: duplicate target name",
-                                t.name
-                            ));
-                        }
                         targets.push(t);
+                        Vec::new()
                     }
-                    Err((name, errs)) => {
-                        let who = match name {
-                            Some(n) => format!("targets[{i}] ({n})"),
-                            None => format!("targets[{i}]"),
-                        };
-                        for e in errs {
-                            if e.path.is_empty() {
-                                errors.push(format!("{file}: {who}: {}", e.message));
-                            } else {
-                                errors.push(format!("{file}: {who}: {}: {}", e.path, e.message));
-                            }
+                    Err(errs) => errs,
+                };
+                // A duplicate is reported with the entry's other errors, whatever they are.
+                if let Some(n) = &name {
+                    match first_at.get(n) {
+                        Some(first) => errs.insert(
+                            0,
+                            FieldError::new(
+                                "name",
+                                format!("duplicate target name, also used by targets[{first}]"),
+                            ),
+                        ),
+                        None => {
+                            first_at.insert(n.clone(), i);
                         }
+                    }
+                }
+                let who = match &name {
+                    Some(n) => format!("targets[{i}] ({n})"),
+                    None => format!("targets[{i}]"),
+                };
+                for e in errs {
+                    if e.path.is_empty() {
+                        errors.push(format!("{file}: {who}: {}", e.message));
+                    } else {
+                        errors.push(format!("{file}: {who}: {}: {}", e.path, e.message));
                     }
                 }
             }
@@ -508,6 +644,8 @@ fn take<T: de::DeserializeOwned>(
         Err(e) => {
             let path = if e.path.is_empty() {
                 key.to_string()
+            } else if e.path.starts_with('[') {
+                format!("{key}{}", e.path)
             } else {
                 format!("{key}.{}", e.path)
             };
@@ -573,6 +711,29 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
         .map_err(|e| format!("invalid cron expression \"{expr}\" (six fields, seconds first): {e}"))
 }
 
+/// Whether a cron expression never fires after `now` in `tz` (Feb 30, a year gone by).
+pub fn never_fires(cron: &croner::Cron, tz: Tz, now: chrono::DateTime<chrono::Utc>) -> bool {
+    crate::schedule::next_cron(cron, tz, now).is_none()
+}
+
+/// A warning ratio: a share of the capacity in (0, 1].
+fn check_ratio(r: f64) -> Result<f64, String> {
+    if r.is_finite() && r > 0.0 && r <= 1.0 {
+        Ok(r)
+    } else {
+        Err("must be a share of the capacity, above 0 and at most 1 (0.9 is 90 %)".into())
+    }
+}
+
+/// A duration as a config would write it: `10s`, `1500ms`.
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 const GLOBAL_KEYS: &[&str] = &[
     "timezone",
     "interval",
@@ -582,6 +743,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "max_rooms",
     "max_response_bytes",
     "state_file",
+    "capacity_warning_ratio",
 ];
 
 /// The `global:` section, key by key, so every bad key is reported.
@@ -651,6 +813,12 @@ fn parse_global(raw: Value, file: &str, errors: &mut Vec<String>) -> Global {
             global.max_rooms = n;
         }
     }
+    if let Some(r) = take::<f64>(&mut map, "capacity_warning_ratio", &mut errs) {
+        match check_ratio(r) {
+            Ok(r) => global.capacity_warning_ratio = r,
+            Err(e) => errs.push(FieldError::new("capacity_warning_ratio", e)),
+        }
+    }
     for (k, _) in map.iter() {
         errs.push(FieldError::new(
             key_name(k).trim_matches('`'),
@@ -707,9 +875,11 @@ fn hashes(map: &Mapping) -> (u64, u64) {
     )
 }
 
-fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, Vec<FieldError>)> {
+/// One target entry: its name where it has a valid one (errors and duplicates name it), and
+/// the target or every error of the entry.
+fn parse_target(raw: Value, global: &Global) -> (Option<String>, Result<Target, Vec<FieldError>>) {
     let Value::Mapping(mut map) = raw else {
-        return Err((None, vec![FieldError::new("", "expected a mapping")]));
+        return (None, Err(vec![FieldError::new("", "expected a mapping")]));
     };
     let (fingerprint, identity) = hashes(&map);
     let mut errs = Vec::new();
@@ -729,6 +899,9 @@ fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, 
     let endpoint: Option<String> = take(&mut map, "endpoint", &mut errs);
     let qps: Option<f64> = take(&mut map, "qps", &mut errs);
     let capacity: Option<Capacity> = take(&mut map, "capacity", &mut errs);
+    let max_users: Option<u64> = take(&mut map, "max_users", &mut errs);
+    let raw_classes: Option<Vec<RawClass>> = take(&mut map, "classes", &mut errs);
+    let now = chrono::Utc::now();
 
     let schedule = match (interval, schedule) {
         (Some(_), Some(_)) => {
@@ -744,6 +917,13 @@ fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, 
         }
         (Some(PromDuration(d)), None) => Some(Schedule::Interval(d)),
         (None, Some(expr)) => match parse_cron(&expr) {
+            Ok(cron) if never_fires(&cron, global.timezone, now) => {
+                errs.push(FieldError::new(
+                    "schedule",
+                    format!("\"{expr}\" never fires: no run after now, so the target would never be polled"),
+                ));
+                None
+            }
             Ok(_) => Some(Schedule::Cron(expr)),
             Err(e) => {
                 errs.push(FieldError::new("schedule", e));
@@ -766,6 +946,32 @@ fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, 
             errs.push(FieldError::new("qps", "must be a positive number"));
         }
     }
+    let mut capacity = capacity.unwrap_or_default();
+    if let Some(r) = capacity.warning_ratio {
+        if let Err(e) = check_ratio(r) {
+            errs.push(FieldError::new("capacity.warning_ratio", e));
+        }
+    }
+    for (room, r) in &capacity.room_warning_ratios {
+        if let Err(e) = check_ratio(*r) {
+            errs.push(FieldError::new(
+                format!("capacity.rooms.{room}.warning_ratio"),
+                e,
+            ));
+        }
+    }
+    capacity
+        .warning_ratio
+        .get_or_insert(global.capacity_warning_ratio);
+    if max_users == Some(0) {
+        errs.push(FieldError::new(
+            "max_users",
+            "must be at least 1 (the concurrent users the account is licensed for)",
+        ));
+    }
+    let classes = raw_classes
+        .map(|raw| parse_classes(raw, global.timezone, now, &mut errs))
+        .unwrap_or_default();
 
     let entry = match vendor_name.as_deref() {
         None => {
@@ -807,20 +1013,118 @@ fn parse_target(raw: Value, global: &Global) -> Result<Target, (Option<String>, 
         }
     });
 
-    match (name, entry, schedule, client) {
+    // A lower qps is all the key can do: above the vendor's documented limit it would raise
+    // nothing, and is most likely a misunderstanding.
+    if let (Some(q), Some(limit)) = (qps, client.as_ref().and_then(|c| c.documented_qps())) {
+        if q > limit {
+            errs.push(FieldError::new(
+                "qps",
+                format!(
+                    "{q} is above the documented limit of {limit} requests per second for {}: qps may only lower it",
+                    entry.map_or("this vendor", |e| e.name)
+                ),
+            ));
+        }
+    }
+
+    let result = match (name, entry, schedule, client) {
         (Some(name), Some(entry), Some(schedule), Some(client)) if errs.is_empty() => Ok(Target {
             name,
             vendor: entry.name,
             schedule,
             endpoint,
             qps,
-            capacity: capacity.unwrap_or_default(),
+            expected: Arc::new(Expected {
+                capacity,
+                max_users,
+                classes,
+            }),
             client,
             fingerprint,
             identity,
         }),
-        _ => Err((shown_name, errs)),
+        _ => Err(errs),
+    };
+    (shown_name, result)
+}
+
+/// One entry of `classes:`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClass {
+    rooms: RoomList,
+    schedule: String,
+    duration: PromDuration,
+}
+
+/// A room id or glob, or a list of them.
+struct RoomList(Vec<String>);
+
+impl<'de> Deserialize<'de> for RoomList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RoomList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RoomList, E> {
+                Ok(RoomList(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RoomList, A::Error> {
+                let mut rooms = Vec::new();
+                while let Some(r) = seq.next_element::<String>()? {
+                    rooms.push(r);
+                }
+                Ok(RoomList(rooms))
+            }
+        }
+        d.deserialize_any(V)
     }
+}
+
+/// Validates `classes:` (errors at `classes[i].key`) into the target's [`Classes`].
+fn parse_classes(
+    raw: Vec<RawClass>,
+    tz: Tz,
+    now: chrono::DateTime<chrono::Utc>,
+    errs: &mut Vec<FieldError>,
+) -> Classes {
+    let mut list = Vec::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        let at = |key: &str| format!("classes[{i}].{key}");
+        let mut ok = true;
+        if c.rooms.0.is_empty() || c.rooms.0.iter().any(|r| r.is_empty()) {
+            errs.push(FieldError::new(
+                at("rooms"),
+                "name at least one room id or glob, none empty",
+            ));
+            ok = false;
+        }
+        let PromDuration(duration) = c.duration;
+        if duration < Duration::from_secs(1) {
+            errs.push(FieldError::new(at("duration"), "must be at least 1s"));
+            ok = false;
+        }
+        let cron = match parse_cron(&c.schedule) {
+            Ok(cron) if never_fires(&cron, tz, now) => {
+                errs.push(FieldError::new(
+                    at("schedule"),
+                    format!("\"{}\" never fires: no start after now", c.schedule),
+                ));
+                None
+            }
+            Ok(cron) => Some(cron),
+            Err(e) => {
+                errs.push(FieldError::new(at("schedule"), e));
+                None
+            }
+        };
+        if let (Some(cron), true) = (cron, ok) {
+            list.push(Class::new(c.rooms.0, c.schedule, cron, duration));
+        }
+    }
+    Classes::new(tz, list)
 }
 
 #[cfg(test)]

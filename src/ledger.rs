@@ -681,6 +681,8 @@ mod tests {
     const CAP: Capacity = Capacity {
         default: None,
         rooms: BTreeMap::new(),
+        warning_ratio: None,
+        room_warning_ratios: BTreeMap::new(),
     };
     const LIMITS: Limits<'static> = Limits {
         capacity: &CAP,

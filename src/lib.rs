@@ -14,7 +14,8 @@
 //!           one file per vendor (client + signing); `vendor::util` the helpers they share
 //! ledger    peak / accumulated per room and target for the local day; the day's sessions
 //!           and the exact sweep where a vendor gives join and leave times
-//! clock     the one wall clock polls read (tests drive it)
+//! classes   scheduled classes: which rooms the config expects in use now (cron + duration)
+//! clock     the one wall clock polls and renders read (tests drive it)
 //! snapshot  immutable per-target views, swapped whole; exposition rendered once per swap
 //! metrics   self-metrics registry and the text renderer
 //! serve     hyper: /metrics, /, /-/healthy, /-/ready, /-/reload
@@ -32,6 +33,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
+pub mod classes;
 pub mod clock;
 pub mod config;
 pub mod ledger;

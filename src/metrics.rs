@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
     TextEncoder,
@@ -24,10 +25,13 @@ pub const FAMILIES: &[&str] = &[
     "rtc_room_accumulated_users",
     "rtc_room_active",
     "rtc_room_capacity",
+    "rtc_room_capacity_warning_ratio",
+    "rtc_room_class_scheduled",
     "rtc_rooms",
     "rtc_users",
     "rtc_peak_users",
     "rtc_accumulated_users",
+    "rtc_target_max_users",
     "rtc_device_users",
     "rtc_room_role_users",
     "rtc_user_online",
@@ -339,7 +343,12 @@ fn bool_value(b: bool) -> f64 {
 }
 
 /// Renders the whole exposition: domain series, target state, build info, self-metrics.
-pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMetrics) -> Vec<u8> {
+/// `now` decides which classes are scheduled.
+pub fn render(
+    targets: &BTreeMap<String, Arc<TargetView>>,
+    self_metrics: &SelfMetrics,
+    now: DateTime<Utc>,
+) -> Vec<u8> {
     let mut out = String::with_capacity(4096);
     let with_data = || {
         targets
@@ -370,6 +379,53 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
         }
     }
 
+    {
+        let mut f = Family::new(
+            &mut out,
+            "rtc_room_capacity_warning_ratio",
+            "gauge",
+            "Share of the room's capacity from which it counts as near capacity (capacity.rooms.ROOM.warning_ratio, capacity.warning_ratio or global.capacity_warning_ratio); rooms that have a capacity.",
+        );
+        for (t, d) in with_data() {
+            for r in d.rooms.iter().filter(|r| r.capacity.is_some()) {
+                f.sample(
+                    &[("target", &t.name), ("vendor", t.vendor), ("room", &r.room)],
+                    t.expected.capacity.warning_ratio_of(&r.room),
+                );
+            }
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "rtc_room_class_scheduled",
+            "gauge",
+            "1 while a class is scheduled in the room (classes: in global.timezone), else 0. Rooms named in classes always; rooms matched by a glob once the vendor has shown them today.",
+        );
+        for t in targets.values() {
+            let classes = &t.expected.classes;
+            if classes.is_empty() {
+                continue;
+            }
+            let sessions = classes.sessions(now);
+            let mut rooms: std::collections::BTreeSet<&str> = classes.named_rooms().collect();
+            if let Some(d) = &t.data {
+                rooms.extend(
+                    d.rooms
+                        .iter()
+                        .map(|r| r.room.as_str())
+                        .filter(|r| classes.covers(r)),
+                );
+            }
+            for room in rooms {
+                f.sample(
+                    &[("target", &t.name), ("vendor", t.vendor), ("room", room)],
+                    bool_value(classes.scheduled(room, &sessions)),
+                );
+            }
+        }
+    }
+
     type TotalField = fn(&crate::snapshot::TargetData) -> f64;
     let totals: [(&str, &str, TotalField); 4] = [
         ("rtc_rooms", "Rooms in progress now, including rooms beyond max_rooms.", |d| d.rooms_active as f64),
@@ -381,6 +437,19 @@ pub fn render(targets: &BTreeMap<String, Arc<TargetView>>, self_metrics: &SelfMe
         let mut f = Family::new(&mut out, name, "gauge", help);
         for (t, d) in with_data() {
             f.sample(&[("target", &t.name), ("vendor", t.vendor)], field(d));
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
+            "rtc_target_max_users",
+            "gauge",
+            "Concurrent users the target's account is licensed or billed for (max_users); compare with rtc_users.",
+        );
+        for t in targets.values() {
+            if let Some(n) = t.expected.max_users {
+                f.sample(&[("target", &t.name), ("vendor", t.vendor)], n as f64);
+            }
         }
     }
     {

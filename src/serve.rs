@@ -410,6 +410,25 @@ fn html_escape(s: &str, out: &mut String) {
     }
 }
 
+/// A span of seconds for people: `42s`, `5m`, `1h30m`, `2d3h`.
+fn age(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=3599 => format!("{}m{}", s / 60, unit_or_empty(s % 60, "s")),
+        3600..=86_399 => format!("{}h{}", s / 3600, unit_or_empty(s % 3600 / 60, "m")),
+        _ => format!("{}d{}", s / 86_400, unit_or_empty(s % 86_400 / 3600, "h")),
+    }
+}
+
+fn unit_or_empty(n: u64, unit: &str) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("{n}{unit}")
+    }
+}
+
 fn landing(site: &Site) -> Response<Full<Bytes>> {
     let snap = site.board.snapshot();
     let mut h = String::with_capacity(2048);
@@ -423,7 +442,8 @@ fn landing(site: &Site) -> Response<Full<Bytes>> {
     );
     html_escape(&site.telemetry_path, &mut h);
     h.push_str("\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>");
-    h.push_str("<h2>Targets</h2><table><tr><th>target</th><th>vendor</th><th>state</th><th>rooms</th><th>users</th><th>last poll (s)</th><th>failures</th><th>last error</th></tr>");
+    h.push_str("<h2>Targets</h2><table><tr><th>target</th><th>vendor</th><th>state</th><th>rooms</th><th>users</th><th>last success</th><th>interval</th><th>next poll</th><th>poll duration</th><th>failures in a row</th><th>last error</th></tr>");
+    let now = site.board.now().timestamp_millis() as f64 / 1000.0;
     for t in snap.targets.values() {
         let (class, state) = match (t.polled, t.up) {
             (false, _) => ("", "pending"),
@@ -443,9 +463,21 @@ fn landing(site: &Site) -> Response<Full<Bytes>> {
             }
             None => h.push_str("<td>-</td><td>-</td>"),
         }
+        let _ = write!(
+            h,
+            "<td>{}</td><td>{}</td><td>{}</td>",
+            t.last_success
+                .map_or("never".to_string(), |at| format!("{} ago", age(now - at))),
+            age(t.interval_seconds),
+            t.next_poll.map_or("-".to_string(), |at| if at >= now {
+                format!("in {}", age(at - now))
+            } else {
+                format!("{} overdue", age(now - at))
+            }),
+        );
         match t.last_duration {
             Some(d) => {
-                let _ = write!(h, "<td>{d:.3}</td>");
+                let _ = write!(h, "<td>{d:.3} s</td>");
             }
             None => h.push_str("<td>-</td>"),
         }
@@ -465,6 +497,19 @@ fn landing(site: &Site) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_read_as_people_say_them() {
+        assert_eq!(age(0.0), "0s");
+        assert_eq!(age(-3.0), "0s");
+        assert_eq!(age(59.6), "60s");
+        assert_eq!(age(119.0), "119s");
+        assert_eq!(age(120.0), "2m");
+        assert_eq!(age(330.0), "5m30s");
+        assert_eq!(age(3600.0), "1h");
+        assert_eq!(age(5400.0), "1h30m");
+        assert_eq!(age(86_400.0 * 2.0 + 3.0 * 3600.0), "2d3h");
+    }
 
     #[test]
     fn listen_addresses() {

@@ -2,7 +2,9 @@
 //!
 //! A poll publishes a new [`TargetView`]; the board renders the exposition text once and swaps
 //! the whole [`Snapshot`] atomically. A scrape loads the current snapshot (no lock) and serves
-//! its bytes, plain or gzip-compressed at render time.
+//! its bytes, plain or gzip-compressed at render time. What depends on the time of day
+//! (whether a class is scheduled) is rendered from the board's clock, the one the polls read,
+//! at every render: each poll and every [`crate::app::REFRESH_EVERY`].
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -11,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use crate::clock::Clock;
+use crate::config::Expected;
 use crate::metrics::{self, SelfMetrics};
 use crate::vendor::{DeviceCounts, RoleCounts, TargetInfo};
 
@@ -92,6 +96,8 @@ pub struct TargetView {
     pub rooms_dropped: u64,
     /// Last good data; `None` before the first success and once stale.
     pub data: Option<Arc<TargetData>>,
+    /// What the config expects: capacities, warning ratios, licensed users, classes.
+    pub expected: Arc<Expected>,
 }
 
 /// An immutable, rendered state of every target.
@@ -116,28 +122,36 @@ pub struct Board {
     views: Mutex<BTreeMap<String, Arc<TargetView>>>,
     current: ArcSwap<Snapshot>,
     metrics: Arc<SelfMetrics>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Board {
-    /// A board with the initial views of every target.
-    pub fn new(initial: Vec<TargetView>, metrics: Arc<SelfMetrics>) -> Self {
+    /// A board with the initial views of every target, rendering with `clock`'s time.
+    pub fn new(initial: Vec<TargetView>, metrics: Arc<SelfMetrics>, clock: Arc<dyn Clock>) -> Self {
         let views: BTreeMap<_, _> = initial
             .into_iter()
             .map(|v| (v.name.clone(), Arc::new(v)))
             .collect();
-        let snapshot = Self::render_snapshot(views.clone(), &metrics);
+        let snapshot = Self::render_snapshot(views.clone(), &metrics, clock.now());
         Board {
             views: Mutex::new(views),
             current: ArcSwap::from_pointee(snapshot),
             metrics,
+            clock,
         }
+    }
+
+    /// The wall-clock time, from the clock the polls read.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 
     fn render_snapshot(
         targets: BTreeMap<String, Arc<TargetView>>,
         metrics: &SelfMetrics,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Snapshot {
-        let text = metrics::render(&targets, metrics);
+        let text = metrics::render(&targets, metrics, now);
         let mut enc = flate2::write::GzEncoder::new(
             Vec::with_capacity(text.len() / 4),
             flate2::Compression::fast(),
@@ -180,6 +194,7 @@ impl Board {
         self.current.store(Arc::new(Self::render_snapshot(
             views.clone(),
             &self.metrics,
+            self.clock.now(),
         )));
     }
 

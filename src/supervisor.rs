@@ -50,6 +50,7 @@ pub fn initial_view(target: &Target, global: &Global, now: DateTime<Utc>) -> Tar
         rooms_failed: 0,
         rooms_dropped: 0,
         data: None,
+        expected: target.expected.clone(),
     }
 }
 
@@ -423,7 +424,7 @@ impl Supervisor {
 
 fn limits<'a>(target: &'a Target, global: &Global) -> Limits<'a> {
     Limits {
-        capacity: &target.capacity,
+        capacity: &target.expected.capacity,
         max_rooms: global.max_rooms,
         stale_after: global.stale_after,
     }

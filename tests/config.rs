@@ -351,3 +351,88 @@ fn config_check_reports_talkcloud_requests_one_per_room_at_5_qps() {
         "{stdout}"
     );
 }
+
+#[test]
+fn occupancy_thresholds_and_classes_are_read_with_their_defaults() {
+    let text = std::fs::read_to_string("tests/fixtures/config/occupancy.ok.yaml").unwrap();
+    let cfg = config::parse(&text, Path::new("occupancy.yaml")).unwrap();
+    assert_eq!(cfg.global.capacity_warning_ratio, 0.85);
+    let talk = &cfg.targets[0].expected;
+    assert_eq!(talk.max_users, Some(2000));
+    let cap = &talk.capacity;
+    // A room's own capacity and ratio, else the target's, else the global ratio.
+    assert_eq!(cap.of("7100000001"), Some(1000));
+    assert_eq!(cap.warning_ratio_of("7100000001"), 0.8);
+    assert_eq!(cap.of("7100000002"), Some(40));
+    assert_eq!(cap.warning_ratio_of("7100000002"), 0.95);
+    assert_eq!(
+        cap.of("open-day"),
+        Some(600),
+        "a ratio alone keeps the default capacity"
+    );
+    assert_eq!(cap.warning_ratio_of("open-day"), 0.5);
+    let classes = talk.classes.list();
+    assert_eq!(classes.len(), 3);
+    assert_eq!(classes[1].rooms, ["open-day"]);
+    assert_eq!(
+        classes[1].duration,
+        std::time::Duration::from_secs(3 * 3600)
+    );
+    assert!(talk.classes.covers("7100000009") && !talk.classes.covers("7100000010"));
+
+    let urtc = &cfg.targets[1].expected;
+    assert_eq!(urtc.max_users, None);
+    assert!(urtc.classes.is_empty());
+    assert_eq!(urtc.capacity.of("closed"), Some(0));
+    assert_eq!(
+        urtc.capacity.warning_ratio_of("closed"),
+        0.85,
+        "the global ratio where the target sets none"
+    );
+    let default = config::parse(
+        "targets:\n  - name: a\n    vendor: ucloud_urtc\n    app_id: x\n    credentials: { public_key: p, private_key: k }\n    capacity: { default: 10 }\n",
+        Path::new("d.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        default.targets[0].expected.capacity.warning_ratio_of("r"),
+        0.9
+    );
+}
+
+#[test]
+fn config_check_warns_where_request_timeout_is_over_poll_timeout() {
+    let dir = std::env::temp_dir().join(format!("rtc-timeouts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |global: &str| {
+        let file = dir.join("timeouts.yaml");
+        std::fs::write(
+            &file,
+            format!("global:\n{global}targets:\n  - name: a\n    vendor: ucloud_urtc\n    app_id: x\n    credentials: {{ public_key: p, private_key: k }}\n"),
+        )
+        .unwrap();
+        let out = exporter()
+            .args(["--config.check", "--config.file"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "a warning, not an error");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let over = check("  poll_timeout: 1500ms\n");
+    let line = over.lines().find(|l| l.contains("request_timeout"));
+    assert_eq!(
+        line,
+        Some(
+            format!(
+                "warning: {}: global.request_timeout (10s) is longer than global.poll_timeout (1500ms): a request never gets its whole time, the poll's deadline cuts it first",
+                dir.join("timeouts.yaml").display()
+            )
+            .as_str()
+        ),
+        "{over}"
+    );
+    let equal = check("  poll_timeout: 10s\n  request_timeout: 10s\n");
+    assert!(!equal.contains("request_timeout"), "{equal}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

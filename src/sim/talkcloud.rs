@@ -536,6 +536,8 @@ impl Simulator for TalkSim {
             "credentials": {"key": self.key},
             "rooms": rooms,
             "capacity": {"default": 600},
+            "max_users": 1000,
+            "classes": [{"rooms": "*", "schedule": "0 */10 * * * *", "duration": "5m"}],
         });
         serde_yaml::to_value(target).unwrap_or(serde_yaml::Value::Null)
     }

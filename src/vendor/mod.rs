@@ -43,6 +43,13 @@ pub trait Vendor: Send + Sync + 'static {
     fn budget(&self) -> Option<Budget> {
         None
     }
+    /// The highest rate, in requests per second per account, that the vendor documents (or
+    /// that this exporter decided, where the vendor publishes none) for any of its APIs: a
+    /// `qps:` above it could lower nothing, and `--config.check` refuses it. `None`: not
+    /// checked.
+    fn documented_qps(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// The requests one poll needs and the documented limit they go at.

@@ -554,6 +554,9 @@ impl Talkcloud {
 }
 
 impl Vendor for Talkcloud {
+    fn documented_qps(&self) -> Option<f64> {
+        Some(QPS)
+    }
     fn info(&self) -> TargetInfo {
         TargetInfo::default()
     }

@@ -1,6 +1,6 @@
 //! Tencent Cloud TRTC: `DescribeRoomInfo` lists the day's calls (their `CommId`), then
 //! `DescribeUserInfo` gives each call's users with join and leave times (API version
-//! 2019-07-22). The ledger turns those sessions into exact figures (DESIGN §6).
+//! 2019-07-22). The ledger turns those sessions into exact figures (README, "Peak and accumulated").
 //!
 //! Requests are `POST /` with a JSON body, signed with TC3-HMAC-SHA256 ([`sign`], signed
 //! headers `content-type;host;x-tc-action`) at the moment they are built. Errors come as
@@ -827,6 +827,9 @@ impl TencentTrtc {
 }
 
 impl Vendor for TencentTrtc {
+    fn documented_qps(&self) -> Option<f64> {
+        Some(QPS)
+    }
     fn info(&self) -> TargetInfo {
         TargetInfo {
             app: self.s.sdk_app_id.to_string(),

@@ -425,6 +425,9 @@ impl UcloudUrtc {
 }
 
 impl Vendor for UcloudUrtc {
+    fn documented_qps(&self) -> Option<f64> {
+        Some(QPS)
+    }
     fn info(&self) -> TargetInfo {
         TargetInfo {
             app: self.s.app_id.clone(),

@@ -1144,6 +1144,9 @@ impl VolcengineRtc {
 }
 
 impl Vendor for VolcengineRtc {
+    fn documented_qps(&self) -> Option<f64> {
+        Some(ONLINE_QPS)
+    }
     fn info(&self) -> TargetInfo {
         TargetInfo {
             app: self.conf.app_id.clone(),
