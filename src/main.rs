@@ -222,18 +222,23 @@ impl Hangups {
     }
 }
 
+/// SIGTERM, registered when the runtime starts.
+#[cfg(unix)]
+static TERM: std::sync::OnceLock<tokio::sync::Mutex<tokio::signal::unix::Signal>> =
+    std::sync::OnceLock::new();
+
 async fn until_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match TERM.get() {
+            Some(term) => {
+                let mut term = term.lock().await;
                 tokio::select! {
                     _ = term.recv() => {},
                     _ = tokio::signal::ctrl_c() => {},
                 }
             }
-            Err(_) => {
+            None => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
@@ -337,6 +342,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        // SIGTERM is caught from the start and kept, so a stop that comes before the wait
+        // begins is still seen by it and ends the process cleanly, with status 0.
+        #[cfg(unix)]
+        if let Ok(term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            let _ = TERM.set(tokio::sync::Mutex::new(term));
+        }
         match cli.command {
             None => {
                 // Bad config exits before anything is bound.

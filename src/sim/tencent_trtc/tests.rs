@@ -769,7 +769,7 @@ fn demo_target_and_describe() {
     assert_eq!(sim.secret_key().len(), 32);
     let t = sim.demo_target("http://127.0.0.1:9");
     let expected: serde_yaml::Value = serde_yaml::from_str(&format!(
-        "name: trtc-demo\nvendor: tencent_trtc\ninterval: 5s\nendpoint: \"http://127.0.0.1:9\"\n\
+        "name: trtc-demo\nvendor: tencent_trtc\ninterval: 10s\nendpoint: \"http://127.0.0.1:9\"\n\
          sdk_app_id: {}\nregion: ap-guangzhou\ncredentials:\n  secret_id: \"{}\"\n  \
          secret_key: \"{}\"\ncapacity: {{ default: 30 }}\n",
         sim.sdk_app_id,
