@@ -1282,12 +1282,7 @@ async fn the_binary_at_debug_logs_no_secret() {
             || {
                 let base = base.clone();
                 async move {
-                    let text = reqwest::get(format!("{base}/metrics"))
-                        .await
-                        .ok()?
-                        .text()
-                        .await
-                        .ok()?;
+                    let text = common::try_scrape(&base).await?;
                     (counted(&text, "success") == VENDORS.len()).then_some(text)
                 }
             },
@@ -1310,12 +1305,7 @@ async fn the_binary_at_debug_logs_no_secret() {
             || {
                 let base = base.clone();
                 async move {
-                    let text = reqwest::get(format!("{base}/metrics"))
-                        .await
-                        .ok()?
-                        .text()
-                        .await
-                        .ok()?;
+                    let text = common::try_scrape(&base).await?;
                     (counted(&text, "failure") == VENDORS.len()).then_some(text)
                 }
             },

@@ -125,12 +125,7 @@ async fn run(fault: Option<Fault>, result: &str) -> (u64, u64, String) {
         || {
             let base = base.clone();
             async move {
-                let text = reqwest::get(format!("{base}/metrics"))
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
+                let text = common::try_scrape(&base).await?;
                 (polls(&text, "urtc", result) >= 3.0 && polls(&text, "volc", result) >= 3.0)
                     .then_some(text)
             }
