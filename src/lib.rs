@@ -24,6 +24,7 @@
 //! sim       simulated vendor servers on loopback (demo, tests, benchmarks)
 //! app       wiring: run the exporter, the demo and the simulators
 //! simulate  `simulate --write-config`: an exporter.yaml pointed at the simulators
+//! probe     `probe`: one poll of one target, every request, answer and anomaly shown
 //! ```
 //!
 //! A scrape never waits on a vendor: polls build a new snapshot, the snapshot is rendered to
@@ -38,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod ledger;
 pub mod metrics;
+pub mod probe;
 pub mod schedule;
 pub mod serve;
 pub mod sim;

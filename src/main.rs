@@ -89,6 +89,19 @@ enum Command {
         #[arg(long = "config.file", hide = true)]
         config_file: Option<PathBuf>,
     },
+    /// One poll of one target against its vendor, outside the daemon: every request, answer
+    /// and anomaly, and the figures it gives (secrets masked). Exit 0 when the poll succeeded.
+    Probe {
+        /// Configuration file [default: exporter.yaml].
+        #[arg(long = "config.file")]
+        config_file: Option<PathBuf>,
+        /// The target to poll (its `name:` in --config.file).
+        #[arg(long)]
+        target: String,
+        /// Also write the answers to DIR as a fixture in the tests/answers/ format.
+        #[arg(long, value_name = "DIR")]
+        save: Option<PathBuf>,
+    },
     /// The simulated vendor servers alone, printing their endpoints and keys.
     Simulate {
         /// Address of the first simulator; port 0 picks free ports, a fixed port counts up.
@@ -125,6 +138,14 @@ fn unused_flags(matches: &ArgMatches, command: &Command) -> Vec<&'static str> {
             ("config_check", "--config.check"),
             ("web_config_file", "--web.config.file"),
             ("max_connections", "--web.max-connections"),
+        ],
+        Command::Probe { .. } => &[
+            ("config_check", "--config.check"),
+            ("listen", "--web.listen-address"),
+            ("telemetry_path", "--web.telemetry-path"),
+            ("web_config_file", "--web.config.file"),
+            ("max_connections", "--web.max-connections"),
+            ("enable_lifecycle", "--web.enable-lifecycle"),
         ],
         Command::Simulate { .. } => &[
             ("config_file", "--config.file"),
@@ -186,6 +207,48 @@ fn init_logging(level: Level, format: Format) {
             )
             .try_init(),
     };
+}
+
+/// `probe`: one poll of one target, printed; exit 0 when it succeeded, 1 otherwise (a bad
+/// config too).
+fn probe(config_file: &std::path::Path, target: &str, save: Option<&std::path::Path>) -> ExitCode {
+    let config = match config::load(config_file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let clock: std::sync::Arc<dyn rtc_exporter::clock::Clock> =
+        std::sync::Arc::new(rtc_exporter::clock::SystemClock);
+    let report = match runtime.block_on(rtc_exporter::probe::probe(&config, target, clock)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rtc-exporter probe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", rtc_exporter::probe::render(&report));
+    if let Some(dir) = save {
+        match rtc_exporter::probe::save(&report, &config, dir) {
+            Ok(path) => println!("saved the answers to {}", path.display()),
+            Err(e) => {
+                eprintln!("rtc-exporter probe: --save: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::from(report.exit_code())
 }
 
 enum Signal {
@@ -255,6 +318,7 @@ fn main() -> ExitCode {
     if let Some(command) = &cli.command {
         let name = match command {
             Command::Demo { .. } => "demo",
+            Command::Probe { .. } => "probe",
             Command::Simulate { .. } => "simulate",
         };
         let demo_config = matches!(
@@ -331,6 +395,16 @@ fn main() -> ExitCode {
         };
     }
 
+    if let Some(Command::Probe {
+        config_file,
+        target,
+        save,
+    }) = &cli.command
+    {
+        let file = config_file.as_ref().unwrap_or(&cli.config_file);
+        return probe(file, target, save.as_deref());
+    }
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -398,6 +472,7 @@ fn main() -> ExitCode {
                 until_signal().await;
                 running.stop().await
             }
+            Some(Command::Probe { .. }) => Ok(()),
             Some(Command::Simulate {
                 listen,
                 seed,

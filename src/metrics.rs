@@ -48,6 +48,7 @@ pub const FAMILIES: &[&str] = &[
     "rtc_exporter_polls_total",
     "rtc_exporter_vendor_requests_total",
     "rtc_exporter_vendor_errors_total",
+    "rtc_exporter_vendor_anomalies_total",
     "rtc_exporter_vendor_request_duration_seconds",
     "rtc_exporter_config_last_reload_successful",
     "rtc_exporter_config_last_reload_success_timestamp_seconds",
@@ -83,6 +84,7 @@ pub struct SelfMetrics {
     polls: IntCounterVec,
     requests: IntCounterVec,
     errors: IntCounterVec,
+    anomalies: IntCounterVec,
     duration: HistogramVec,
     /// `rtc_exporter_config_last_reload_successful`.
     pub reload_ok: Gauge,
@@ -117,6 +119,13 @@ impl SelfMetrics {
             ),
             &["target", "vendor", "api", "code"],
         )?;
+        let anomalies = IntCounterVec::new(
+            Opts::new(
+                "rtc_exporter_vendor_anomalies_total",
+                "Vendor answers that disagreed with themselves but were read (a declared total unlike the rows, a repeated row, a count above its list, ...), by API and kind.",
+            ),
+            &["target", "vendor", "api", "kind"],
+        )?;
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "rtc_exporter_vendor_request_duration_seconds",
@@ -128,6 +137,7 @@ impl SelfMetrics {
         registry.register(Box::new(polls.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(anomalies.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         let reload_ok = Gauge::new(
             "rtc_exporter_config_last_reload_successful",
@@ -156,6 +166,7 @@ impl SelfMetrics {
             polls,
             requests,
             errors,
+            anomalies,
             duration,
             reload_ok,
             reload_ok_at,
@@ -194,6 +205,7 @@ impl SelfMetrics {
                     "rtc_exporter_polls_total" => self.polls.remove(&labels),
                     "rtc_exporter_vendor_requests_total" => self.requests.remove(&labels),
                     "rtc_exporter_vendor_errors_total" => self.errors.remove(&labels),
+                    "rtc_exporter_vendor_anomalies_total" => self.anomalies.remove(&labels),
                     "rtc_exporter_vendor_request_duration_seconds" => self.duration.remove(&labels),
                     _ => Ok(()),
                 };
@@ -210,6 +222,19 @@ impl SelfMetrics {
         ] {
             self.polls.with_label_values(&[target, vendor, r.label()]);
         }
+    }
+
+    /// Counts one answer that disagreed with itself but was read.
+    pub fn record_anomaly(
+        &self,
+        target: &str,
+        vendor: &str,
+        api: &str,
+        kind: crate::vendor::Anomaly,
+    ) {
+        self.anomalies
+            .with_label_values(&[target, vendor, api, kind.label()])
+            .inc();
     }
 
     /// Counts one poll.

@@ -291,39 +291,8 @@ impl Supervisor {
     pub async fn poll_once(&self) -> u32 {
         let started = Instant::now();
         let now = self.plumbing.clock.now();
-        let mut ctx = PollCtx::new(
-            &self.target.name,
-            self.target.vendor,
-            now,
-            self.global.timezone,
-            self.plumbing.clone(),
-        );
-        ctx.endpoint = self.target.endpoint.clone();
-        ctx.qps = self.target.qps;
-        ctx.request_timeout = Some(self.global.request_timeout);
-        ctx.max_response_bytes = Some(self.global.max_response_bytes);
-        let deadline = self.global.poll_timeout;
-        let result = match tokio::time::timeout(deadline, self.target.client.poll(&ctx)).await {
-            Ok(r) => r,
-            Err(_) => Err(PollError::Deadline(deadline)),
-        };
-        let mut obs = ctx.progress.take();
-        let whole = match result {
-            Ok(rest) => {
-                obs.merge(rest);
-                if obs.failed.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} of {} rooms failed, their last values kept; first: {}",
-                        obs.failed.len(),
-                        obs.failed.len() + obs.rooms.len(),
-                        obs.first_error.as_deref().unwrap_or("unknown")
-                    ))
-                }
-            }
-            Err(e) => Err(e.to_string()),
-        };
+        let ctx = poll_ctx(&self.target, &self.global, self.plumbing.clone(), now);
+        let (obs, whole) = poll_target(&self.target, &self.global, &ctx).await;
         let elapsed = started.elapsed().as_secs_f64();
         let day = Day {
             date: ctx.today(),
@@ -422,7 +391,55 @@ impl Supervisor {
     }
 }
 
-fn limits<'a>(target: &'a Target, global: &Global) -> Limits<'a> {
+/// The context of one poll of `target` at `now`: its zone, endpoint, QPS and timeouts.
+pub fn poll_ctx(
+    target: &Target,
+    global: &Global,
+    plumbing: Arc<Plumbing>,
+    now: DateTime<Utc>,
+) -> PollCtx {
+    let mut ctx = PollCtx::new(&target.name, target.vendor, now, global.timezone, plumbing);
+    ctx.endpoint = target.endpoint.clone();
+    ctx.qps = target.qps;
+    ctx.request_timeout = Some(global.request_timeout);
+    ctx.max_response_bytes = Some(global.max_response_bytes);
+    ctx
+}
+
+/// Polls `target` once within `poll_timeout`: what every room reported (also before a failure
+/// or the deadline), and whether the poll succeeded whole (every room refreshed).
+pub async fn poll_target(
+    target: &Target,
+    global: &Global,
+    ctx: &PollCtx,
+) -> (Observation, Result<(), String>) {
+    let deadline = global.poll_timeout;
+    let result = match tokio::time::timeout(deadline, target.client.poll(ctx)).await {
+        Ok(r) => r,
+        Err(_) => Err(PollError::Deadline(deadline)),
+    };
+    let mut obs = ctx.progress.take();
+    let whole = match result {
+        Ok(rest) => {
+            obs.merge(rest);
+            if obs.failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} rooms failed, their last values kept; first: {}",
+                    obs.failed.len(),
+                    obs.failed.len() + obs.rooms.len(),
+                    obs.first_error.as_deref().unwrap_or("unknown")
+                ))
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    (obs, whole)
+}
+
+/// The ledger's limits for `target`.
+pub fn limits<'a>(target: &'a Target, global: &Global) -> Limits<'a> {
     Limits {
         capacity: &target.expected.capacity,
         max_rooms: global.max_rooms,

@@ -411,6 +411,10 @@ enum Switch {
     PadBytesChunked,
     CodeAsString,
     MissingFields,
+    TotalLarger,
+    TotalSmaller,
+    DuplicateRows,
+    AbsentList,
 }
 
 /// Latency of the `latency` case, over `request_timeout`.
@@ -422,7 +426,7 @@ const PAD: usize = 2 << 20;
 const STALE_AFTER: u32 = 6;
 
 impl Switch {
-    const ALL: [Switch; 11] = [
+    const ALL: [Switch; 15] = [
         Switch::Latency,
         Switch::HttpStatus,
         Switch::Reset,
@@ -434,6 +438,10 @@ impl Switch {
         Switch::PadBytesChunked,
         Switch::CodeAsString,
         Switch::MissingFields,
+        Switch::TotalLarger,
+        Switch::TotalSmaller,
+        Switch::DuplicateRows,
+        Switch::AbsentList,
     ];
 
     /// The row of the matrix.
@@ -450,7 +458,20 @@ impl Switch {
             Switch::PadBytesChunked => "`pad_bytes` and `chunked`: the same, no Content-Length",
             Switch::CodeAsString => "`code_as_string`: numbers as strings",
             Switch::MissingFields => "`missing_fields`: optional fields left out",
+            Switch::TotalLarger => "`total_larger`: the declared total above the rows sent",
+            Switch::TotalSmaller => "`total_smaller`: the declared total below the rows sent",
+            Switch::DuplicateRows => "`duplicate_rows`: rows sent again on later pages",
+            Switch::AbsentList => "`absent_list`: the list left out, its count kept",
         }
+    }
+
+    /// A valid answer that disagrees with itself: read (ok, up, the truth) and counted in
+    /// `rtc_exporter_vendor_anomalies_total`.
+    fn anomaly(self) -> bool {
+        matches!(
+            self,
+            Switch::TotalLarger | Switch::TotalSmaller | Switch::DuplicateRows
+        )
     }
 
     fn fault(self) -> Fault {
@@ -470,6 +491,10 @@ impl Switch {
             }
             Switch::CodeAsString => f.code_as_string = true,
             Switch::MissingFields => f.missing_fields = true,
+            Switch::TotalLarger => f.total_larger = true,
+            Switch::TotalSmaller => f.total_smaller = true,
+            Switch::DuplicateRows => f.duplicate_rows = true,
+            Switch::AbsentList => f.absent_list = true,
         }
         f
     }
@@ -480,11 +505,17 @@ impl Switch {
             Switch::Latency => Some("timeout"),
             Switch::HttpStatus => Some("error"),
             Switch::Reset => Some("transport"),
-            Switch::Malformed | Switch::NullList | Switch::EmptyLaterPages | Switch::LoseRows => {
-                Some("malformed")
-            }
+            Switch::Malformed
+            | Switch::NullList
+            | Switch::EmptyLaterPages
+            | Switch::LoseRows
+            | Switch::AbsentList => Some("malformed"),
             Switch::PadBytes | Switch::PadBytesChunked => Some("too_large"),
-            Switch::CodeAsString | Switch::MissingFields => None,
+            Switch::CodeAsString
+            | Switch::MissingFields
+            | Switch::TotalLarger
+            | Switch::TotalSmaller
+            | Switch::DuplicateRows => None,
         }
     }
 }
@@ -590,11 +621,17 @@ fn capture_logs() {
 struct Seen {
     outcome: String,
     up: bool,
+    /// Anomaly kinds counted (`rtc_exporter_vendor_anomalies_total` grew).
+    anomalies: Vec<String>,
 }
 
 impl Seen {
     fn cell(&self) -> String {
-        format!("{}, up {}", self.outcome, u8::from(self.up))
+        let mut cell = format!("{}, up {}", self.outcome, u8::from(self.up));
+        if !self.anomalies.is_empty() {
+            cell.push_str(&format!(", anomaly {}", self.anomalies.join(" + ")));
+        }
+        cell
     }
 }
 
@@ -827,6 +864,7 @@ impl Run {
                 Seen {
                     outcome: "no failure".into(),
                     up: true,
+                    anomalies: Vec::new(),
                 }
             }
             Some(after) => {
@@ -888,6 +926,7 @@ impl Run {
                 Seen {
                     outcome: "no success".into(),
                     up: false,
+                    anomalies: Vec::new(),
                 }
             }
             Some(after) => {
@@ -916,6 +955,22 @@ impl Run {
             .filter(|(k, n)| k.as_str() != "ok" && **n > b.get(*k).copied().unwrap_or(0.0))
             .map(|(k, _)| k.as_str())
             .collect();
+        let kinds = |text: &str| -> BTreeMap<String, f64> {
+            common::all(text, "rtc_exporter_vendor_anomalies_total")
+                .into_iter()
+                .filter(|s| s.label("target") == Some(self.target.as_str()))
+                .filter_map(|s| Some((s.label("kind")?.to_string(), s.value)))
+                .fold(BTreeMap::new(), |mut m, (k, v)| {
+                    *m.entry(k).or_default() += v;
+                    m
+                })
+        };
+        let (kb, ka) = (kinds(before), kinds(after));
+        let anomalies = ka
+            .iter()
+            .filter(|(k, n)| **n > kb.get(*k).copied().unwrap_or(0.0))
+            .map(|(k, _)| k.clone())
+            .collect();
         Seen {
             outcome: if grew.is_empty() {
                 "ok".into()
@@ -923,6 +978,7 @@ impl Run {
                 grew.join(" + ")
             },
             up: self.gauge(after, "rtc_exporter_target_up") == 1.0,
+            anomalies,
         }
     }
 
@@ -1034,6 +1090,11 @@ async fn run_vendor(v: &'static Vendor, seed: u64) -> Report {
                     run.problem(format!(
                         "{what}: counted {} (expected ok, up 1)",
                         seen.cell()
+                    ));
+                }
+                if switch.anomaly() && seen.anomalies.is_empty() {
+                    run.problem(format!(
+                        "{what}: read, but no anomaly counted in rtc_exporter_vendor_anomalies_total"
                     ));
                 }
                 seen

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::vendor::BoxFuture;
 
+pub mod replay;
 pub mod scenario;
 pub mod talkcloud;
 pub mod tencent_trtc;
@@ -226,6 +227,16 @@ pub struct Fault {
     /// The answer sent in chunks without a `Content-Length` (a large one cannot be refused
     /// before reading it).
     pub chunked: bool,
+    /// The declared total (`TotalCount`, `Total`, `TotalUser`, `count`) larger than the rows
+    /// the vendor sends: an anomaly, read from the rows (DESIGN §5).
+    pub total_larger: bool,
+    /// The declared total smaller than the rows sent (but not 0 where rows are): an anomaly.
+    pub total_smaller: bool,
+    /// Rows repeated: the first page's rows sent again on later pages (or twice on one page
+    /// where the API has one page): merged by identity, never summed.
+    pub duplicate_rows: bool,
+    /// The list left out altogether while its count says people are there: a failed request.
+    pub absent_list: bool,
 }
 
 /// Faults by API name.

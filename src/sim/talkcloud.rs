@@ -263,6 +263,10 @@ impl TalkSim {
                 lose_rows: own.lose_rows || fault.lose_rows,
                 pad_bytes: own.pad_bytes.max(fault.pad_bytes),
                 chunked: own.chunked || fault.chunked,
+                total_larger: own.total_larger || fault.total_larger,
+                total_smaller: own.total_smaller || fault.total_smaller,
+                duplicate_rows: own.duplicate_rows || fault.duplicate_rows,
+                absent_list: own.absent_list || fault.absent_list,
             }
         };
         if let Some(code) = &fault.code {

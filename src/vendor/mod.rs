@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use governor::clock::{Clock as _, DefaultClock};
@@ -23,7 +24,12 @@ use crate::config::FieldError;
 use crate::metrics::SelfMetrics;
 use crate::sim::Simulator;
 
+pub use anomaly::{Anomaly, Found};
+pub use tap::{Exchange, Tap};
+
+pub mod anomaly;
 pub mod talkcloud;
+pub mod tap;
 pub mod tencent_trtc;
 pub mod ucloud_urtc;
 pub mod util;
@@ -448,6 +454,28 @@ impl PollCtx {
         }
     }
 
+    /// Reports an answer that disagreed with itself but still read (DESIGN §5): counted in
+    /// `rtc_exporter_vendor_anomalies_total`, logged at `warn` at most once an hour per target
+    /// and kind, and recorded for `probe`. `detail` names rooms and numbers, never a secret.
+    pub fn anomaly(&self, api: &'static str, kind: Anomaly, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.plumbing
+            .metrics
+            .record_anomaly(&self.target, self.vendor, api, kind);
+        if self.plumbing.first_this_hour(&self.target, kind) {
+            tracing::warn!(
+                target_name = %self.target,
+                api,
+                kind = kind.label(),
+                detail = %detail,
+                "vendor answer disagrees with itself; read as documented in DESIGN §5 (logged once an hour per kind)"
+            );
+        }
+        if let Some(tap) = &self.plumbing.tap {
+            tap.anomaly(Found { api, kind, detail });
+        }
+    }
+
     /// The wall clock now (the shared [`Clock`]; tests drive it).
     pub fn wall_now(&self) -> DateTime<Utc> {
         self.plumbing.clock.now()
@@ -591,8 +619,15 @@ pub struct Plumbing {
     pub clock: Arc<dyn Clock>,
     /// Vendor answers larger than this fail their request.
     pub max_response_bytes: usize,
+    /// Where `probe` records every exchange; `None` in the daemon.
+    pub tap: Option<Arc<Tap>>,
     limiters: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
+    /// When each (target, anomaly kind) was last logged.
+    warned: Mutex<HashMap<(String, Anomaly), std::time::Instant>>,
 }
+
+/// An anomaly of one kind is logged at most this often per target.
+pub const ANOMALY_LOG_EVERY: Duration = Duration::from_secs(3600);
 
 impl Plumbing {
     /// Builds the shared client.
@@ -611,8 +646,33 @@ impl Plumbing {
             metrics,
             clock: Arc::new(SystemClock),
             max_response_bytes: 8 << 20,
+            tap: None,
             limiters: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same plumbing recording every exchange and anomaly in `tap`.
+    pub fn with_tap(mut self, tap: Arc<Tap>) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// Whether an anomaly of `kind` on `target` is the first in [`ANOMALY_LOG_EVERY`].
+    fn first_this_hour(&self, target: &str, kind: Anomaly) -> bool {
+        let now = std::time::Instant::now();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        match warned.get_mut(&(target.to_string(), kind)) {
+            Some(at) if now.duration_since(*at) < ANOMALY_LOG_EVERY => false,
+            Some(at) => {
+                *at = now;
+                true
+            }
+            None => {
+                warned.insert((target.to_string(), kind), now);
+                true
+            }
+        }
     }
 
     /// The same plumbing with another cap on vendor answers.
@@ -688,6 +748,10 @@ impl Api<'_> {
         parse: impl FnOnce(u16, &[u8]) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
         self.wait_turn().await;
+        let sent_as = match &self.ctx.plumbing.tap {
+            Some(_) => request.try_clone().and_then(|r| r.build().ok()),
+            None => None,
+        };
         let start = tokio::time::Instant::now();
         let api = self.api;
         let limit = self
@@ -731,9 +795,34 @@ impl Api<'_> {
         }
         .await;
         let elapsed = start.elapsed().as_secs_f64();
+        let answer = sent
+            .as_ref()
+            .ok()
+            .map(|(status, body)| (*status, body.clone()));
         let result = sent
             .and_then(|(status, body)| parse(status, &body))
             .map_err(CallError::shortened);
+        if let (Some(tap), Some(req)) = (&self.ctx.plumbing.tap, sent_as) {
+            tap.exchange(Exchange {
+                api,
+                method: req.method().to_string(),
+                url: req.url().to_string(),
+                headers: req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                    .collect(),
+                body: req
+                    .body()
+                    .and_then(|b| b.as_bytes())
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default(),
+                status: answer.as_ref().map(|a| a.0),
+                seconds: elapsed,
+                outcome: result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                answer: answer.map(|a| a.1),
+            });
+        }
         self.limiter.answered(matches!(
             result,
             Err(CallError::Vendor {
