@@ -108,7 +108,7 @@ impl SelfMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "rtc_exporter_vendor_requests_total",
-                "HTTP requests to vendor APIs (every page counts) by outcome: ok, error, throttled, timeout, transport, malformed (unreadable or self-contradicting), too_large (over max_response_bytes).",
+                "HTTP requests to vendor APIs (every page counts) by outcome: ok, error, throttled, timeout, transport, malformed (unreadable, or lacking what the figures need), too_large (over max_response_bytes); throttled also counts HTTP 429.",
             ),
             &["target", "vendor", "api", "outcome"],
         )?;
@@ -256,9 +256,7 @@ impl SelfMetrics {
     ) {
         let outcome = match error {
             None => "ok",
-            Some(CallError::Vendor {
-                throttled: true, ..
-            }) => "throttled",
+            Some(e) if e.is_throttle() => "throttled",
             Some(CallError::Timeout { .. }) => "timeout",
             Some(CallError::Transport { .. }) => "transport",
             Some(CallError::Malformed { .. }) => "malformed",

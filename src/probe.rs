@@ -1,6 +1,6 @@
 //! `rtc-exporter probe`: one poll of one target against the real vendor, outside the daemon,
 //! showing every request (API, parameters, HTTP status, duration, outcome), every answer, every
-//! anomaly (DESIGN §5) and the figures the poll gives. Like blackbox_exporter's `debug=true`:
+//! anomaly (README, "Answers that disagree with themselves") and the figures the poll gives. Like blackbox_exporter's `debug=true`:
 //! how an operator answers "why does this room show 0?".
 //!
 //! Nothing secret is printed or saved: parameters and headers named like a key, secret,

@@ -228,7 +228,7 @@ pub struct Fault {
     /// before reading it).
     pub chunked: bool,
     /// The declared total (`TotalCount`, `Total`, `TotalUser`, `count`) larger than the rows
-    /// the vendor sends: an anomaly, read from the rows (DESIGN §5).
+    /// the vendor sends: an anomaly, read from the rows (README, "Answers that disagree with themselves").
     pub total_larger: bool,
     /// The declared total smaller than the rows sent (but not 0 where rows are): an anomaly.
     pub total_smaller: bool,

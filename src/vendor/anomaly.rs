@@ -1,4 +1,4 @@
-//! Answers that disagree with themselves but still read (DESIGN §5 "Reading vendor answers").
+//! Answers that disagree with themselves but still read (README, "Answers that disagree with themselves").
 //!
 //! Vendors' totals are hints whose meaning differs between APIs and doc editions: Tencent's own
 //! `DescribeUserInfo` example has `Total` 1 with two rows, UCloud's `QueryURtcOnlineUsers`

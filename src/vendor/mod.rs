@@ -454,7 +454,7 @@ impl PollCtx {
         }
     }
 
-    /// Reports an answer that disagreed with itself but still read (DESIGN §5): counted in
+    /// Reports an answer that disagreed with itself but still read (README, "Answers that disagree with themselves"): counted in
     /// `rtc_exporter_vendor_anomalies_total`, logged at `warn` at most once an hour per target
     /// and kind, and recorded for `probe`. `detail` names rooms and numbers, never a secret.
     pub fn anomaly(&self, api: &'static str, kind: Anomaly, detail: impl Into<String>) {
@@ -468,7 +468,7 @@ impl PollCtx {
                 api,
                 kind = kind.label(),
                 detail = %detail,
-                "vendor answer disagrees with itself; read as documented in DESIGN §5 (logged once an hour per kind)"
+                "vendor answer disagrees with itself; read from its rows (logged once an hour per target and kind)"
             );
         }
         if let Some(tap) = &self.plumbing.tap {
@@ -799,9 +799,10 @@ impl Api<'_> {
             .as_ref()
             .ok()
             .map(|(status, body)| (*status, body.clone()));
+        let status = answer.as_ref().map(|a| a.0);
         let result = sent
             .and_then(|(status, body)| parse(status, &body))
-            .map_err(CallError::shortened);
+            .map_err(|e| throttle_on_429(e, status).shortened());
         if let (Some(tap), Some(req)) = (&self.ctx.plumbing.tap, sent_as) {
             tap.exchange(Exchange {
                 api,
@@ -823,13 +824,8 @@ impl Api<'_> {
                 answer: answer.map(|a| a.1),
             });
         }
-        self.limiter.answered(matches!(
-            result,
-            Err(CallError::Vendor {
-                throttled: true,
-                ..
-            })
-        ));
+        self.limiter
+            .answered(result.as_ref().err().is_some_and(CallError::is_throttle));
         self.ctx.plumbing.metrics.record_request(
             &self.ctx.target,
             self.ctx.vendor,
@@ -855,7 +851,40 @@ fn shorten(message: &mut String) {
     }
 }
 
+/// HTTP 429 is "too many requests" from any vendor, whatever its body says: a vendor error
+/// that came with it is a throttle too.
+fn throttle_on_429(e: CallError, status: Option<u16>) -> CallError {
+    match e {
+        CallError::Vendor {
+            api,
+            code,
+            label,
+            message,
+            throttled: false,
+        } if status == Some(429) => CallError::Vendor {
+            api,
+            code,
+            label,
+            message,
+            throttled: true,
+        },
+        e => e,
+    }
+}
+
 impl CallError {
+    /// The vendor said "too many requests": a throttle code, or HTTP 429 without one. The
+    /// account's bucket pauses.
+    pub fn is_throttle(&self) -> bool {
+        matches!(
+            self,
+            CallError::Vendor {
+                throttled: true,
+                ..
+            } | CallError::Http { status: 429, .. }
+        )
+    }
+
     /// The same error with its vendor or parser message cut to [`MAX_MESSAGE`] bytes.
     pub fn shortened(mut self) -> Self {
         match &mut self {
@@ -937,6 +966,31 @@ mod tests {
         // Any other answer ends the run of strikes (the pause already set runs out).
         b.answered(false);
         assert_eq!(pause(&a).0, 0);
+    }
+
+    #[test]
+    fn http_429_is_a_throttle_whatever_the_body_says() {
+        let plain = CallError::Http {
+            api: "x",
+            status: 429,
+        };
+        assert!(plain.is_throttle());
+        let vendor = |throttled| CallError::Vendor {
+            api: "x",
+            code: "SomeLimit".into(),
+            label: "other",
+            message: String::new(),
+            throttled,
+        };
+        assert!(!vendor(false).is_throttle());
+        assert!(throttle_on_429(vendor(false), Some(429)).is_throttle());
+        assert!(!throttle_on_429(vendor(false), Some(400)).is_throttle());
+        assert!(throttle_on_429(vendor(true), Some(200)).is_throttle());
+        let other = CallError::Http {
+            api: "x",
+            status: 502,
+        };
+        assert!(!throttle_on_429(other, Some(502)).is_throttle());
     }
 
     #[test]
