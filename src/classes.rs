@@ -53,8 +53,9 @@ impl Class {
     /// The start of the session running at `now` in zone `tz`, if one runs.
     pub fn session_start(&self, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let duration = chrono::Duration::from_std(self.duration).ok()?;
-        let start = next_cron(&self.cron, tz, now - duration)?;
-        (start <= now && now < start + duration).then_some(start)
+        let start = next_cron(&self.cron, tz, now.checked_sub_signed(duration)?)?;
+        let end = start.checked_add_signed(duration)?;
+        (start <= now && now < end).then_some(start)
     }
 }
 

@@ -143,6 +143,13 @@ fn read_credential(dir: Option<OsString>, name: &str) -> Result<String, String> 
     Ok(value.to_string())
 }
 
+/// The longest `interval` (global or a target's): "today" needs a poll a day.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+/// The longest `poll_timeout` and `request_timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3_600);
+/// The longest class (`classes[].duration`).
+pub const MAX_CLASS_DURATION: Duration = Duration::from_secs(7 * 86_400);
+
 /// A Prometheus-style duration: `500ms`, `30s`, `5m`, `1h30m`, `1d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PromDuration(pub Duration);
@@ -173,7 +180,9 @@ impl PromDuration {
                 _ => return Err(bad()),
             };
             rest = &rest[unit_len..];
-            total += Duration::from_millis(n.checked_mul(ms).ok_or_else(bad)?);
+            total = total
+                .checked_add(Duration::from_millis(n.checked_mul(ms).ok_or_else(bad)?))
+                .ok_or_else(bad)?;
         }
         Ok(total)
     }
@@ -767,14 +776,19 @@ fn parse_global(raw: Value, file: &str, errors: &mut Vec<String>) -> Global {
             )),
         }
     }
-    for (key, slot) in [
-        ("interval", &mut global.interval),
-        ("poll_timeout", &mut global.poll_timeout),
-        ("request_timeout", &mut global.request_timeout),
+    for (key, slot, max) in [
+        ("interval", &mut global.interval, MAX_INTERVAL),
+        ("poll_timeout", &mut global.poll_timeout, MAX_TIMEOUT),
+        ("request_timeout", &mut global.request_timeout, MAX_TIMEOUT),
     ] {
         if let Some(PromDuration(d)) = take(&mut map, key, &mut errs) {
             if d < Duration::from_millis(100) {
                 errs.push(FieldError::new(key, "must be at least 100ms"));
+            } else if d > max {
+                errs.push(FieldError::new(
+                    key,
+                    format!("must be at most {}", show_duration(max)),
+                ));
             } else {
                 *slot = d;
             }
@@ -913,6 +927,13 @@ fn parse_target(raw: Value, global: &Global) -> (Option<String>, Result<Target, 
         }
         (Some(PromDuration(d)), None) if d < Duration::from_millis(100) => {
             errs.push(FieldError::new("interval", "must be at least 100ms"));
+            None
+        }
+        (Some(PromDuration(d)), None) if d > MAX_INTERVAL => {
+            errs.push(FieldError::new(
+                "interval",
+                "must be at most 24h (a day's figures need at least a poll a day; use schedule: for fixed times)",
+            ));
             None
         }
         (Some(PromDuration(d)), None) => Some(Schedule::Interval(d)),
@@ -1104,6 +1125,11 @@ fn parse_classes(
         let PromDuration(duration) = c.duration;
         if duration < Duration::from_secs(1) {
             errs.push(FieldError::new(at("duration"), "must be at least 1s"));
+        } else if duration > MAX_CLASS_DURATION {
+            errs.push(FieldError::new(
+                at("duration"),
+                "must be at most 7d (a class is held within a week of its start)",
+            ));
             ok = false;
         }
         let cron = match parse_cron(&c.schedule) {

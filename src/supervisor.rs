@@ -198,7 +198,12 @@ impl Supervisor {
             Schedule::Interval(every) => {
                 // A grid of the interval from the phase (monotonic time).
                 let origin = Instant::now() + phase;
-                let slot_at = |k: u64| origin + every.saturating_mul(k.min(u32::MAX as u64) as u32);
+                // Checked: a slot past what the clock can hold is a year away.
+                let slot_at = |k: u64| {
+                    origin
+                        .checked_add(every.saturating_mul(k.min(u32::MAX as u64) as u32))
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
+                };
                 let mut k = 0u64;
                 loop {
                     let at = slot_at(k);
