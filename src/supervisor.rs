@@ -667,6 +667,8 @@ impl Fleet {
             }
         }
         self.board.retain(&wanted);
+        // A removed target's `qps:` no longer lowers its account's pacing.
+        self.plumbing.retain_targets(&wanted);
         if new_global.state_file.is_some() {
             self.plumbing.metrics.enable_state();
         }

@@ -508,7 +508,9 @@ impl PollCtx {
         documented_qps: f64,
     ) -> Api<'_> {
         let qps = self.qps.map_or(documented_qps, |q| q.min(documented_qps));
-        let limiter = self.plumbing.limiter(self.vendor, bucket, account, qps);
+        let limiter = self
+            .plumbing
+            .limiter(self.vendor, bucket, account, &self.target, qps);
         Api {
             ctx: self,
             api,
@@ -548,9 +550,80 @@ type BucketKey = (&'static str, &'static str, String);
 /// One limit bucket of one account: its pacing, and a pause after the vendor said "too many
 /// requests" that every target on the account honours.
 pub(crate) struct Bucket {
-    qps: f64,
-    limiter: Limiter,
+    /// The pacing now: the lowest rate any current target of the account asks for.
+    pacing: Mutex<Pacing>,
     pause: Mutex<Pause>,
+}
+
+/// A bucket's pacing and who asked for which rate.
+struct Pacing {
+    qps: f64,
+    limiter: Arc<Limiter>,
+    /// The rate each target asked for last (a reload replaces it; a removed target's goes).
+    asked: HashMap<String, f64>,
+}
+
+/// A limiter spacing requests for `qps`.
+fn pacing_limiter(qps: f64) -> Limiter {
+    let mut period = PACING_HEADROOM / qps;
+    if qps <= 1.5 {
+        // A vendor bucket of one token absorbs no jitter at all: leave it 50 ms more.
+        period += SLOW_MARGIN;
+    }
+    let period = Duration::from_secs_f64(period);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::MIN);
+    RateLimiter::direct(quota)
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Bucket {
+            pacing: Mutex::new(Pacing {
+                qps: f64::INFINITY,
+                limiter: Arc::new(pacing_limiter(f64::MAX)),
+                asked: HashMap::new(),
+            }),
+            pause: Mutex::new(Pause::default()),
+        }
+    }
+
+    /// Notes the rate `target` asks for; the bucket paces at the lowest of its targets'.
+    fn ask(&self, target: &str, qps: f64) {
+        let qps = qps.max(0.001);
+        let mut p = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
+        if p.asked.get(target) == Some(&qps) {
+            return;
+        }
+        p.asked.insert(target.to_string(), qps);
+        p.repace();
+    }
+
+    /// Forgets the targets not in `keep`.
+    fn retain(&self, keep: &dyn Fn(&str) -> bool) {
+        let mut p = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
+        let before = p.asked.len();
+        p.asked.retain(|t, _| keep(t));
+        if p.asked.len() != before {
+            p.repace();
+        }
+    }
+
+    /// The rate it paces at now.
+    fn qps(&self) -> f64 {
+        self.pacing.lock().unwrap_or_else(|p| p.into_inner()).qps
+    }
+}
+
+impl Pacing {
+    fn repace(&mut self) {
+        let lowest = self.asked.values().copied().fold(f64::INFINITY, f64::min);
+        if lowest != self.qps && lowest.is_finite() {
+            self.qps = lowest;
+            self.limiter = Arc::new(pacing_limiter(lowest));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -575,7 +648,13 @@ impl Bucket {
             }
         }
         let clock = DefaultClock::default();
-        while let Err(not_until) = self.limiter.check() {
+        let limiter = self
+            .pacing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .limiter
+            .clone();
+        while let Err(not_until) = limiter.check() {
             tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
         }
     }
@@ -692,33 +771,27 @@ impl Plumbing {
         vendor: &'static str,
         api: &'static str,
         account: &str,
+        target: &str,
         qps: f64,
     ) -> Arc<Bucket> {
-        let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (vendor, api, account.to_string());
-        if let Some(s) = map.get(&key) {
-            if s.qps <= qps {
-                return s.clone();
-            }
-        }
-        // The lowest QPS any target asks for wins for the whole account.
-        let qps = qps.max(0.001);
-        let mut period = PACING_HEADROOM / qps;
-        if qps <= 1.5 {
-            // A vendor bucket of one token absorbs no jitter at all: leave it 50 ms more.
-            period += SLOW_MARGIN;
-        }
-        let period = Duration::from_secs_f64(period);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::MIN);
-        let bucket = Arc::new(Bucket {
-            qps,
-            limiter: RateLimiter::direct(quota),
-            pause: Mutex::new(Pause::default()),
-        });
-        map.insert(key, bucket.clone());
+        let bucket = {
+            let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry((vendor, api, account.to_string()))
+                .or_insert_with(|| Arc::new(Bucket::new()))
+                .clone()
+        };
+        // The lowest rate any current target of the account asks for wins for the whole
+        // account; a reload that raises or removes a target's `qps:` takes effect.
+        bucket.ask(target, qps);
         bucket
+    }
+
+    /// Forgets the rates asked by targets not in `keep` (removed by a reload).
+    pub fn retain_targets(&self, keep: &std::collections::BTreeSet<String>) {
+        let map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        for bucket in map.values() {
+            bucket.retain(&|t| keep.contains(t));
+        }
     }
 }
 
@@ -939,8 +1012,8 @@ mod tests {
         let metrics = Arc::new(SelfMetrics::new().unwrap());
         let plumbing = Plumbing::new(Duration::from_secs(1), metrics).unwrap();
         // Two targets of one account get the same bucket.
-        let a = plumbing.limiter("v", "Api", "account", 100.0);
-        let b = plumbing.limiter("v", "Api", "account", 100.0);
+        let a = plumbing.limiter("v", "Api", "account", "t1", 100.0);
+        let b = plumbing.limiter("v", "Api", "account", "t2", 100.0);
         assert!(Arc::ptr_eq(&a, &b));
         let pause = |bk: &Bucket| {
             let p = bk.pause.lock().unwrap();
@@ -966,6 +1039,26 @@ mod tests {
         // Any other answer ends the run of strikes (the pause already set runs out).
         b.answered(false);
         assert_eq!(pause(&a).0, 0);
+    }
+
+    #[test]
+    fn the_account_paces_at_the_lowest_rate_its_current_targets_ask() {
+        let metrics = Arc::new(SelfMetrics::new().unwrap());
+        let plumbing = Plumbing::new(Duration::from_secs(1), metrics).unwrap();
+        let b = plumbing.limiter("v", "Api", "acct", "t1", 10.0);
+        assert_eq!(b.qps(), 10.0);
+        plumbing.limiter("v", "Api", "acct", "t2", 2.0);
+        assert_eq!(b.qps(), 2.0, "the lowest of the targets wins");
+        // A reload raises t2's qps: the account follows.
+        plumbing.limiter("v", "Api", "acct", "t2", 8.0);
+        assert_eq!(b.qps(), 8.0);
+        // A reload removes t2: t1's rate again.
+        plumbing.limiter("v", "Api", "acct", "t2", 1.0);
+        plumbing.retain_targets(&["t1".to_string()].into_iter().collect());
+        assert_eq!(b.qps(), 10.0);
+        // Another account is its own bucket.
+        let other = plumbing.limiter("v", "Api", "other", "t1", 3.0);
+        assert_eq!((b.qps(), other.qps()), (10.0, 3.0));
     }
 
     #[test]
