@@ -611,6 +611,7 @@ impl Bucket {
     }
 
     /// The rate it paces at now.
+    #[cfg(test)]
     fn qps(&self) -> f64 {
         self.pacing.lock().unwrap_or_else(|p| p.into_inner()).qps
     }
