@@ -693,6 +693,9 @@ impl Fleet {
         if let Some(h) = saver {
             let _ = h.await;
         }
+        // The saver may have been writing a snapshot taken before the last polls ended (they
+        // end during `halt`): one more write, after every target has stopped, holds them all.
+        self.save_now().await;
     }
 
     /// Writes the state file after polls (at most once per [`SAVE_DEBOUNCE`]) and once more at
