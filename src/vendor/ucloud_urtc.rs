@@ -137,6 +137,8 @@ struct Envelope {
 pub(crate) struct CallRow {
     /// `CallId`, where the answer has one.
     pub(crate) call: Option<String>,
+    /// `StartTime` as sent (only to tell calls without a `CallId` apart).
+    pub(crate) start: Option<String>,
     pub(crate) room: String,
     pub(crate) active: bool,
     pub(crate) current: u64,
@@ -188,8 +190,13 @@ fn call_row(v: &Value) -> Result<CallRow, String> {
         (_, None) => return Err("neither CurrentAmount nor Num for a call in progress".into()),
     };
     let call = o.get("CallId").and_then(super::util::id_string);
+    let start = o
+        .get("StartTime")
+        .filter(|v| !v.is_null())
+        .map(Value::to_string);
     Ok(CallRow {
         call,
+        start,
         room,
         active,
         current,
@@ -277,18 +284,27 @@ pub(crate) fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
 }
 
 /// What makes two rows one call: its room and `CallId`; a row without a `CallId` (the seed's
-/// example) is the same row only with the same room and the same figures (two calls of one
-/// room that differ are two calls, summed by [`aggregate`]).
+/// example) is the same row only with the same room, `StartTime` and figures (two calls of
+/// one room that differ are two calls, summed by [`aggregate`]). Rows of the seed's shape,
+/// `RoomId` and `Num` only, cannot tell two ended calls of one room apart (both `Num` 0): they
+/// merge, which changes no figure, and count as `duplicate_row`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum RowKey {
     Call(String, String),
-    Bare(String, bool, u64, u64, u64),
+    Bare(String, Option<String>, bool, u64, u64, u64),
 }
 
 fn row_key(r: &CallRow) -> RowKey {
     match &r.call {
         Some(c) => RowKey::Call(r.room.clone(), c.clone()),
-        None => RowKey::Bare(r.room.clone(), r.active, r.current, r.peak, r.accumulated),
+        None => RowKey::Bare(
+            r.room.clone(),
+            r.start.clone(),
+            r.active,
+            r.current,
+            r.peak,
+            r.accumulated,
+        ),
     }
 }
 
@@ -619,6 +635,7 @@ mod tests {
             Ok((
                 &vec![CallRow {
                     call: None,
+                    start: None,
                     room: "111".into(),
                     active: true,
                     current: 123,
@@ -723,6 +740,7 @@ mod tests {
     fn call(room: &str, call: Option<&str>, current: u64) -> CallRow {
         CallRow {
             call: call.map(str::to_string),
+            start: None,
             room: room.into(),
             active: current > 0,
             current,
@@ -753,10 +771,12 @@ mod tests {
             vec![("111", 123), ("a", 6)],
             "c1 read again with 4 users, c2 another call"
         );
-        // Two bare rows of one room that differ are two calls.
+        // Two bare rows of one room that differ (in figures or start) are two calls.
         let mut l = Listing::default();
-        l.add(vec![call("b", None, 1), call("b", None, 2)]);
-        assert_eq!((l.repeated, l.rows.len()), (0, 2));
+        let mut later = call("b", None, 1);
+        later.start = Some("1563150096".into());
+        l.add(vec![call("b", None, 1), call("b", None, 2), later]);
+        assert_eq!((l.repeated, l.rows.len()), (0, 3));
     }
 
     #[test]
@@ -842,6 +862,7 @@ mod tests {
     fn calls_of_one_room_aggregate() {
         let row = |room: &str, active, current, peak, acc| CallRow {
             call: None,
+            start: None,
             room: room.into(),
             active,
             current,
