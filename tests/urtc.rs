@@ -649,7 +649,9 @@ async fn contradicting_or_oversized_answers_never_write_zeros() {
             "malformed",
         ),
         (
-            "empty pages before the declared end",
+            // An empty page ends the listing (TotalCount is only counted as an anomaly);
+            // what fails it is that it lost the calls the first poll listed.
+            "empty pages before the declared end, losing calls listed earlier",
             Fault {
                 empty_later_pages: true,
                 ..Fault::default()

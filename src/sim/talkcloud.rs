@@ -21,7 +21,11 @@
 //! string (`result`, `count`, the timestamps). `missing_fields` sends the seed's spelling
 //! `startimestamp` and no `count`. `malformed` cuts the body in half. `null_list` sends
 //! `logininfo` (and `uptablelist`) as null with `count` kept; `empty_later_pages` sends pages
-//! after the first with an empty `logininfo`, `count` kept; `lose_rows` answers 4105 (no data)
+//! after the first with an empty `logininfo`, `count` kept; `absent_list` leaves `logininfo`
+//! and `uptablelist` out, `count` kept; `total_larger` sends `count` 5 above the records,
+//! `total_smaller` one below; `duplicate_rows` lists a room's first three records again at the
+//! end (on a later page, or twice on the one page), `count` counting the rows sent;
+//! `lose_rows` answers 4105 (no data)
 //! whatever the window holds; `pad_bytes` appends whitespace. An injected error `code` echoes
 //! the request form, key included, in its message (as a careless vendor might). No QPS limit
 //! is published: nothing is throttled (requests are counted and logged for tests).
@@ -331,8 +335,14 @@ impl TalkSim {
             .iter()
             .filter(|s| start <= s.join && s.join <= at)
             .collect();
-        let (stage, viewers): (Vec<&Stay>, Vec<&Stay>) =
+        let (stage, mut viewers): (Vec<&Stay>, Vec<&Stay>) =
             in_window.into_iter().partition(|s| s.on_stage);
+        if fault.duplicate_rows {
+            // The first three records listed again at the end: on a later page, or twice on
+            // the one page; `count` counts the rows sent.
+            let again: Vec<&Stay> = viewers.iter().take(3).copied().collect();
+            viewers.extend(again);
+        }
         let rows: Vec<&Stay> = viewers
             .iter()
             .skip((page - 1).saturating_mul(PAGE))
@@ -358,17 +368,29 @@ impl TalkSim {
                     .collect()
             }
         };
+        let count = viewers.len() as i64;
+        let count = if fault.total_larger {
+            count + 5
+        } else if fault.total_smaller && count > 1 {
+            count - 1
+        } else {
+            count
+        };
         let mut body = json!({
             "result": num(0, strings),
-            "count": num(viewers.len() as i64, strings),
+            "count": num(count, strings),
             "logininfo": list(&rows),
         });
         if page == 1 {
             body["uptablelist"] = list(&stage);
         }
-        if fault.missing_fields {
-            if let Some(o) = body.as_object_mut() {
+        if let Some(o) = body.as_object_mut() {
+            if fault.missing_fields {
                 o.remove("count");
+            }
+            if fault.absent_list {
+                o.remove("logininfo");
+                o.remove("uptablelist");
             }
         }
         SimResponse::json(200, &body).with_body_faults(&fault)

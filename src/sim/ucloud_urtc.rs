@@ -4,6 +4,12 @@
 //! answers 170 / 171 / 172 as UCloud does, 153 above 10 QPS per public key, 220 for
 //! `Limit` > 100, 300 for `EndTime` < `StartTime`, and pages by `Offset` / `Limit` with
 //! `TotalCount`. One entry per call of a room in the window, as the API lists them.
+//!
+//! Answers that disagree with themselves (DESIGN §5): `total_larger` declares `TotalCount` 7
+//! above the calls (as UCloud's own example does), `total_smaller` one below;
+//! `duplicate_rows` lists the first three calls again at the end of the listing (so on a later
+//! page, or twice on the one page), `TotalCount` counting the rows sent; `absent_list` leaves
+//! `Data` out, `TotalCount` kept.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -236,13 +242,26 @@ impl UrtcSim {
             .filter(|(room, _)| room_filter.is_none_or(|f| f == room))
             .collect();
         *self.last_window.lock().unwrap_or_else(|p| p.into_inner()) = Some((start, at));
+        let mut entries = entries;
+        if fault.duplicate_rows {
+            let again: Vec<_> = entries.iter().take(3).cloned().collect();
+            entries.extend(again);
+        }
         let total = entries.len();
         let entries = if fault.lose_rows || (fault.empty_later_pages && offset > 0) {
             Vec::new()
         } else {
             entries
         };
-        let total = if fault.lose_rows { 0 } else { total };
+        let total = if fault.lose_rows {
+            0
+        } else if fault.total_larger {
+            total + 7
+        } else if fault.total_smaller && total > 1 {
+            total - 1
+        } else {
+            total
+        };
         let data: Vec<Value> = entries
             .into_iter()
             .skip(offset)
@@ -274,11 +293,15 @@ impl UrtcSim {
             if fault.null_list {
                 o.insert("Data".into(), Value::Null);
             }
+            if fault.absent_list {
+                o.remove("Data");
+            }
         }
         SimResponse::json(200, &body).with_body_faults(&fault)
     }
 }
 
+#[derive(Clone)]
 struct CallEntry {
     call_id: String,
     start: i64,

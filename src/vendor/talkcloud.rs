@@ -16,15 +16,22 @@
 //!
 //! Codes: 0 ok; 4105 (no data) is an empty answer, the room has nobody and the target stays
 //! up; 4101 (no key), 4102 (wrong key), 4007 (no such room), 3001 (service expired), 4108 (no
-//! permission) and -1 are counted under their own `code` label, any other code as `other`. An
-//! answer that cannot be read or contradicts itself (`count` below the rows of its page or not
-//! matching the rows received, so also an empty page before the declared end; a null
-//! `logininfo` with a positive `count`, an `outtime` with `outtimestamp` 0, a leave before the
-//! enter) is `malformed`: see [`answer`]. So is an answer that lacks a record the last answer
-//! showed still open and that entered within the window (a 4105 included): the API lists by
-//! enter time, so such a record cannot have left the listing, and taking the loss as the
-//! viewer leaving would write the room as empty. The checks of the last page run inside its
-//! request, so the request counts as `malformed`.
+//! permission) and -1 are counted under their own `code` label, any other code as `other`
+//! (Talk-cloud documents no throttle code, and no QPS limit).
+//!
+//! Reading an answer (DESIGN §5 "Reading vendor answers"): the records are the data. A record
+//! sent twice (the same user and enter time, on one page, a later page or both lists) is one
+//! stay, merged and counted as `duplicate_row`; a `count` that is neither the last page's rows
+//! nor the rows (or distinct records) of all pages is `total_mismatch`, also when an empty page
+//! ends the listing before it; a full page of records already held ends the listing (a vendor
+//! ignoring `page`), and the page cap is `page_cap` and fails the room. Still `malformed`: an
+//! answer that cannot be read ([`answer`]: a record without its `userid` or enter time, an
+//! `outtime` with `outtimestamp` 0, a leave before the enter, a null or absent `logininfo`
+//! with a positive `count`), and an answer that lacks a record the last answer showed still
+//! open and that entered within the window (a 4105 included): the API lists by enter time, so
+//! such a record cannot have left the listing, and taking the loss as the viewer leaving would
+//! write the room as empty. That check runs inside the last page's request, so the request
+//! counts as `malformed`.
 //!
 //! # Later polls: one cursor per room
 //!
@@ -71,8 +78,8 @@ use answer::parse_page;
 pub use answer::{Record, API, CODES, PAGE};
 
 use super::{
-    Api, BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError, RoomObservation,
-    SessionObs, TargetInfo, Vendor, VendorEntry,
+    Anomaly, Api, BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError,
+    RoomObservation, SessionObs, TargetInfo, Vendor, VendorEntry,
 };
 use crate::config::{from_value, FieldError, Secret};
 use crate::sim::talkcloud::TalkSim;
@@ -394,24 +401,74 @@ fn check_kept<'r>(
     })
 }
 
-/// How the last data page's `count` squares with the rows: it is either that page's rows or
-/// the rows of all pages (the docs do not say which; the simulator sends the total).
-fn check_count(count: Option<u64>, last_rows: usize, received: usize) -> Result<(), CallError> {
+/// How the last data page's `count` squares with the rows: it is either that page's rows, the
+/// rows of all pages, or the distinct records they held (the docs do not say which; the
+/// simulator sends the total). `Some(detail)` when it is none of them: an anomaly
+/// (`total_mismatch`), the rows being the data.
+fn check_count(
+    count: Option<u64>,
+    last_rows: usize,
+    received: usize,
+    distinct: usize,
+) -> Option<String> {
     match count {
-        Some(c) if c != last_rows as u64 && c != received as u64 => Err(CallError::Malformed {
-            api: API,
-            message: format!(
-                "count is {c} on the last page, neither its {last_rows} rows nor the {received} rows of all pages"
-            ),
-        }),
-        _ => Ok(()),
+        Some(c)
+            if c != last_rows as u64 && c != received as u64 && c != distinct as u64 =>
+        {
+            Some(format!(
+                "count is {c} on the last page, neither its {last_rows} rows nor the {received} rows ({distinct} distinct) of all pages: read from the rows"
+            ))
+        }
+        _ => None,
     }
 }
 
+/// The records of all pages, merged by identity: a user and an enter time are one stay,
+/// whichever page (or list) sends it again; the later reading replaces the earlier (it may
+/// carry the leave), never adds to it.
+#[derive(Debug, Default)]
+struct Merged {
+    records: Vec<Record>,
+    index: HashMap<(String, i64), usize>,
+    /// Records that repeated one already held.
+    repeated: usize,
+}
+
+impl Merged {
+    fn knows(&self, r: &Record) -> bool {
+        self.index.contains_key(&(r.user.clone(), r.join))
+    }
+
+    fn add(&mut self, records: Vec<Record>) {
+        for r in records {
+            let key = (r.user.clone(), r.join);
+            match self.index.get(&key) {
+                Some(&i) => {
+                    self.repeated += 1;
+                    self.records[i] = r;
+                }
+                None => {
+                    self.index.insert(key, self.records.len());
+                    self.records.push(r);
+                }
+            }
+        }
+    }
+}
+
+/// Whether page `p` is the last: a short (or empty) page, or a full page holding no record
+/// not already held (a vendor repeating a page, ignoring `page`, would repeat it up to the cap).
+fn is_last(p: &answer::Page, held: &Merged) -> bool {
+    p.rows < PAGE || p.records.iter().all(|r| held.knows(r))
+}
+
 impl Talkcloud {
-    /// Every record of `room` in `w`, all pages: `logininfo` then `uptablelist`. The last page
-    /// is checked, inside its request (a contradiction counts as `malformed`): `count` against
-    /// the rows ([`check_count`]), and the records open at the last answer ([`check_kept`]).
+    /// Every record of `room` in `w`, all pages: `logininfo` then `uptablelist`, merged by
+    /// stay ([`Merged`]). Paging ends on a short or empty page, a 4105, or a full page of
+    /// records already held (a vendor ignoring `page`). The last page is checked inside its
+    /// request: the records open at the last answer must be listed again ([`check_kept`],
+    /// else `malformed`). What disagrees but reads is an anomaly: `count` against the rows
+    /// ([`check_count`], `total_mismatch`), a record sent twice (`duplicate_row`).
     async fn room(
         &self,
         ctx: &PollCtx,
@@ -424,10 +481,11 @@ impl Talkcloud {
         let key = self.key.expose();
         let (field, id) = room.param();
         let (start, end) = (w.start.to_string(), w.end.to_string());
-        let mut records = Vec::new();
+        let mut merged = Merged::default();
         let mut stage = Vec::new();
         let mut received = 0usize;
         let mut last: Option<(Option<u64>, usize)> = None;
+        let mut complete = false;
         for page in 1..=MAX_PAGES {
             let page_text = page.to_string();
             let body = form_urlencoded::Serializer::new(String::new())
@@ -443,46 +501,79 @@ impl Talkcloud {
                 .post(url)
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .body(body);
-            let (prior, prior_stage) = (&records, &stage);
+            let (prior, prior_stage) = (&merged, &stage);
             let p = api
                 .call(request, |status, body| {
                     let p = parse_page(status, body, key)?;
                     if p.no_data {
                         // Nothing in the window, or nothing after the last full page.
-                        if let Some((count, rows)) = last {
-                            check_count(count, rows, received)?;
-                        }
-                        check_kept(open_before, &w, prior.iter().chain(prior_stage))?;
-                    } else if p.rows < PAGE {
-                        check_count(p.count, p.rows, received + p.rows)?;
+                        check_kept(open_before, &w, prior.records.iter().chain(prior_stage))?;
+                    } else if is_last(&p, prior) {
                         let stage = if page == 1 { &p.stage } else { prior_stage };
-                        let all = prior.iter().chain(&p.records).chain(stage);
+                        let all = prior.records.iter().chain(&p.records).chain(stage);
                         check_kept(open_before, &w, all)?;
                     }
                     Ok(p)
                 })
                 .await?;
             if p.no_data {
+                complete = true;
                 break;
             }
+            let ends = is_last(&p, &merged);
+            received += p.rows;
+            last = Some((p.count, p.rows));
+            merged.add(p.records);
             if page == 1 {
                 stage = p.stage;
             }
-            received += p.rows;
-            records.extend(p.records);
-            last = Some((p.count, p.rows));
-            if p.rows < PAGE {
+            if ends {
+                complete = true;
                 break;
             }
-            if page == MAX_PAGES {
-                return Err(CallError::Malformed {
-                    api: API,
-                    message: format!("still full pages after {MAX_PAGES} pages"),
-                });
+        }
+        if !complete {
+            // Still full pages of new records at the cap: records past it are unknown, and a
+            // viewer there would read as gone (the ledger closing their stay). Counted as
+            // `page_cap`, and the room fails.
+            ctx.anomaly(
+                API,
+                Anomaly::PageCap,
+                format!(
+                    "room {}: still full pages of new records after {MAX_PAGES} pages",
+                    room.label()
+                ),
+            );
+            return Err(CallError::Malformed {
+                api: API,
+                message: format!("still full pages after {MAX_PAGES} pages"),
+            });
+        }
+        // `count` is of `logininfo`: its distinct records, before the stage joins them.
+        let distinct = merged.records.len();
+        merged.add(stage);
+        if let Some((count, rows)) = last {
+            if let Some(detail) = check_count(count, rows, received, distinct) {
+                ctx.anomaly(
+                    API,
+                    Anomaly::TotalMismatch,
+                    format!("room {}: {detail}", room.label()),
+                );
             }
         }
-        records.extend(stage);
-        Ok(records)
+        if merged.repeated > 0 {
+            ctx.anomaly(
+                API,
+                Anomaly::DuplicateRow,
+                format!(
+                    "room {}: {} record(s) repeated a stay (user and enter time) already listed: merged, {} records",
+                    room.label(),
+                    merged.repeated,
+                    merged.records.len()
+                ),
+            );
+        }
+        Ok(merged.records)
     }
 
     async fn fetch(&self, ctx: &PollCtx) -> Result<Observation, PollError> {
@@ -746,13 +837,41 @@ mod tests {
 
     #[test]
     fn counts_square_with_the_rows_either_way() {
-        assert!(check_count(None, 10, 410).is_ok());
-        assert!(check_count(Some(10), 10, 410).is_ok(), "the page's rows");
-        assert!(check_count(Some(410), 10, 410).is_ok(), "all rows");
-        let e = check_count(Some(500), 10, 410).unwrap_err().to_string();
+        assert_eq!(check_count(None, 10, 410, 400), None);
+        assert_eq!(check_count(Some(10), 10, 410, 400), None, "the page's rows");
+        assert_eq!(check_count(Some(410), 10, 410, 400), None, "all rows");
         assert_eq!(
-            e,
-            "getLiveLogininfo: malformed response: count is 500 on the last page, neither its 10 rows nor the 410 rows of all pages"
+            check_count(Some(400), 10, 410, 400),
+            None,
+            "distinct records"
+        );
+        // DESIGN §5: a count that is none of them is an anomaly, no longer a failed request.
+        assert_eq!(
+            check_count(Some(500), 10, 410, 400).as_deref(),
+            Some(
+                "count is 500 on the last page, neither its 10 rows nor the 410 rows (400 distinct) of all pages: read from the rows"
+            )
+        );
+        // An empty page after a full one, count saying more: an anomaly too.
+        assert!(check_count(Some(700), 0, 200, 200).is_some());
+    }
+
+    #[test]
+    fn a_stay_sent_twice_is_merged_never_added() {
+        let mut m = Merged::default();
+        m.add(vec![rec("a", 100, None), rec("b", 100, Some(150))]);
+        assert!(m.knows(&rec("a", 100, Some(300))));
+        assert!(!m.knows(&rec("a", 200, None)), "another stay of a");
+        m.add(vec![rec("a", 100, Some(300)), rec("a", 200, None)]);
+        assert_eq!(m.repeated, 1);
+        assert_eq!(
+            m.records,
+            vec![
+                rec("a", 100, Some(300)),
+                rec("b", 100, Some(150)),
+                rec("a", 200, None)
+            ],
+            "the later reading of a's first stay, with its leave"
         );
     }
 

@@ -3,14 +3,23 @@
 //!
 //! Signing (vendors.md §1): every parameter but `Signature`, sorted by key bytes, `keyvalue`
 //! concatenated with decoded values, the private key appended, SHA1 in lower-case hex. Form
-//! POST; pages of 100 until `TotalCount` or a short page; `RetCode` number or string; `Message`
-//! or `Msg`; `CurrentAmount` falls back to `Num`. Several calls of one room in the day:
-//! peak = max, accumulated = sum. A count or status that is there but unreadable (text, a
-//! fraction, a negative number) is `malformed`, never 0; one that is missing falls back as the
-//! seed's example needs (no `RoomStatus`: in progress if someone is in; no peak: the users now),
-//! but a call in progress must tell its users.
+//! POST; `RetCode` number or string; `Message` or `Msg`; `CurrentAmount` falls back to `Num`.
+//! Several calls of one room in the day: peak = max, accumulated = sum. A count or status that
+//! is there but unreadable (text, a fraction, a negative number) is `malformed`, never 0; one
+//! that is missing falls back as the seed's example needs (no `RoomStatus`: in progress if
+//! someone is in; no peak: the users now), but a call in progress must tell its users. A row
+//! without its `RoomId` (or with another spelling, `RoomID`) fails the request: skipping it
+//! would show its room as empty.
+//!
+//! Reading an answer (DESIGN §5 "Reading vendor answers"): the rows are the data. Pages of 100
+//! until a short or empty page (`TotalCount` does not drive paging: UCloud's own example says 7
+//! with one row); a row sent twice (the same room and `CallId`; without a `CallId`, the same
+//! room and figures) is one call, counted as `duplicate_row`, never summed; a `TotalCount` that
+//! is neither the calls listed nor the rows sent is `total_mismatch`. Still a failed request:
+//! an unreadable answer or row, a null or absent `Data` unless `TotalCount` is 0, and a listing
+//! that lost calls it listed earlier the same day.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
@@ -19,8 +28,8 @@ use sha1::{Digest, Sha1};
 
 use super::util::{code_label, code_string, lenient_u64, optional};
 use super::{
-    BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError, RoomObservation, TargetInfo,
-    Vendor, VendorEntry,
+    Anomaly, BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError, RoomObservation,
+    TargetInfo, Vendor, VendorEntry,
 };
 use crate::config::{from_value, FieldError, Secret};
 use crate::sim::ucloud_urtc::UrtcSim;
@@ -37,7 +46,8 @@ const DEFAULT_ENDPOINT: &str = "https://api.ucloud.cn";
 /// No QPS is published; 10 per public key (vendors.md §1 decision).
 const QPS: f64 = 10.0;
 const PAGE: usize = 100;
-/// A vendor that keeps saying "full page" must not keep us paging forever.
+/// A vendor that keeps sending full pages of new rows must not keep us paging forever
+/// (100 000 calls in a day, far beyond any app).
 const MAX_PAGES: usize = 1000;
 
 /// Every RetCode vendors.md §1 documents; others count as `other`.
@@ -127,6 +137,8 @@ struct Envelope {
 pub(crate) struct CallRow {
     /// `CallId`, where the answer has one.
     pub(crate) call: Option<String>,
+    /// `StartTime` as sent (only to tell calls without a `CallId` apart).
+    pub(crate) start: Option<String>,
     pub(crate) room: String,
     pub(crate) active: bool,
     pub(crate) current: u64,
@@ -140,16 +152,25 @@ fn count(o: &serde_json::Map<String, Value>, field: &str) -> Result<Option<u64>,
     optional(o.get(field), lenient_u64).map_err(|_| format!("{field} is not a count"))
 }
 
-/// Reads one entry: `Ok(None)` for an entry without a `RoomId` (skipped), an error for a
-/// field that is there but unreadable (never taken as 0).
-fn call_row(v: &Value) -> Result<Option<CallRow>, String> {
+/// Reads one entry; an entry that is not an object, or has no readable `RoomId`, is an
+/// error naming the field (skipping it would show its room as empty), as is a field that is
+/// there but unreadable (never taken as 0).
+fn call_row(v: &Value) -> Result<CallRow, String> {
     let Some(o) = v.as_object() else {
-        return Ok(None);
+        return Err("not an object".into());
     };
     let room = match o.get("RoomId") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+        Some(Value::String(_)) => return Err("RoomId is empty".into()),
+        Some(_) => return Err("RoomId is not a room id".into()),
+        None => {
+            // Another spelling (`RoomID`, `roomId`) is not UCloud's field: name it.
+            return Err(match o.keys().find(|k| k.eq_ignore_ascii_case("RoomId")) {
+                Some(other) => format!("RoomId missing (the row has `{other}` instead)"),
+                None => "RoomId missing".into(),
+            });
+        }
     };
     let current = match count(o, "CurrentAmount")? {
         Some(n) => Some(n),
@@ -169,14 +190,19 @@ fn call_row(v: &Value) -> Result<Option<CallRow>, String> {
         (_, None) => return Err("neither CurrentAmount nor Num for a call in progress".into()),
     };
     let call = o.get("CallId").and_then(super::util::id_string);
-    Ok(Some(CallRow {
+    let start = o
+        .get("StartTime")
+        .filter(|v| !v.is_null())
+        .map(Value::to_string);
+    Ok(CallRow {
         call,
+        start,
         room,
         active,
         current,
         peak: count(o, "PeekAmount")?.unwrap_or(current).max(current),
         accumulated: count(o, "AccumulationAmount")?.unwrap_or(current),
-    }))
+    })
 }
 
 /// One page of `QueryURtcOnlineUsers`.
@@ -240,26 +266,16 @@ pub(crate) fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
             })
         }
     };
-    let mut rows = Vec::with_capacity(data.len());
-    for (i, v) in data.iter().enumerate() {
-        match call_row(v) {
-            Ok(Some(row)) => rows.push(row),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(CallError::Malformed {
-                    api: API,
-                    message: format!("Data[{i}]: {e}"),
-                })
-            }
-        }
-    }
-    if rows.len() < data.len() {
-        tracing::warn!(
-            api = API,
-            skipped = data.len() - rows.len(),
-            "entries without a RoomId skipped"
-        );
-    }
+    let rows = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            call_row(v).map_err(|e| CallError::Malformed {
+                api: API,
+                message: format!("Data[{i}]: {e}"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Page {
         returned: data.len(),
         rows,
@@ -267,15 +283,75 @@ pub(crate) fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
     })
 }
 
-/// Whether another page follows `page`, read at `offset`: until `TotalCount` when given (a short
-/// page before it means a smaller page size, so go on from what arrived); without it, until a
-/// page is short.
-fn more_after(page: &Page, offset: usize) -> bool {
-    page.returned > 0
-        && match page.total {
-            Some(total) => ((offset + page.returned) as u64) < total,
-            None => page.returned >= PAGE,
+/// What makes two rows one call: its room and `CallId`; a row without a `CallId` (the seed's
+/// example) is the same row only with the same room, `StartTime` and figures (two calls of
+/// one room that differ are two calls, summed by [`aggregate`]). Rows of the seed's shape,
+/// `RoomId` and `Num` only, cannot tell two ended calls of one room apart (both `Num` 0): they
+/// merge, which changes no figure, and count as `duplicate_row`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RowKey {
+    Call(String, String),
+    Bare(String, Option<String>, bool, u64, u64, u64),
+}
+
+fn row_key(r: &CallRow) -> RowKey {
+    match &r.call {
+        Some(c) => RowKey::Call(r.room.clone(), c.clone()),
+        None => RowKey::Bare(
+            r.room.clone(),
+            r.start.clone(),
+            r.active,
+            r.current,
+            r.peak,
+            r.accumulated,
+        ),
+    }
+}
+
+/// The calls of all pages so far, merged by identity ([`RowKey`]): a row sent again (on the
+/// same page or a later one) replaces the earlier reading of its call, never adds to it.
+#[derive(Debug, Default)]
+struct Listing {
+    rows: Vec<CallRow>,
+    index: HashMap<RowKey, usize>,
+    /// Rows the vendor sent, repeats included.
+    sent: usize,
+    /// Rows that repeated one already listed.
+    repeated: usize,
+    /// The first repeated row, for the anomaly's detail.
+    example: Option<(String, Option<String>)>,
+}
+
+impl Listing {
+    fn knows(&self, r: &CallRow) -> bool {
+        self.index.contains_key(&row_key(r))
+    }
+
+    fn add(&mut self, rows: Vec<CallRow>) {
+        for r in rows {
+            self.sent += 1;
+            match self.index.get(&row_key(&r)) {
+                Some(&i) => {
+                    self.repeated += 1;
+                    self.example
+                        .get_or_insert_with(|| (r.room.clone(), r.call.clone()));
+                    // The later reading of the same call.
+                    self.rows[i] = r;
+                }
+                None => {
+                    self.index.insert(row_key(&r), self.rows.len());
+                    self.rows.push(r);
+                }
+            }
         }
+    }
+}
+
+/// Whether `page` is the last: a short (or empty) page ends the listing; so does a full page
+/// that holds no call not already listed (a vendor repeating a page, ignoring `Offset`, would
+/// repeat it up to the page cap and bring nothing new).
+fn is_last(page: &Page, listing: &Listing) -> bool {
+    page.returned < PAGE || page.rows.iter().all(|r| listing.knows(r))
 }
 
 /// Calls aggregated per room: in progress if any call is, users of the running call,
@@ -356,8 +432,9 @@ impl UcloudUrtc {
             ctx.endpoint_or(DEFAULT_ENDPOINT).trim_end_matches('/')
         );
         let (start, end) = (ctx.day_start(), ctx.now.timestamp());
-        let mut rows = Vec::new();
+        let mut listing = Listing::default();
         let mut offset = 0usize;
+        let mut total = None;
         let mut complete = false;
         for _ in 0..MAX_PAGES {
             let mut params: Vec<(&str, String)> = vec![
@@ -380,45 +457,77 @@ impl UcloudUrtc {
                 .post(&url)
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .body(body);
-            // Checks against the page itself, and on the last page against the day: a
-            // contradiction fails the request (counted `malformed`), never becomes data.
-            let prior = &rows;
+            // On the last page, the whole listing is checked against the day inside the
+            // request: a listing that lost calls fails it (counted `malformed`).
+            let prior = &listing;
             let page = api
                 .call(request, |status, body| {
                     let page = parse_page(status, body)?;
-                    if page.returned == 0 {
-                        if let Some(total) = page.total.filter(|t| *t > offset as u64) {
-                            return Err(CallError::Malformed {
-                                api: API,
-                                message: format!(
-                                    "an empty page at Offset {offset} before TotalCount {total}"
-                                ),
-                            });
-                        }
-                    }
-                    if !more_after(&page, offset) {
-                        self.check_nothing_lost(ctx, prior.iter().chain(&page.rows))?;
+                    if is_last(&page, prior) {
+                        self.check_nothing_lost(ctx, prior.rows.iter().chain(&page.rows))?;
                     }
                     Ok(page)
                 })
                 .await?;
-            let more = more_after(&page, offset);
-            rows.extend(page.rows);
+            let last = is_last(&page, &listing);
+            if page.total.is_some() {
+                total = page.total;
+            }
             offset += page.returned;
-            if !more {
+            listing.add(page.rows);
+            if last {
                 complete = true;
                 break;
             }
         }
         if !complete {
+            // Still full pages of new calls at the cap: the calls past it are unknown, and
+            // publishing the rest would show their rooms as empty (and the ledger read them as
+            // left). Counted as `page_cap`, and the request fails.
+            ctx.anomaly(
+                API,
+                Anomaly::PageCap,
+                format!(
+                    "still full pages of new calls after {MAX_PAGES} pages ({} calls)",
+                    listing.rows.len()
+                ),
+            );
             return Err(CallError::Malformed {
                 api: API,
-                message: format!("still more rooms after {MAX_PAGES} pages"),
+                message: format!("still more calls after {MAX_PAGES} pages"),
             }
             .into());
         }
+        if listing.repeated > 0 {
+            let (room, call) = listing.example.clone().unwrap_or_default();
+            ctx.anomaly(
+                API,
+                Anomaly::DuplicateRow,
+                format!(
+                    "{} row(s) repeated a call already listed (e.g. room {room} call {}): merged, {} calls from {} rows",
+                    listing.repeated,
+                    call.as_deref().unwrap_or("-"),
+                    listing.rows.len(),
+                    listing.sent
+                ),
+            );
+        }
+        if let Some(t) = total {
+            // The total may count the rows sent (repeats included) or the calls: either agrees.
+            if t != listing.rows.len() as u64 && t != listing.sent as u64 {
+                ctx.anomaly(
+                    API,
+                    Anomaly::TotalMismatch,
+                    format!(
+                        "TotalCount {t}, but {} calls listed ({} rows sent): read from the rows",
+                        listing.rows.len(),
+                        listing.sent
+                    ),
+                );
+            }
+        }
         Ok(Observation {
-            rooms: aggregate(rows, self.s.rooms.as_deref()),
+            rooms: aggregate(listing.rows, self.s.rooms.as_deref()),
             ..Observation::default()
         })
     }
@@ -526,6 +635,7 @@ mod tests {
             Ok((
                 &vec![CallRow {
                     call: None,
+                    start: None,
                     room: "111".into(),
                     active: true,
                     current: 123,
@@ -592,10 +702,109 @@ mod tests {
             parse_page(200, b"{}"),
             Err(CallError::Malformed { .. })
         ));
-        let odd = br#"{"RetCode":0,"Data":[7,{"Num":"x"},{"RoomId":"a","CurrentAmount":"3","RoomStatus":true}]}"#;
-        let page = parse_page(200, odd).map(|p| p.rows).unwrap_or_default();
+        let fine =
+            br#"{"RetCode":0,"Data":[{"RoomId":"a","CurrentAmount":"3","RoomStatus":true}]}"#;
+        let page = parse_page(200, fine).map(|p| p.rows).unwrap_or_default();
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].current, 3);
+    }
+
+    /// DESIGN §5: a row without its room id fails the request (it used to be skipped, which
+    /// showed its room as empty).
+    #[test]
+    fn a_row_without_its_room_id_fails_the_request_naming_the_field() {
+        for (data, want) in [
+            (
+                r#"[{"RoomID":"111","Num":123}]"#,
+                "Data[0]: RoomId missing (the row has `RoomID` instead)",
+            ),
+            (
+                r#"[{"RoomId":"a","Num":1},{"Num":"x"}]"#,
+                "Data[1]: RoomId missing",
+            ),
+            (r#"[7]"#, "Data[0]: not an object"),
+            (r#"[{"RoomId":"","Num":1}]"#, "Data[0]: RoomId is empty"),
+            (
+                r#"[{"RoomId":{"a":1},"Num":1}]"#,
+                "Data[0]: RoomId is not a room id",
+            ),
+        ] {
+            let body = format!(r#"{{"RetCode":0,"TotalCount":1,"Data":{data}}}"#);
+            match parse_page(200, body.as_bytes()) {
+                Err(CallError::Malformed { message, .. }) => assert_eq!(message, want),
+                other => panic!("{data}: {:?}", other.map(|p| p.rows)),
+            }
+        }
+    }
+
+    fn call(room: &str, call: Option<&str>, current: u64) -> CallRow {
+        CallRow {
+            call: call.map(str::to_string),
+            start: None,
+            room: room.into(),
+            active: current > 0,
+            current,
+            peak: current,
+            accumulated: current,
+        }
+    }
+
+    /// DESIGN §5: a row sent twice is one call (merged by room and CallId, or without a
+    /// CallId by room and figures), never summed; the later reading wins.
+    #[test]
+    fn repeated_rows_merge_by_identity() {
+        let mut l = Listing::default();
+        l.add(vec![
+            call("111", None, 123),
+            call("111", None, 123),
+            call("a", Some("c1"), 3),
+        ]);
+        l.add(vec![call("a", Some("c1"), 4), call("a", Some("c2"), 2)]);
+        assert_eq!((l.sent, l.repeated, l.rows.len()), (5, 2, 3));
+        assert_eq!(l.example, Some(("111".to_string(), None)));
+        let rooms = aggregate(l.rows, None);
+        assert_eq!(
+            rooms
+                .iter()
+                .map(|r| (r.room.as_str(), r.users))
+                .collect::<Vec<_>>(),
+            vec![("111", 123), ("a", 6)],
+            "c1 read again with 4 users, c2 another call"
+        );
+        // Two bare rows of one room that differ (in figures or start) are two calls.
+        let mut l = Listing::default();
+        let mut later = call("b", None, 1);
+        later.start = Some("1563150096".into());
+        l.add(vec![call("b", None, 1), call("b", None, 2), later]);
+        assert_eq!((l.repeated, l.rows.len()), (0, 3));
+    }
+
+    #[test]
+    fn a_short_page_or_a_full_page_of_known_calls_ends_the_listing() {
+        let page = |rows: Vec<CallRow>, returned| Page {
+            rows,
+            returned,
+            total: Some(7),
+        };
+        let mut l = Listing::default();
+        assert!(is_last(&page(vec![call("111", None, 123)], 1), &l));
+        assert!(
+            is_last(&page(Vec::new(), 0), &l),
+            "empty, whatever the total"
+        );
+        let full: Vec<CallRow> = (0..PAGE)
+            .map(|i| call("r", Some(&i.to_string()), 1))
+            .collect();
+        assert!(!is_last(&page(full, PAGE), &l));
+        l.add(
+            (0..PAGE)
+                .map(|i| call("r", Some(&i.to_string()), 1))
+                .collect(),
+        );
+        let again: Vec<CallRow> = (0..PAGE)
+            .map(|i| call("r", Some(&i.to_string()), 1))
+            .collect();
+        assert!(is_last(&page(again, PAGE), &l), "the vendor repeats itself");
     }
 
     #[test]
@@ -653,6 +862,7 @@ mod tests {
     fn calls_of_one_room_aggregate() {
         let row = |room: &str, active, current, peak, acc| CallRow {
             call: None,
+            start: None,
             room: room.into(),
             active,
             current,

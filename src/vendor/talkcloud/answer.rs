@@ -1,5 +1,6 @@
 //! Reading one `getLiveLogininfo` answer: the envelope (`result`, `count`), the records of
-//! `logininfo` and `uptablelist`, and the checks of the answer against itself.
+//! `logininfo` and `uptablelist`, and the checks of the answer against itself (a `count`
+//! that disagrees with the rows is not one of them: see the module above).
 //!
 //! Every number is read leniently ([`lenient_i64`], [`lenient_u64`]): the official docs type
 //! most of them as strings and the example sends some as numbers. What cannot be read, or
@@ -261,14 +262,8 @@ pub fn parse_page(status: u16, body: &[u8], secret: &str) -> Result<Page, CallEr
         }
         (None, _) => Vec::new(),
     };
-    if let Some(c) = count {
-        if (c as u128) < records.len() as u128 {
-            return Err(malformed(format!(
-                "count is {c} but logininfo has {} rows",
-                records.len()
-            )));
-        }
-    }
+    // A `count` below the rows is read from the rows: the caller counts it as an anomaly
+    // (DESIGN §5), once all pages are in.
     Ok(Page {
         no_data: false,
         count,
@@ -539,10 +534,6 @@ mod tests {
                 "logininfo is null or missing but count is 1",
             ),
             (
-                json!({"result": 0, "count": 1, "logininfo": [rec("a"), rec("b")]}),
-                "count is 1 but logininfo has 2 rows",
-            ),
-            (
                 json!({"result": 0, "count": "x", "logininfo": []}),
                 "count is not a non-negative integer",
             ),
@@ -597,6 +588,14 @@ mod tests {
         for (body, want) in cases {
             assert_eq!(malformed_message(page(&body)), want, "{body}");
         }
+    }
+
+    /// DESIGN §5: a count below the rows no longer fails the answer; the rows are read.
+    #[test]
+    fn a_count_below_the_rows_reads_the_rows() {
+        let rec = |u: &str| json!({"userid": u, "entertimestamp": 10, "outtimestamp": 20});
+        let p = page(&json!({"result": 0, "count": 1, "logininfo": [rec("a"), rec("b")]})).unwrap();
+        assert_eq!((p.count, p.rows, p.records.len()), (Some(1), 2, 2));
     }
 
     #[test]
