@@ -318,6 +318,24 @@ static VENDORS: &[Vendor] = &[
             ),
             ("AuthFailure.UnauthorizedOperation", "AuthFailure", "error"),
             ("RequestLimitExceeded", "RequestLimitExceeded", "throttled"),
+            // The other throttle spellings of Tencent Cloud API 3.0's common error codes.
+            (
+                "RequestLimitExceeded.UinLimitExceeded",
+                "RequestLimitExceeded",
+                "throttled",
+            ),
+            (
+                "RequestLimitExceeded.IPLimitExceeded",
+                "RequestLimitExceeded",
+                "throttled",
+            ),
+            (
+                "RequestLimitExceeded.GlobalRegionUinLimitExceeded",
+                "RequestLimitExceeded",
+                "throttled",
+            ),
+            // A quota, not a rate: not a throttle.
+            ("LimitExceeded", "other", "error"),
             (
                 "InvalidParameter.QueryScaleOversize",
                 "InvalidParameter.QueryScaleOversize",

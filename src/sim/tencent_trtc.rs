@@ -14,8 +14,10 @@
 //! 4. 20 QPS per (SecretId, action) → `RequestLimitExceeded`.
 //! 5. The [`Fault`] of the action: an error `code`, an HTML page with `http_status`, a `reset`,
 //!    a `malformed` (truncated) body, `latency`, `pad_bytes`; on a listing `null_list`,
-//!    `empty_later_pages`, `lose_rows`, `missing_fields` (no `Total`, no optional row fields)
-//!    and `code_as_string` (every number of the answer a string); see `listing_faults`.
+//!    `empty_later_pages`, `lose_rows`, `missing_fields` (no `Total`, no optional row fields),
+//!    `total_larger`, `total_smaller`, `absent_list`, `duplicate_rows` (the first row sent again
+//!    on every page) and `code_as_string` (every number of the answer a string); see
+//!    `listing_faults` and `page_of`.
 //! 6. The parameters: integers must be JSON numbers; `MissingParameter.*`,
 //!    `InvalidParameter.SdkAppId`, `InvalidParameter.QueryScaleOversize` (span over 24 h, or 4 h
 //!    for `DescribeUserInfo`), `InvalidParameter.StartTsOversize` (more than 14 days back),
@@ -377,8 +379,10 @@ impl TrtcSim {
             .and_then(Value::as_i64)
             .is_some_and(|p| p > 0);
         let result = match body {
-            Ok(Value::Object(m)) if action == ROOM_INFO => self.room_info(&Params(m), now),
-            Ok(Value::Object(m)) => self.user_info(&Params(m), now),
+            Ok(Value::Object(m)) if action == ROOM_INFO => {
+                self.room_info(&Params(m), now, fault.duplicate_rows)
+            }
+            Ok(Value::Object(m)) => self.user_info(&Params(m), now, fault.duplicate_rows),
             _ => Err(err(
                 "InvalidParameter.BodyParamsError",
                 "the body is not a JSON object",
@@ -401,7 +405,12 @@ impl TrtcSim {
         }
     }
 
-    fn room_info(&self, p: &Params, now: i64) -> Result<Map<String, Value>, SimError> {
+    fn room_info(
+        &self,
+        p: &Params,
+        now: i64,
+        duplicate: bool,
+    ) -> Result<Map<String, Value>, SimError> {
         self.check_app(p)?;
         let (start, end) = p.window(DAY, now)?;
         let room_filter = match p.0.get("RoomId") {
@@ -421,10 +430,8 @@ impl TrtcSim {
             .collect();
         calls.sort_by(|a, b| (a.2.start, &a.0).cmp(&(b.2.start, &b.0)));
         let total = calls.len();
-        let list: Vec<Value> = calls
+        let list: Vec<Value> = page_of(calls, skip, size, duplicate)
             .into_iter()
-            .skip(skip)
-            .take(size)
             .map(|(comm_id, room, call)| {
                 let finished = call.end <= now;
                 let first = call
@@ -447,7 +454,12 @@ impl TrtcSim {
         Ok(out)
     }
 
-    fn user_info(&self, p: &Params, now: i64) -> Result<Map<String, Value>, SimError> {
+    fn user_info(
+        &self,
+        p: &Params,
+        now: i64,
+        duplicate: bool,
+    ) -> Result<Map<String, Value>, SimError> {
         self.check_app(p)?;
         let comm_id = match p.0.get("CommId") {
             None => return Err(err("MissingParameter.CommId", "CommId is missing")),
@@ -500,10 +512,8 @@ impl TrtcSim {
         };
         sessions.sort_by(|a, b| (a.1.join, &a.1.user).cmp(&(b.1.join, &b.1.user)));
         let total = sessions.len();
-        let list: Vec<Value> = sessions
+        let list: Vec<Value> = page_of(sessions, skip, size, duplicate)
             .into_iter()
-            .skip(skip)
-            .take(size)
             .map(|(room, s)| {
                 let still_in = s.leave > at;
                 json!({
@@ -521,10 +531,22 @@ impl TrtcSim {
     }
 }
 
+/// One page of a listing: `size` rows from `skip`. With the `duplicate_rows` fault, the
+/// listing's first row is sent once more at the end of every page: twice on the first page,
+/// again on each later one (and alone on a page past the end).
+fn page_of<T: Clone>(all: Vec<T>, skip: usize, size: usize, duplicate: bool) -> Vec<T> {
+    let again = all.first().cloned().filter(|_| duplicate);
+    let mut page: Vec<T> = all.into_iter().skip(skip).take(size).collect();
+    page.extend(again);
+    page
+}
+
 /// The listing faults on an answer (`Total` and `RoomList` or `UserList`): `lose_rows` (an empty
 /// list, `Total` 0), `empty_later_pages` (pages after the first empty, `Total` kept),
 /// `null_list` (the list null, `Total` kept), `missing_fields` (no `Total`, and the optional
-/// fields of each row left out) and `code_as_string` (every number a string).
+/// fields of each row left out), `total_larger` (`Total` 3 above the rows of all pages),
+/// `total_smaller` (`Total` one below them, never below 1), `absent_list` (the list key left
+/// out, `Total` kept) and `code_as_string` (every number a string).
 fn listing_faults(
     mut r: Map<String, Value>,
     action: &str,
@@ -559,6 +581,14 @@ fn listing_faults(
             }
         }
     }
+    if let Some(Value::Number(n)) = r.get("Total") {
+        let total = n.as_u64().unwrap_or(0);
+        if fault.total_larger {
+            r.insert("Total".into(), json!(total + 3));
+        } else if fault.total_smaller && total >= 2 {
+            r.insert("Total".into(), json!(total - 1));
+        }
+    }
     if fault.code_as_string {
         fn strings(v: &mut Value) {
             match v {
@@ -574,6 +604,9 @@ fn listing_faults(
     }
     if fault.null_list {
         r.insert(field.into(), Value::Null);
+    }
+    if fault.absent_list {
+        r.remove(field);
     }
     r
 }

@@ -25,14 +25,22 @@
 //!    so users still in are seen again and their leave time arrives once they left; the rest
 //!    of the day stays in the ledger. A finished call fetched past its end is never asked again.
 //!
-//! **An answer is checked against itself and the last ones** on the last page of each listing,
-//! inside its request (a contradiction is a `malformed` request, never data): a null list
-//! with a positive `Total`; `Total` neither the rows of all pages nor of the last one (an
-//! empty page before the declared end); a listing of calls that lacks a call it listed as
-//! running before (its creation time is in the window); a user listing whose first window
-//! lacks a session the last fetch left open (it was present at that fetch's end, which the
-//! window holds). Without the last two, a lost answer would close every session and write the
-//! room as empty.
+//! **Reading answers** (DESIGN §5 "Reading vendor answers"): the rows the vendor sent are the
+//! data. Rows repeated across the pages of a listing merge by identity (a call by `CommId`, a
+//! session by user and `JoinTs`), never summed, and so do rows that two windows both list.
+//! Paging ends on a short page, a page with nothing new, or the page cap. What reads but
+//! disagrees is an anomaly, counted and logged ([`PollCtx::anomaly`]): a `Total` that is
+//! neither the distinct rows of all pages nor the rows of the last one (`total_mismatch`:
+//! Tencent's own `DescribeUserInfo` example has `Total` 1 with two rows), a repeated row
+//! (`duplicate_row`), a call flagged `IsFinished: false` that has its `DestroyTime`
+//! (`finished_with_running_flag`: read as ended then, its sessions still open closed at that
+//! time), the page cap (`page_cap`). A failed (`malformed`) request, checked inside the request
+//! of the last page: an unreadable answer or row (a row without its `CommId` or `UserId`); a
+//! null or absent list beside a positive `Total`, or with no `Total` at all (never read as an
+//! empty call); a listing of calls that lacks a call it listed as running before (its creation
+//! time is in the window); a user listing whose first window lacks a session the last fetch
+//! left open (it was present at that fetch's end, which the window holds). Without the last
+//! two, a lost answer would close every session and write the room as empty.
 //!
 //! Rooms are refreshed least recently fetched first, up to four in flight, each reported to the
 //! poll's progress (with its calls' new fetch times) as soon as all its pages arrived: one
@@ -65,7 +73,7 @@ use super::util::{
     code_label as table_label, id_string, lenient_bool, lenient_i64, windows_forward,
 };
 use super::{
-    Api, BoxFuture, CallError, DayFigures, Device, Observation, PollCtx, PollError,
+    Anomaly, Api, BoxFuture, CallError, DayFigures, Device, Observation, PollCtx, PollError,
     RoomObservation, SessionObs, TargetInfo, Vendor, VendorEntry,
 };
 use crate::config::{from_value, FieldError, PromDuration, Secret};
@@ -305,16 +313,36 @@ fn page_rows<T>(
                 message: "Total is not a count".into(),
             }
         })?;
-    let list = match resp.get(field) {
-        Some(Value::Array(a)) => a.as_slice(),
-        None | Some(Value::Null) if total.is_none_or(|t| t == 0) => &[],
-        None | Some(Value::Null) => {
+    let list = match (resp.get(field), total) {
+        (Some(Value::Array(a)), _) => a.as_slice(),
+        (None | Some(Value::Null), Some(0)) => &[],
+        // Neither a list nor a count: nothing says the call is empty (read as empty, it was a
+        // false zero with the target up).
+        (None, None) => {
             return Err(CallError::Malformed {
                 api,
-                message: format!("{field} is null but Total is {}", total.unwrap_or(0)),
+                message: format!("the answer has neither {field} nor Total"),
             })
         }
-        Some(_) => {
+        (Some(Value::Null), None) => {
+            return Err(CallError::Malformed {
+                api,
+                message: format!("{field} is null and there is no Total"),
+            })
+        }
+        (None, Some(t)) => {
+            return Err(CallError::Malformed {
+                api,
+                message: format!("{field} is absent but Total is {t}"),
+            })
+        }
+        (Some(Value::Null), Some(t)) => {
+            return Err(CallError::Malformed {
+                api,
+                message: format!("{field} is null but Total is {t}"),
+            })
+        }
+        (Some(_), _) => {
             return Err(CallError::Malformed {
                 api,
                 message: format!("{field} is not a list"),
@@ -381,20 +409,16 @@ pub(crate) fn parse_users(status: u16, body: &[u8]) -> Result<Page<SessionObs>, 
     })
 }
 
-/// The declared `Total` of the last page against the rows of all pages: it is the grand total
-/// or the rows of that page, and either reading must add up.
-fn check_total(
-    api: &'static str,
-    total: Option<u64>,
-    all: usize,
-    last: usize,
-) -> Result<(), CallError> {
+/// The declared `Total` of the last page against the rows: it is the grand total (the
+/// distinct rows of all pages) or the rows of that page. Either reading may hold; when neither
+/// does, the rows are still the data and the disagreement is an anomaly (DESIGN §5), described
+/// here.
+fn total_mismatch(total: Option<u64>, distinct: usize, last: usize) -> Option<String> {
     match total {
-        Some(t) if t != all as u64 && t != last as u64 => Err(CallError::Malformed {
-            api,
-            message: format!("Total says {t} but the pages hold {all} rows (last page {last})"),
-        }),
-        _ => Ok(()),
+        Some(t) if t != distinct as u64 && t != last as u64 => Some(format!(
+            "Total says {t} but the pages held {distinct} distinct rows (last page {last}); the rows are read"
+        )),
+        _ => None,
     }
 }
 
@@ -424,40 +448,156 @@ fn still_open(sessions: &[SessionObs]) -> Vec<(String, i64)> {
     open
 }
 
-/// Pages a listing until a short page. The last page is checked, inside its request (so a
-/// contradiction counts as `malformed`), against the declared `Total` ([`check_total`]) and by
-/// `complete` (the rows of the earlier pages, the rows of this one).
-async fn all_pages<T>(
+/// A row with an identity: rows repeated across pages (or windows) merge by it, never summed.
+trait Row {
+    type Key: std::hash::Hash + Eq + Clone;
+    fn key(&self) -> Self::Key;
+    /// Folds a repetition of the same row into this one.
+    fn merge(&mut self, other: Self);
+}
+
+impl Row for ListedCall {
+    type Key = String;
+    fn key(&self) -> String {
+        self.comm_id.clone()
+    }
+    /// A call one row says ended has ended.
+    fn merge(&mut self, other: Self) {
+        self.finished |= other.finished;
+        self.destroyed = self.destroyed.max(other.destroyed);
+    }
+}
+
+impl Row for SessionObs {
+    type Key = (String, i64);
+    fn key(&self) -> (String, i64) {
+        (self.user.clone(), self.join)
+    }
+    /// A session one row says closed is closed (a rejoin is a new session, a new JoinTs).
+    fn merge(&mut self, other: Self) {
+        self.leave = match (self.leave, other.leave) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Rows merged by identity, in the order first seen.
+struct Merged<T: Row> {
+    rows: Vec<T>,
+    index: HashMap<T::Key, usize>,
+    /// Rows that repeated one already held.
+    repeated: usize,
+}
+
+impl<T: Row> Merged<T> {
+    fn new() -> Self {
+        Merged {
+            rows: Vec::new(),
+            index: HashMap::new(),
+            repeated: 0,
+        }
+    }
+
+    fn add(&mut self, row: T) {
+        match self.index.get(&row.key()) {
+            Some(&i) => {
+                self.repeated += 1;
+                self.rows[i].merge(row);
+            }
+            None => {
+                self.index.insert(row.key(), self.rows.len());
+                self.rows.push(row);
+            }
+        }
+    }
+
+    /// How many of `page` are rows not held yet (repeats within the page count once).
+    fn fresh(&self, page: &[T]) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        page.iter()
+            .map(Row::key)
+            .filter(|k| !self.index.contains_key(k) && seen.insert(k.clone()))
+            .count()
+    }
+}
+
+/// The sessions of a call that ended at `ended`: one still listed open (`Finished` false) is
+/// read as left when the call ended, else the ledger would keep it open (the finished call is
+/// never fetched again) and show a user in an ended room.
+fn close_at_end(mut sessions: Vec<SessionObs>, ended: Option<i64>) -> Vec<SessionObs> {
+    if let Some(end) = ended {
+        for s in sessions.iter_mut().filter(|s| s.leave.is_none()) {
+            s.leave = Some(end.max(s.join));
+        }
+    }
+    sessions
+}
+
+/// Pages a listing until a short page, a page with no row not already held (a vendor repeating
+/// itself), or [`MAX_PAGES`]. Rows repeated across its pages merge by identity ([`Row`]).
+/// The last page is checked, inside its request (so a contradiction counts as `malformed`), by
+/// `complete` (the rows of the earlier pages, the rows of this one): a listing that lost rows
+/// is a failed request. What read but disagreed is reported to `ctx` as anomalies: a declared
+/// `Total` that is neither reading ([`total_mismatch`]), repeated rows, the page cap.
+async fn all_pages<T: Row>(
+    ctx: &PollCtx,
     api: &Api<'_>,
     mut request: impl FnMut(usize) -> reqwest::RequestBuilder,
     parse: fn(u16, &[u8]) -> Result<Page<T>, CallError>,
     complete: impl Fn(&[T], &[T]) -> Result<(), CallError>,
 ) -> Result<Vec<T>, CallError> {
-    let mut rows = Vec::new();
+    let mut merged = Merged::new();
+    let mut sent = 0usize;
     for page in 0..MAX_PAGES {
-        let prior = &rows;
+        let held = &merged;
         let complete = &complete;
-        let p = api
+        let capped = page + 1 == MAX_PAGES;
+        let (p, fresh) = api
             .call(request(page), |status, body| {
                 let p = parse(status, body)?;
-                let got = p.rows.len();
-                if got < PAGE {
-                    check_total(api.name(), p.total, prior.len() + got, got)?;
-                    complete(prior, &p.rows)?;
+                let fresh = held.fresh(&p.rows);
+                if p.rows.len() < PAGE || fresh == 0 || capped {
+                    complete(&held.rows, &p.rows)?;
                 }
-                Ok(p)
+                Ok((p, fresh))
             })
             .await?;
         let got = p.rows.len();
-        rows.extend(p.rows);
-        if got < PAGE {
-            return Ok(rows);
+        let last = got < PAGE || fresh == 0 || capped;
+        sent += got;
+        for row in p.rows {
+            merged.add(row);
         }
+        if !last {
+            continue;
+        }
+        let name = api.name();
+        let distinct = merged.rows.len();
+        if merged.repeated > 0 {
+            ctx.anomaly(
+                name,
+                Anomaly::DuplicateRow,
+                format!(
+                    "{} of {sent} rows over {} page(s) repeated rows already listed; merged into {distinct}",
+                    merged.repeated,
+                    page + 1
+                ),
+            );
+        }
+        if let Some(detail) = total_mismatch(p.total, distinct, got) {
+            ctx.anomaly(name, Anomaly::TotalMismatch, detail);
+        }
+        if capped && got >= PAGE && fresh > 0 {
+            ctx.anomaly(
+                name,
+                Anomaly::PageCap,
+                format!("still full pages after {MAX_PAGES} pages; {distinct} rows read"),
+            );
+        }
+        break;
     }
-    Err(CallError::Malformed {
-        api: api.name(),
-        message: format!("still more rows after {MAX_PAGES} pages"),
-    })
+    Ok(merged.rows)
 }
 
 /// Signs and sends requests for one poll.
@@ -534,7 +674,8 @@ impl<'a> Client<'a> {
         running: &[(String, i64)],
     ) -> Result<Vec<ListedCall>, CallError> {
         let api = self.api(ROOM_INFO);
-        let mut calls = Vec::new();
+        // Windows meet at their ends: a call listed by two is one call.
+        let mut calls = Merged::new();
         for (start, end) in windows_forward(from, to, ROOM_SPAN) {
             let complete = |prior: &[ListedCall], last: &[ListedCall]| {
                 let expected = running
@@ -561,9 +702,25 @@ impl<'a> Client<'a> {
                     }),
                 )
             };
-            calls.extend(all_pages(&api, request, parse_rooms, complete).await?);
+            for call in all_pages(self.ctx, &api, request, parse_rooms, complete).await? {
+                calls.add(call);
+            }
         }
-        Ok(calls)
+        // A call still flagged running but with its end time is read as ended then.
+        for c in &mut calls.rows {
+            if !c.finished && c.destroyed > 0 {
+                self.ctx.anomaly(
+                    ROOM_INFO,
+                    Anomaly::FinishedWithRunningFlag,
+                    format!(
+                        "call {} of room {}: IsFinished false but DestroyTime {}; read as ended then",
+                        c.comm_id, c.room, c.destroyed
+                    ),
+                );
+                c.finished = true;
+            }
+        }
+        Ok(calls.rows)
     }
 
     /// Every session of one call overlapping [from, to]. `open` (user, join) are the sessions
@@ -577,7 +734,8 @@ impl<'a> Client<'a> {
         (from, to): (i64, i64),
         open: &[(String, i64)],
     ) -> Result<Vec<SessionObs>, CallError> {
-        let mut sessions = Vec::new();
+        // A session overlapping two windows is listed by both: one session.
+        let mut sessions = Merged::new();
         for (i, (start, end)) in windows_forward(from, to, USER_SPAN).into_iter().enumerate() {
             let complete = |prior: &[SessionObs], last: &[SessionObs]| {
                 if i > 0 {
@@ -608,9 +766,11 @@ impl<'a> Client<'a> {
                     }),
                 )
             };
-            sessions.extend(all_pages(api, request, parse_users, complete).await?);
+            for session in all_pages(self.ctx, api, request, parse_users, complete).await? {
+                sessions.add(session);
+            }
         }
-        Ok(sessions)
+        Ok(sessions.rows)
     }
 }
 
@@ -620,6 +780,8 @@ struct Fetch {
     comm_id: String,
     from: i64,
     open: Vec<(String, i64)>,
+    /// When the call ended, if it has by the fetch's end: nobody is in it after that.
+    ended: Option<i64>,
 }
 
 /// What to fetch for one room: its stale calls.
@@ -659,6 +821,10 @@ fn plan(calls: &BTreeMap<String, Call>, day_start: i64, floor: i64, to: i64) -> 
             comm_id: id.clone(),
             from,
             open: c.open.clone(),
+            // A finished call listed without its DestroyTime has `destroyed` = its creation:
+            // its end is then not known, and its sessions are read as listed.
+            ended: (c.finished && c.created < c.destroyed && c.destroyed <= to)
+                .then_some(c.destroyed),
         });
         p.oldest = match (p.oldest, c.synced_to) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -780,7 +946,7 @@ impl TencentTrtc {
                         .users(api, &f.comm_id, (f.from, to), &f.open)
                         .await
                     {
-                        Ok(s) => fetched.push(s),
+                        Ok(s) => fetched.push(close_at_end(s, f.ended)),
                         Err(e) => return Err((p.room, e)),
                     }
                 }
@@ -858,14 +1024,70 @@ mod tests {
 
     #[test]
     fn a_total_is_the_grand_total_or_the_last_pages_rows() {
-        assert!(check_total(USER_INFO, None, 150, 50).is_ok());
-        assert!(check_total(USER_INFO, Some(150), 150, 50).is_ok());
-        assert!(check_total(USER_INFO, Some(50), 150, 50).is_ok());
-        // An empty page before the declared end.
-        let e = check_total(USER_INFO, Some(150), 100, 0).unwrap_err();
+        assert_eq!(total_mismatch(None, 150, 50), None);
+        assert_eq!(total_mismatch(Some(150), 150, 50), None);
+        assert_eq!(total_mismatch(Some(50), 150, 50), None);
+        // Neither reading: an anomaly now (DESIGN §5), no longer a failed request; the rows
+        // are read.
         assert_eq!(
-            e.to_string(),
-            "DescribeUserInfo: malformed response: Total says 150 but the pages hold 100 rows (last page 0)"
+            total_mismatch(Some(150), 100, 0).as_deref(),
+            Some("Total says 150 but the pages held 100 distinct rows (last page 0); the rows are read")
+        );
+        // Tencent's own DescribeUserInfo example: Total 1, two rows on one page.
+        assert!(total_mismatch(Some(1), 2, 2).is_some());
+    }
+
+    #[test]
+    fn repeated_rows_merge_by_identity() {
+        let mut m = Merged::new();
+        m.add(session("a", 10, None));
+        m.add(session("b", 20, None));
+        assert_eq!(m.fresh(&[session("a", 10, None), session("c", 5, None)]), 1);
+        assert_eq!(m.fresh(&[session("c", 5, None), session("c", 5, None)]), 1);
+        m.add(session("a", 10, Some(40)));
+        m.add(session("a", 10, None));
+        // A rejoin is another session.
+        m.add(session("a", 50, None));
+        assert_eq!(m.repeated, 2);
+        let got: Vec<_> = m
+            .rows
+            .iter()
+            .map(|s| (s.user.as_str(), s.join, s.leave))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("a", 10, Some(40)), ("b", 20, None), ("a", 50, None)]
+        );
+        let call = |id: &str, finished: bool, destroyed: i64| ListedCall {
+            comm_id: id.into(),
+            room: "r".into(),
+            created: 1,
+            destroyed,
+            finished,
+        };
+        let mut m = Merged::new();
+        m.add(call("x", false, 0));
+        m.add(call("x", true, 9));
+        m.add(call("x", false, 0));
+        assert_eq!(m.rows, vec![call("x", true, 9)]);
+        assert_eq!(m.repeated, 2);
+    }
+
+    #[test]
+    fn sessions_of_an_ended_call_are_closed_at_its_end() {
+        let got = close_at_end(
+            vec![
+                session("a", 10, None),
+                session("b", 20, Some(25)),
+                session("c", 90, None),
+            ],
+            Some(50),
+        );
+        let leaves: Vec<_> = got.iter().map(|s| s.leave).collect();
+        assert_eq!(leaves, vec![Some(50), Some(25), Some(90)]);
+        assert_eq!(
+            close_at_end(vec![session("a", 10, None)], None)[0].leave,
+            None
         );
     }
 
@@ -896,5 +1118,79 @@ mod tests {
             e.as_deref(),
             Some("DescribeUserInfo: malformed response: UserList is null but Total is 3")
         );
+        // Absent with a count, or with no count at all: never an empty call.
+        for (v, want) in [
+            (json!({"Total": 3}), "UserList is absent but Total is 3"),
+            (json!({}), "the answer has neither UserList nor Total"),
+            (
+                json!({"UserList": null}),
+                "UserList is null and there is no Total",
+            ),
+        ] {
+            let e = parse_users(200, &body(v)).err().map(|e| e.to_string());
+            assert_eq!(
+                e,
+                Some(format!("DescribeUserInfo: malformed response: {want}"))
+            );
+        }
+        assert!(parse_users(200, &body(json!({"Total": 0})))
+            .unwrap()
+            .rows
+            .is_empty());
+        let e = parse_rooms(200, &body(json!({"RequestId": "x"})))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("DescribeRoomInfo: malformed response: the answer has neither RoomList nor Total")
+        );
+    }
+
+    #[test]
+    fn tencents_own_user_info_example_reads_both_rows() {
+        // Seed 002, DescribeUserInfo "Output Example", as published.
+        let body = br#"{"Response": {"Total": 1, "UserList": [
+            {"RoomStr": "218695", "UserId": "user1_54816741", "JoinTs": 1590065777, "LeaveTs": 1590067658, "Finished": true, "DeviceType": "", "SdkVersion": "4.3.14", "ClientIp": "10.4.1.13"},
+            {"RoomStr": "218695", "UserId": "user2_2107025", "JoinTs": 1590065700, "LeaveTs": 1590067693, "Finished": true, "DeviceType": "", "SdkVersion": "4.3.14", "ClientIp": "10.4.1.13"}],
+            "RequestId": "2e12e365-43e8-4efd-902d-906303e2ee4a"}}"#;
+        let p = parse_users(200, body).unwrap();
+        assert_eq!(p.rows.len(), 2);
+        assert_eq!(p.total, Some(1));
+        assert!(total_mismatch(p.total, 2, 2).is_some());
+    }
+
+    #[test]
+    fn every_documented_throttle_spelling_is_throttled() {
+        // Tencent Cloud API 3.0 common error codes: RequestLimitExceeded and its
+        // .UinLimitExceeded, .IPLimitExceeded, .GlobalRegionUinLimitExceeded. LimitExceeded is a
+        // quota, not a rate.
+        for code in [
+            "RequestLimitExceeded",
+            "RequestLimitExceeded.UinLimitExceeded",
+            "RequestLimitExceeded.IPLimitExceeded",
+            "RequestLimitExceeded.GlobalRegionUinLimitExceeded",
+        ] {
+            let body = serde_json::to_vec(
+                &json!({"Response": {"Error": {"Code": code, "Message": "m"}, "RequestId": "r"}}),
+            )
+            .unwrap();
+            match parse_users(200, &body) {
+                Err(CallError::Vendor {
+                    throttled, label, ..
+                }) => {
+                    assert!(throttled, "{code}");
+                    assert_eq!(label, "RequestLimitExceeded");
+                }
+                _ => panic!("{code}: not a vendor error"),
+            }
+        }
+        let body = serde_json::to_vec(&json!({"Response": {"Error": {"Code": "LimitExceeded", "Message": "m"}, "RequestId": "r"}})).unwrap();
+        assert!(matches!(
+            parse_users(200, &body),
+            Err(CallError::Vendor {
+                throttled: false,
+                ..
+            })
+        ));
     }
 }

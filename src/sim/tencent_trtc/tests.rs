@@ -578,6 +578,67 @@ fn faults_answer_as_injected() {
 }
 
 #[test]
+fn answers_that_disagree_with_themselves_as_injected() {
+    let sim = empty();
+    let sessions = (0..150)
+        .map(|n| session(&format!("u{n:03}"), T - 3000 + n, T + 600, Device::Ios))
+        .collect();
+    sim.add_call("big", call(T - 3600, T + 3600, sessions));
+    let comm_id = format!("{}_big_{}", sim.sdk_app_id, T - 3600);
+    let page = |n: i64| {
+        let mut body = users(&sim, &comm_id, T - 3600, T);
+        body["PageNumber"] = json!(n);
+        send(&sim, &signed(&sim, USER_INFO, &body))
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["UserList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["UserId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let set = |f: Fault| sim.faults.set(USER_INFO, f);
+    set(Fault {
+        total_larger: true,
+        ..Fault::default()
+    });
+    assert_eq!(page(0)["Total"], json!(153));
+    assert_eq!(ids(&page(1)).len(), 50);
+    set(Fault {
+        total_smaller: true,
+        ..Fault::default()
+    });
+    assert_eq!(page(1)["Total"], json!(149));
+    set(Fault {
+        duplicate_rows: true,
+        ..Fault::default()
+    });
+    // The first row twice on the first page, again on each later one, alone past the end.
+    let first = ids(&page(0));
+    assert_eq!(
+        (first.len(), first[0].as_str(), first[100].as_str()),
+        (101, "u000", "u000")
+    );
+    let second = ids(&page(1));
+    assert_eq!(
+        (second.len(), second[0].as_str(), second[50].as_str()),
+        (51, "u100", "u000")
+    );
+    assert_eq!(ids(&page(2)), vec!["u000".to_string()]);
+    assert_eq!(page(0)["Total"], json!(150));
+    set(Fault {
+        absent_list: true,
+        ..Fault::default()
+    });
+    let v = page(0);
+    assert_eq!(v["Total"], json!(150));
+    assert!(v.get("UserList").is_none(), "{v}");
+    sim.faults.clear();
+    assert_eq!(ids(&page(0)).len(), 100);
+}
+
+#[test]
 fn truth_counts_a_rejoin_once_at_a_time() {
     let sim = empty();
     let d = T - 5000;
