@@ -90,6 +90,9 @@ pub const ENTRY: VendorEntry = VendorEntry {
 pub const ROOM_INFO: &str = "DescribeRoomInfo";
 /// Users of one call.
 pub const USER_INFO: &str = "DescribeUserInfo";
+/// A running call's `DestroyTime` is about the time of the query: this much before the
+/// listing's end still counts as "running, as of now".
+const DESTROY_SLACK: i64 = 60;
 const VERSION: &str = "2019-07-22";
 const SERVICE: &str = "trtc";
 const DEFAULT_ENDPOINT: &str = "https://trtc.tencentcloudapi.com";
@@ -706,9 +709,13 @@ impl<'a> Client<'a> {
                 calls.add(call);
             }
         }
-        // A call still flagged running but with its end time is read as ended then.
+        // A call still flagged running but with an end time before the listing's own end is
+        // read as ended then. Tencent's own DescribeRoomInfo example (tencentcloud-cli) lists
+        // ten running calls that all share one DestroyTime, the time of the query, as
+        // DescribeUserInfo's LeaveTs is "now" for users still in: a DestroyTime at or after
+        // the listing's end (less [`DESTROY_SLACK`]) is that, not an end.
         for c in &mut calls.rows {
-            if !c.finished && c.destroyed > 0 {
+            if !c.finished && c.destroyed > 0 && c.destroyed < to - DESTROY_SLACK {
                 self.ctx.anomaly(
                     ROOM_INFO,
                     Anomaly::FinishedWithRunningFlag,
