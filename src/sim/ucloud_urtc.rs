@@ -5,7 +5,7 @@
 //! `Limit` > 100, 300 for `EndTime` < `StartTime`, and pages by `Offset` / `Limit` with
 //! `TotalCount`. One entry per call of a room in the window, as the API lists them.
 //!
-//! Answers that disagree with themselves (DESIGN §5): `total_larger` declares `TotalCount` 7
+//! Answers that disagree with themselves (README: "Answers that disagree with themselves"): `total_larger` declares `TotalCount` 7
 //! above the calls (as UCloud's own example does), `total_smaller` one below;
 //! `duplicate_rows` lists the first three calls again at the end of the listing (so on a later
 //! page, or twice on the one page), `TotalCount` counting the rows sent; `absent_list` leaves

@@ -19,7 +19,7 @@
 //! permission) and -1 are counted under their own `code` label, any other code as `other`
 //! (Talk-cloud documents no throttle code, and no QPS limit).
 //!
-//! Reading an answer (DESIGN §5 "Reading vendor answers"): the records are the data. A record
+//! Reading an answer (the README's "Answers that disagree with themselves"): the records are the data. A record
 //! sent twice (the same user and enter time, on one page, a later page or both lists) is one
 //! stay, merged and counted as `duplicate_row`; a `count` that is neither the last page's rows
 //! nor the rows (or distinct records) of all pages is `total_mismatch`, also when an empty page
@@ -845,7 +845,7 @@ mod tests {
             None,
             "distinct records"
         );
-        // DESIGN §5: a count that is none of them is an anomaly, no longer a failed request.
+        // The reading rule (README, "Answers that disagree with themselves"): a count that is none of them is an anomaly, no longer a failed request.
         assert_eq!(
             check_count(Some(500), 10, 410, 400).as_deref(),
             Some(

@@ -25,7 +25,7 @@
 //!    so users still in are seen again and their leave time arrives once they left; the rest
 //!    of the day stays in the ledger. A finished call fetched past its end is never asked again.
 //!
-//! **Reading answers** (DESIGN §5 "Reading vendor answers"): the rows the vendor sent are the
+//! **Reading answers** (the README's "Answers that disagree with themselves"): the rows the vendor sent are the
 //! data. Rows repeated across the pages of a listing merge by identity (a call by `CommId`, a
 //! session by user and `JoinTs`), never summed, and so do rows that two windows both list.
 //! Paging ends on a short page, a page with nothing new, or the page cap. What reads but
@@ -414,7 +414,7 @@ pub(crate) fn parse_users(status: u16, body: &[u8]) -> Result<Page<SessionObs>, 
 
 /// The declared `Total` of the last page against the rows: it is the grand total (the
 /// distinct rows of all pages) or the rows of that page. Either reading may hold; when neither
-/// does, the rows are still the data and the disagreement is an anomaly (DESIGN §5), described
+/// does, the rows are still the data and the disagreement is an anomaly (README: "Answers that disagree with themselves"), described
 /// here.
 fn total_mismatch(total: Option<u64>, distinct: usize, last: usize) -> Option<String> {
     match total {
@@ -1034,7 +1034,7 @@ mod tests {
         assert_eq!(total_mismatch(None, 150, 50), None);
         assert_eq!(total_mismatch(Some(150), 150, 50), None);
         assert_eq!(total_mismatch(Some(50), 150, 50), None);
-        // Neither reading: an anomaly now (DESIGN §5), no longer a failed request; the rows
+        // Neither reading: an anomaly now (README: "Answers that disagree with themselves"), no longer a failed request; the rows
         // are read.
         assert_eq!(
             total_mismatch(Some(150), 100, 0).as_deref(),

@@ -11,7 +11,7 @@
 //! without its `RoomId` (or with another spelling, `RoomID`) fails the request: skipping it
 //! would show its room as empty.
 //!
-//! Reading an answer (DESIGN §5 "Reading vendor answers"): the rows are the data. Pages of 100
+//! Reading an answer (the README's "Answers that disagree with themselves"): the rows are the data. Pages of 100
 //! until a short or empty page (`TotalCount` does not drive paging: UCloud's own example says 7
 //! with one row); a row sent twice (the same room and `CallId`; without a `CallId`, the same
 //! room and figures) is one call, counted as `duplicate_row`, never summed; a `TotalCount` that
@@ -709,7 +709,7 @@ mod tests {
         assert_eq!(page[0].current, 3);
     }
 
-    /// DESIGN §5: a row without its room id fails the request (it used to be skipped, which
+    /// The reading rule (README, "Answers that disagree with themselves"): a row without its room id fails the request (it used to be skipped, which
     /// showed its room as empty).
     #[test]
     fn a_row_without_its_room_id_fails_the_request_naming_the_field() {
@@ -749,7 +749,7 @@ mod tests {
         }
     }
 
-    /// DESIGN §5: a row sent twice is one call (merged by room and CallId, or without a
+    /// The reading rule (README, "Answers that disagree with themselves"): a row sent twice is one call (merged by room and CallId, or without a
     /// CallId by room and figures), never summed; the later reading wins.
     #[test]
     fn repeated_rows_merge_by_identity() {

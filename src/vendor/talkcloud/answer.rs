@@ -263,7 +263,7 @@ pub fn parse_page(status: u16, body: &[u8], secret: &str) -> Result<Page, CallEr
         (None, _) => Vec::new(),
     };
     // A `count` below the rows is read from the rows: the caller counts it as an anomaly
-    // (DESIGN §5), once all pages are in.
+    // (README: "Answers that disagree with themselves"), once all pages are in.
     Ok(Page {
         no_data: false,
         count,
@@ -590,7 +590,7 @@ mod tests {
         }
     }
 
-    /// DESIGN §5: a count below the rows no longer fails the answer; the rows are read.
+    /// The reading rule (README, "Answers that disagree with themselves"): a count below the rows no longer fails the answer; the rows are read.
     #[test]
     fn a_count_below_the_rows_reads_the_rows() {
         let rec = |u: &str| json!({"userid": u, "entertimestamp": 10, "outtimestamp": 20});
