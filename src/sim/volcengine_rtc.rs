@@ -11,12 +11,13 @@
 //! 3. The rate limit per (access key, API): `GetRoomOnlineUsers` 40 QPS, with `Property=true`
 //!    1 QPS (its own bucket), `QueryOnlineStatus` 100 QPS, `ListRoomInfo` 10 QPS; over it →
 //!    HTTP 429 `FlowLimitExceeded` (CodeN 100018, unverified).
-//! 4. The [`Fault`] of the API: an error `code` (with the HTTP status the code has), an HTML
+//! 4. The [`Fault`] of the API (`GetRoomOnlineUsers.Property` for `Property=true` requests,
+//!    `GetRoomOnlineUsers` for the others): an error `code` (with the HTTP status the code has), an HTML
 //!    page with `http_status`, a `malformed` (truncated) body, `latency`, `pad_bytes`, a
 //!    `reset`; `null_list` (the user lists or `RoomList` null, totals kept), `missing_fields`
 //!    (no `TotalInvisibleUser`) and `code_as_string` (those totals as strings; Volcengine
 //!    codes are strings anyway); `total_larger`, `total_smaller`, `duplicate_rows` and
-//!    `absent_list` as [`result_faults`] says. `GetRoomOnlineUsers` has no pages and an empty
+//!    `absent_list` as `result_faults` says. `GetRoomOnlineUsers` has no pages and an empty
 //!    room is a valid answer, so `empty_later_pages` and `lose_rows` do nothing here.
 //! 5. The API itself; business errors are `MissingParameter` or `InvalidParameter.<Field>`
 //!    (HTTP 400, CodeN 0: unverified).
@@ -857,10 +858,17 @@ impl Simulator for VolcSim {
             let query: Vec<(String, String)> = form_urlencoded::parse(req.query.as_bytes())
                 .into_owned()
                 .collect();
+            // `GetRoomOnlineUsers.Property` faults only the Property=true requests.
+            let property = query
+                .iter()
+                .any(|(k, v)| k == "Property" && v.eq_ignore_ascii_case("true"));
             let fault = query
                 .iter()
                 .find(|(k, _)| k == "Action")
-                .map(|(_, a)| self.faults.get(a))
+                .map(|(_, a)| match a.as_str() {
+                    GET_ROOM if property => self.faults.get(GET_ROOM_PROPERTY),
+                    _ => self.faults.get(a),
+                })
                 .unwrap_or_default();
             if !fault.latency.is_zero() {
                 tokio::time::sleep(fault.latency).await;

@@ -15,6 +15,14 @@
 //! the room's known bots; the ledger gets the visible and invisible ids (bots removed) for the
 //! observed peak and distinct users (lower bounds).
 //!
+//! Reading the answer (DESIGN §5): `RoomExists` (or `RoomExist`) is required, and when it is
+//! true so are `TotalUser` and a list wherever a count says people are there; without them the
+//! request failed (never an empty room). A count and lists that disagree are an anomaly, not a
+//! failure: users now are the larger of `TotalUser` and the distinct ids (the ids listed still
+//! count as seen, and the ledger keeps accumulated at or above the peak), reported as
+//! `list_shorter_than_count` / `list_longer_than_count`; an id listed twice counts once
+//! (`duplicate_row`). See `parse_occupancy`.
+//!
 //! # Bots
 //!
 //! Users with `MediaProcessingType` (recording, CDN push, ASR) are not people. Only
@@ -38,7 +46,10 @@
 //! device counts (bots left out; `harmony` and unknown types count as `other`), plus the watched
 //! users who are online but not listed in any of those refreshed rooms, one per distinct device
 //! class among their connections' `Platform` (so a watched user inside a refreshed room is not
-//! counted twice). A room never refreshed yet adds nothing: the first figures are low.
+//! counted twice). A room never refreshed yet adds nothing: the first figures are low. While
+//! rooms have people and none of them has had a readable `Property=true` answer (the refresher
+//! has not got to them yet, or every answer failed), the device figures were never measured and
+//! are absent, never 0.
 //!
 //! **Age of a device figure**, for N rooms to refresh, interval I, poll duration D (about
 //! N / 40 s) and the limiter's spacing of 1.07 s at 1 QPS: when N ≤ I / 1.07 every room is
@@ -51,13 +62,17 @@
 //! # Watched users
 //!
 //! `watch_users` (numeric ids) → `QueryOnlineStatus`, POST JSON `{"AppId", "UserIds"}` in
-//! batches of 100 at 100 QPS; an id listed in `QueryOnlineResults` is online. `AppId` is sent as
+//! batches of 100 at 100 QPS; an id listed in `QueryOnlineResults` is online, one missing from
+//! it offline; an answer without the map (or with it null) is a failed request. `AppId` is sent as
 //! a JSON number when `app_id` is all digits (as the API documents), as a string otherwise.
 //!
 //! # Room discovery (`discover_rooms: true`)
 //!
 //! `ListRoomInfo` lists calls by creation time in RFC 3339 windows of at most 24 h, at most 14
-//! days back, pages of 100 at 10 QPS. The rooms with an unfinished call are polled, together
+//! days back, pages of 100 at 10 QPS. Paging ends on a short or empty page (or `HasMore`
+//! false), at most 1000 pages (`page_cap`); calls listed again merge by room and `CallId`
+//! (`duplicate_row`); `Total` against the distinct calls is `total_mismatch`; `IsFinished`
+//! false with a `DestroyTime` reads as ended (`finished_with_running_flag`). The rooms with an unfinished call are polled, together
 //! with `rooms:` (the union). A call's creation time never changes, so listed windows need not be
 //! listed again: each poll lists only the windows since the previous listing (less a 10 minute
 //! margin for late indexing), and the unfinished rooms created before that are remembered until
