@@ -617,7 +617,7 @@ impl VolcSim {
 
 /// The faults on a `Result`: `null_list` (every documented list null, the totals kept),
 /// `missing_fields` (no `TotalInvisibleUser`: the invisible list tells; `TotalUser` is
-/// required), `code_as_string` (the totals as strings), and the anomalies of DESIGN §5 on
+/// required), `code_as_string` (the totals as strings), and the anomalies (`crate::vendor::Anomaly`) on
 /// `Property=false` answers and `ListRoomInfo` pages:
 ///
 /// - `total_larger`: the count above the rows. `Property=false` keeps `TotalUser` (the truth)

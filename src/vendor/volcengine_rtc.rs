@@ -15,7 +15,7 @@
 //! the room's known bots; the ledger gets the visible and invisible ids (bots removed) for the
 //! observed peak and distinct users (lower bounds).
 //!
-//! Reading the answer (DESIGN §5): `RoomExists` (or `RoomExist`) is required, and when it is
+//! Reading the answer (the rules of [`super::Anomaly`]): `RoomExists` (or `RoomExist`) is required, and when it is
 //! true so are `TotalUser` and a list wherever a count says people are there; without them the
 //! request failed (never an empty room). A count and lists that disagree are an anomaly, not a
 //! failure: users now are the larger of `TotalUser` and the distinct ids (the ids listed still
@@ -383,7 +383,7 @@ struct RawOccupancy {
     invisible: Option<Vec<Value>>,
 }
 
-/// What disagreed in one answer: reported by the poll, where the context is (DESIGN §5).
+/// What disagreed in one answer: reported by the poll, where the context is.
 pub(crate) type Found = Vec<(Anomaly, String)>;
 
 /// One room now, as `Property=false` tells it.
@@ -445,7 +445,7 @@ fn distinct(list: Vec<String>, seen: &mut HashSet<String>) -> (Vec<String>, usiz
     (out, repeats)
 }
 
-/// Reads a `Property=false` answer (DESIGN §5, "Reading vendor answers").
+/// Reads a `Property=false` answer (see [`Anomaly`] for what disagrees but still reads).
 ///
 /// Required: `RoomExists` (or `RoomExist`); when it is true, `TotalUser`, and a list wherever
 /// a count says people are there (`VisibleUserList` for `TotalUser` − `TotalInvisibleUser`,
@@ -1504,7 +1504,7 @@ mod tests {
             ),
         );
         assert_eq!(both.map(|o| o.exists).ok(), Some(true));
-        // Users counted, lists there but empty: the count is read (DESIGN §5, the rows do not
+        // Users counted, lists there but empty: the count is read (the rows do not
         // cover it: an anomaly, no longer a failed request).
         let short = parse_occupancy(
             200,
