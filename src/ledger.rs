@@ -349,7 +349,9 @@ impl Ledger {
                     for id in ids {
                         room.ids.insert(self.users.intern(user_key(id)));
                     }
-                    room.accumulated = room.accumulated.max(room.ids.len() as u64);
+                    // A count above the ids listed (Volcengine's `TotalUser` 6 with two ids):
+                    // at least that many people were in, so accumulated ≥ peak holds.
+                    room.accumulated = room.accumulated.max(room.ids.len() as u64).max(room.users);
                 }
                 DayFigures::Sessions { since, sessions } => {
                     room.merge(day, *since, sessions, &mut self.users);
@@ -425,9 +427,11 @@ impl Ledger {
             .rooms
             .values()
             .fold(0u64, |sum, d| sum.saturating_add(d.reported_accumulated));
+        // Never below the peak: people counted but not listed by id are people all the same.
         self.accumulated = self
             .accumulated
-            .max((self.users.len() as u64).saturating_add(reported));
+            .max((self.users.len() as u64).saturating_add(reported))
+            .max(self.peak);
         if let Some(devices) = &obs.devices {
             self.devices = Some(devices.clone());
         } else if let Some(pairs) = session_devices {
@@ -729,6 +733,22 @@ mod tests {
         assert_eq!(d.rooms[0].accumulated, 4);
         assert_eq!(d.peak, 3);
         assert_eq!(d.accumulated, 4);
+    }
+
+    #[test]
+    fn a_count_above_the_ids_keeps_accumulated_at_or_above_the_peak() {
+        // Volcengine's later doc example: TotalUser 6, one visible and one invisible id.
+        let mut l = Ledger::new();
+        let mut a = present("a", &["normal_user_1", "silent_user_1"]);
+        a.users = 6;
+        let d = l.apply_at(1, &obs(vec![a, present("b", &["u3"])]), 10);
+        let a = &d.rooms[0];
+        assert_eq!((a.users, a.peak, a.accumulated), (6, 6, 6));
+        assert_eq!((d.users, d.peak, d.accumulated), (7, 7, 7));
+        // Fewer later, the ids seen still count: never lower than before.
+        let d = l.apply_at(1, &obs(vec![present("a", &["u9"])]), 10);
+        assert_eq!((d.rooms[0].peak, d.rooms[0].accumulated), (6, 6));
+        assert!(d.peak <= d.accumulated, "{} > {}", d.peak, d.accumulated);
     }
 
     #[test]

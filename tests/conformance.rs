@@ -226,6 +226,7 @@ static VENDORS: &[Vendor] = &[
                 "FlowLimitExceeded",
                 "throttled",
             ),
+            ("AccountFlowLimitExceeded", "FlowLimitExceeded", "throttled"),
             ("InvalidParameter.RoomId", "InvalidParameter", "error"),
             ("AccountFrozen", "other", "error"),
         ],

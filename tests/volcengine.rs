@@ -299,3 +299,93 @@ async fn more_rooms_than_one_poll_can_ask_for_are_all_covered_over_several_polls
     assert_eq!(v.refused(), 0, "never over the vendor's QPS");
     exporter.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_throttle_account_flow_limit_exceeded_pauses_the_account() {
+    let s = sim(3, 26).await;
+    let v = volc(&s);
+    v.faults.set(
+        "GetRoomOnlineUsers",
+        Fault {
+            code: Some("AccountFlowLimitExceeded".into()),
+            ..Fault::default()
+        },
+    );
+    let text = failing(&s, v.secret_access_key()).await;
+    // Counted as `other` before, never throttled.
+    assert!(errors(&text, "FlowLimitExceeded") >= 1.0, "{text}");
+    assert_eq!(errors(&text, "other"), 0.0, "{text}");
+    let throttled = value(
+        &text,
+        "rtc_exporter_vendor_requests_total",
+        &[
+            ("target", T),
+            ("api", "GetRoomOnlineUsers"),
+            ("outcome", "throttled"),
+        ],
+    );
+    assert!(throttled >= Some(1.0), "{throttled:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_never_measured_are_absent_not_zero() {
+    // Every Property=true answer unreadable: the rooms are read, the devices never are.
+    let s = sim(4, 27).await;
+    let v = volc(&s);
+    v.faults.set(
+        rtc_exporter::sim::volcengine_rtc::GET_ROOM_PROPERTY,
+        Fault {
+            malformed: true,
+            ..Fault::default()
+        },
+    );
+    let configured = v.generated_rooms();
+    let people: u64 = configured
+        .iter()
+        .map(|r| v.room_truth(r))
+        .map(|t| t.users + t.bots)
+        .sum();
+    assert!(people > 0, "rooms with people in them");
+    let keys = format!("    rooms: {}\n    devices: true\n", list(&configured));
+    let exporter = start(&config(&s, v.secret_access_key(), "1s", &keys)).await;
+    let base = exporter.url();
+    // Long enough for the refresher (1 QPS) to have asked every room at least once.
+    let text = wait_polls(&base, T, "success", 6.0).await;
+    let malformed = value(
+        &text,
+        "rtc_exporter_vendor_requests_total",
+        &[
+            ("target", T),
+            ("api", "GetRoomOnlineUsers"),
+            ("outcome", "malformed"),
+        ],
+    );
+    assert!(malformed >= Some(4.0), "Property=true asked: {malformed:?}");
+    assert_eq!(
+        value(&text, "rtc_exporter_target_up", &[("target", T)]),
+        Some(1.0)
+    );
+    assert!(
+        !text.contains("\nrtc_device_users{"),
+        "devices never measured must be absent, not 0:\n{text}"
+    );
+    let users: f64 = configured
+        .iter()
+        .filter_map(|r| room_value(&text, "rtc_room_users", r))
+        .sum();
+    assert_eq!(users, people as f64, "the rooms are still read");
+    // Once Property=true answers read, the devices appear.
+    v.faults.set(
+        rtc_exporter::sim::volcengine_rtc::GET_ROOM_PROPERTY,
+        Fault::default(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !scrape(&base).await.contains("\nrtc_device_users{") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "devices never appear"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    exporter.stop().await.unwrap();
+}

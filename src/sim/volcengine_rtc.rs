@@ -11,11 +11,13 @@
 //! 3. The rate limit per (access key, API): `GetRoomOnlineUsers` 40 QPS, with `Property=true`
 //!    1 QPS (its own bucket), `QueryOnlineStatus` 100 QPS, `ListRoomInfo` 10 QPS; over it →
 //!    HTTP 429 `FlowLimitExceeded` (CodeN 100018, unverified).
-//! 4. The [`Fault`] of the API: an error `code` (with the HTTP status the code has), an HTML
+//! 4. The [`Fault`] of the API (`GetRoomOnlineUsers.Property` for `Property=true` requests,
+//!    `GetRoomOnlineUsers` for the others): an error `code` (with the HTTP status the code has), an HTML
 //!    page with `http_status`, a `malformed` (truncated) body, `latency`, `pad_bytes`, a
 //!    `reset`; `null_list` (the user lists or `RoomList` null, totals kept), `missing_fields`
-//!    (no `TotalUser` / `TotalInvisibleUser`) and `code_as_string` (those totals as strings;
-//!    Volcengine codes are strings anyway). `GetRoomOnlineUsers` has no pages and an empty
+//!    (no `TotalInvisibleUser`) and `code_as_string` (those totals as strings; Volcengine
+//!    codes are strings anyway); `total_larger`, `total_smaller`, `duplicate_rows` and
+//!    `absent_list` as `result_faults` says. `GetRoomOnlineUsers` has no pages and an empty
 //!    room is a valid answer, so `empty_later_pages` and `lose_rows` do nothing here.
 //! 5. The API itself; business errors are `MissingParameter` or `InvalidParameter.<Field>`
 //!    (HTTP 400, CodeN 0: unverified).
@@ -614,20 +616,35 @@ impl VolcSim {
 }
 
 /// The faults on a `Result`: `null_list` (every documented list null, the totals kept),
-/// `missing_fields` (no `TotalUser` nor `TotalInvisibleUser`: the lists tell) and
-/// `code_as_string` (those totals as strings).
+/// `missing_fields` (no `TotalInvisibleUser`: the invisible list tells; `TotalUser` is
+/// required), `code_as_string` (the totals as strings), and the anomalies (`crate::vendor::Anomaly`) on
+/// `Property=false` answers and `ListRoomInfo` pages:
+///
+/// - `total_larger`: the count above the rows. `Property=false` keeps `TotalUser` (the truth)
+///   and leaves one id out of the lists, as the later doc example (`TotalUser` 6, two ids);
+///   `ListRoomInfo` declares `Total` + 1.
+/// - `total_smaller`: `TotalUser` one below the ids listed (rooms of two or more, so never 0
+///   where ids are); `Total` − 1 where it is above 1.
+/// - `duplicate_rows`: the first id (or call) listed twice on the page.
+/// - `absent_list`: the list whose count says people (calls) are there left out, the count
+///   kept.
 fn result_faults(mut v: Value, fault: &Fault) -> Value {
     let Value::Object(r) = &mut v else {
         return v;
     };
     for total in ["TotalUser", "TotalInvisibleUser"] {
-        if fault.missing_fields {
+        if fault.missing_fields && total == "TotalInvisibleUser" {
             r.remove(total);
         } else if fault.code_as_string {
             if let Some(n) = r.get(total).and_then(Value::as_u64) {
                 r.insert(total.into(), json!(n.to_string()));
             }
         }
+    }
+    if r.contains_key("TotalUser") {
+        occupancy_faults(r, fault);
+    } else if r.contains_key("Total") {
+        listing_faults(r, fault);
     }
     if fault.null_list {
         for list in ["VisibleUserList", "InvisibleUserList", "RoomList"] {
@@ -637,6 +654,64 @@ fn result_faults(mut v: Value, fault: &Fault) -> Value {
         }
     }
     v
+}
+
+/// The length of the list at `key` (0 when it is not a list).
+fn list_len(r: &serde_json::Map<String, Value>, key: &str) -> usize {
+    r.get(key).and_then(Value::as_array).map_or(0, Vec::len)
+}
+
+/// The anomaly faults on a `Property=false` answer (see [`result_faults`]).
+fn occupancy_faults(r: &mut serde_json::Map<String, Value>, fault: &Fault) {
+    // The list with ids in it: the visible one, else the invisible one.
+    let list = if list_len(r, "VisibleUserList") > 0 {
+        "VisibleUserList"
+    } else {
+        "InvisibleUserList"
+    };
+    if fault.total_larger {
+        if let Some(Value::Array(ids)) = r.get_mut(list) {
+            ids.pop();
+        }
+    }
+    if fault.total_smaller {
+        let ids = list_len(r, "VisibleUserList") + list_len(r, "InvisibleUserList");
+        if ids >= 2 {
+            let total = r.get("TotalUser").and_then(Value::as_u64).unwrap_or(0);
+            r.insert("TotalUser".into(), json!(total.saturating_sub(1)));
+        }
+    }
+    if fault.duplicate_rows {
+        if let Some(Value::Array(ids)) = r.get_mut(list) {
+            if let Some(first) = ids.first().cloned() {
+                ids.push(first);
+            }
+        }
+    }
+    if fault.absent_list && list_len(r, list) > 0 {
+        r.remove(list);
+    }
+}
+
+/// The anomaly faults on a `ListRoomInfo` page (see [`result_faults`]).
+fn listing_faults(r: &mut serde_json::Map<String, Value>, fault: &Fault) {
+    let total = r.get("Total").and_then(Value::as_u64).unwrap_or(0);
+    if fault.total_larger {
+        r.insert("Total".into(), json!(total + 1));
+    }
+    if fault.total_smaller && total > 1 {
+        r.insert("Total".into(), json!(total - 1));
+    }
+    if fault.duplicate_rows {
+        if let Some(Value::Array(rows)) = r.get_mut("RoomList") {
+            if let Some(first) = rows.first().cloned() {
+                rows.push(first);
+            }
+        }
+    }
+    if fault.absent_list && total > 0 {
+        r.remove("RoomList");
+    }
 }
 
 /// A query parameter (decoded).
@@ -666,6 +741,8 @@ impl SimError {
             "SignatureDoesNotMatch" => (401, 100010),
             "InternalError" => (500, 100014),
             "FlowLimitExceeded" => (429, 100018),
+            // The gateway's per-account throttle (CodeN unverified).
+            "AccountFlowLimitExceeded" => (429, 100018),
             "InvalidActionOrVersion" => (400, 100008),
             _ => (400, 0),
         };
@@ -781,10 +858,17 @@ impl Simulator for VolcSim {
             let query: Vec<(String, String)> = form_urlencoded::parse(req.query.as_bytes())
                 .into_owned()
                 .collect();
+            // `GetRoomOnlineUsers.Property` faults only the Property=true requests.
+            let property = query
+                .iter()
+                .any(|(k, v)| k == "Property" && v.eq_ignore_ascii_case("true"));
             let fault = query
                 .iter()
                 .find(|(k, _)| k == "Action")
-                .map(|(_, a)| self.faults.get(a))
+                .map(|(_, a)| match a.as_str() {
+                    GET_ROOM if property => self.faults.get(GET_ROOM_PROPERTY),
+                    _ => self.faults.get(a),
+                })
                 .unwrap_or_default();
             if !fault.latency.is_zero() {
                 tokio::time::sleep(fault.latency).await;

@@ -15,6 +15,14 @@
 //! the room's known bots; the ledger gets the visible and invisible ids (bots removed) for the
 //! observed peak and distinct users (lower bounds).
 //!
+//! Reading the answer (the rules of [`super::Anomaly`]): `RoomExists` (or `RoomExist`) is required, and when it is
+//! true so are `TotalUser` and a list wherever a count says people are there; without them the
+//! request failed (never an empty room). A count and lists that disagree are an anomaly, not a
+//! failure: users now are the larger of `TotalUser` and the distinct ids (the ids listed still
+//! count as seen, and the ledger keeps accumulated at or above the peak), reported as
+//! `list_shorter_than_count` / `list_longer_than_count`; an id listed twice counts once
+//! (`duplicate_row`). See `parse_occupancy`.
+//!
 //! # Bots
 //!
 //! Users with `MediaProcessingType` (recording, CDN push, ASR) are not people. Only
@@ -38,7 +46,10 @@
 //! device counts (bots left out; `harmony` and unknown types count as `other`), plus the watched
 //! users who are online but not listed in any of those refreshed rooms, one per distinct device
 //! class among their connections' `Platform` (so a watched user inside a refreshed room is not
-//! counted twice). A room never refreshed yet adds nothing: the first figures are low.
+//! counted twice). A room never refreshed yet adds nothing: the first figures are low. While
+//! rooms have people and none of them has had a readable `Property=true` answer (the refresher
+//! has not got to them yet, or every answer failed), the device figures were never measured and
+//! are absent, never 0.
 //!
 //! **Age of a device figure**, for N rooms to refresh, interval I, poll duration D (about
 //! N / 40 s) and the limiter's spacing of 1.07 s at 1 QPS: when N ≤ I / 1.07 every room is
@@ -51,13 +62,17 @@
 //! # Watched users
 //!
 //! `watch_users` (numeric ids) → `QueryOnlineStatus`, POST JSON `{"AppId", "UserIds"}` in
-//! batches of 100 at 100 QPS; an id listed in `QueryOnlineResults` is online. `AppId` is sent as
+//! batches of 100 at 100 QPS; an id listed in `QueryOnlineResults` is online, one missing from
+//! it offline; an answer without the map (or with it null) is a failed request. `AppId` is sent as
 //! a JSON number when `app_id` is all digits (as the API documents), as a string otherwise.
 //!
 //! # Room discovery (`discover_rooms: true`)
 //!
 //! `ListRoomInfo` lists calls by creation time in RFC 3339 windows of at most 24 h, at most 14
-//! days back, pages of 100 at 10 QPS. The rooms with an unfinished call are polled, together
+//! days back, pages of 100 at 10 QPS. Paging ends on a short or empty page (or `HasMore`
+//! false), at most 1000 pages (`page_cap`); calls listed again merge by room and `CallId`
+//! (`duplicate_row`); `Total` against the distinct calls is `total_mismatch`; `IsFinished`
+//! false with a `DestroyTime` reads as ended (`finished_with_running_flag`). The rooms with an unfinished call are polled, together
 //! with `rooms:` (the union). A call's creation time never changes, so listed windows need not be
 //! listed again: each poll lists only the windows since the previous listing (less a 10 minute
 //! margin for late indexing), and the unfinished rooms created before that are remembered until
@@ -81,8 +96,8 @@ use tokio::task::JoinHandle;
 
 use super::util::{id_string, lenient_bool, lenient_u64, windows_back};
 use super::{
-    Api, BoxFuture, CallError, DayFigures, Device, DeviceCounts, Observation, PollCtx, PollError,
-    RoomObservation, TargetInfo, Vendor, VendorEntry,
+    Anomaly, Api, BoxFuture, CallError, DayFigures, Device, DeviceCounts, Observation, PollCtx,
+    PollError, RoomObservation, TargetInfo, Vendor, VendorEntry,
 };
 use crate::config::{from_value, FieldError, Secret};
 use crate::sim::volcengine_rtc::VolcSim;
@@ -117,6 +132,8 @@ const JSON: &str = "application/json";
 /// Requests in flight per API during a poll: enough that 40 QPS is reached with up to 200 ms
 /// of latency, few enough that a request never waits long at the limiter after being signed.
 pub const CONCURRENCY: usize = 8;
+/// `InvisibleUserList` holds at most this many ids (documented).
+const INVISIBLE_CAP: usize = 10_000;
 /// User ids per `QueryOnlineStatus` call.
 const BATCH: usize = 100;
 /// `ListRoomInfo` page size.
@@ -131,8 +148,10 @@ const DISCOVERY_LAG: i64 = 600;
 /// Day windows of the initial 14-day walk listed per poll.
 pub const DEEP_WINDOWS_PER_POLL: usize = 1;
 
-/// Every code counted under its own label; the rest count as `other`. `FlowLimitExceeded.*`
-/// and `InvalidParameter.*` count under their prefix.
+/// Every code counted under its own label; the rest count as `other`. `InvalidParameter.*`
+/// counts under its prefix; every throttle spelling (`FlowLimitExceeded`,
+/// `FlowLimitExceeded.QPSOverLimit`, the gateway's `AccountFlowLimitExceeded`, any code naming
+/// `FlowLimitExceeded`) counts as `FlowLimitExceeded` and pauses the account ([`throttle`]).
 pub const CODES: &[&str] = &[
     "InvalidTimestamp",
     "InvalidAccessKey",
@@ -145,6 +164,9 @@ pub const CODES: &[&str] = &[
 
 /// The `code` label of a vendor error code: a closed set, never the raw value.
 pub fn code_label(code: &str) -> &'static str {
+    if throttle(code) {
+        return "FlowLimitExceeded";
+    }
     match code.split_once('.') {
         Some(("FlowLimitExceeded", _)) => "FlowLimitExceeded",
         Some(("InvalidParameter", _)) => "InvalidParameter",
@@ -155,6 +177,13 @@ pub fn code_label(code: &str) -> &'static str {
             .copied()
             .unwrap_or("other"),
     }
+}
+
+/// Whether a code means "too many requests": Volcengine spells it `FlowLimitExceeded`,
+/// `FlowLimitExceeded.QPSOverLimit` (RTC) and `AccountFlowLimitExceeded` (the gateway, HTTP
+/// 429), so any code naming `FlowLimitExceeded`.
+pub fn throttle(code: &str) -> bool {
+    code.contains("FlowLimitExceeded")
 }
 
 fn default_region() -> String {
@@ -314,7 +343,7 @@ fn envelope<T: DeserializeOwned>(
             .to_string();
         return Err(CallError::Vendor {
             api,
-            throttled: label == "FlowLimitExceeded",
+            throttled: throttle(&code),
             label,
             message,
             code,
@@ -354,14 +383,24 @@ struct RawOccupancy {
     invisible: Option<Vec<Value>>,
 }
 
+/// What disagreed in one answer: reported by the poll, where the context is.
+pub(crate) type Found = Vec<(Anomaly, String)>;
+
 /// One room now, as `Property=false` tells it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Occupancy {
     pub(crate) exists: bool,
+    /// Users now: `TotalUser`, or the distinct ids listed where they are more.
     pub(crate) total: u64,
+    /// Invisible users now: `TotalInvisibleUser`, or the distinct invisible ids where they are
+    /// more; never above `total`.
     pub(crate) total_invisible: u64,
+    /// Distinct visible ids, in the vendor's order.
     pub(crate) visible: Vec<String>,
+    /// Distinct invisible ids (an id listed as visible too counts once, as visible).
     pub(crate) invisible: Vec<String>,
+    /// What the answer disagreed with itself about.
+    pub(crate) anomalies: Found,
 }
 
 fn malformed(api: &'static str, message: impl Into<String>) -> CallError {
@@ -394,55 +433,130 @@ fn user_ids(list: &Option<Vec<Value>>, field: &str) -> Result<Vec<String>, CallE
         .collect()
 }
 
-/// Reads a `Property=false` answer and checks it against itself.
+/// The distinct ids of `list`, in order, leaving out those in `seen` (added to it); how many
+/// entries were repeats.
+fn distinct(list: Vec<String>, seen: &mut HashSet<String>) -> (Vec<String>, usize) {
+    let before = list.len();
+    let out: Vec<String> = list
+        .into_iter()
+        .filter(|u| seen.insert(u.clone()))
+        .collect();
+    let repeats = before - out.len();
+    (out, repeats)
+}
+
+/// Reads a `Property=false` answer (see [`Anomaly`] for what disagrees but still reads).
+///
+/// Required: `RoomExists` (or `RoomExist`); when it is true, `TotalUser`, and a list wherever
+/// a count says people are there (`VisibleUserList` for `TotalUser` − `TotalInvisibleUser`,
+/// `InvisibleUserList` for `TotalInvisibleUser`): without them the answer is a failed request,
+/// never an empty room. A count and lists that disagree read as the larger (the count covers
+/// ids a list left out; ids listed are people there): users now = max(`TotalUser`, distinct
+/// ids), reported as [`Anomaly::ListShorterThanCount`] or [`Anomaly::ListLongerThanCount`]; an
+/// id listed twice counts once ([`Anomaly::DuplicateRow`]). The invisible list holds at most
+/// 10 000 ids by the API's documentation: a list cut there is no anomaly.
 pub(crate) fn parse_occupancy(status: u16, body: &[u8]) -> Result<Occupancy, CallError> {
     let raw: RawOccupancy = envelope(GET_ROOM, status, body)?;
-    let visible = user_ids(&raw.visible, "VisibleUserList")?;
-    let invisible = user_ids(&raw.invisible, "InvisibleUserList")?;
-    let total = optional(GET_ROOM, &raw.total, "TotalUser", lenient_u64)?;
     let exists = match &raw.exists {
         None | Some(Value::Null) => &raw.exist,
         some => some,
     };
-    // Not told whether the room exists: it does if the vendor counted anyone in it.
-    let exists = match optional(GET_ROOM, exists, "RoomExists", lenient_bool)? {
-        Some(b) => b,
-        None => total.is_some_and(|t| t > 0) || !visible.is_empty() || !invisible.is_empty(),
+    let Some(exists) = optional(GET_ROOM, exists, "RoomExists", lenient_bool)? else {
+        return Err(malformed(
+            GET_ROOM,
+            "RoomExists missing (nor RoomExist): whether the room is in progress is not told",
+        ));
     };
     if !exists {
         return Ok(Occupancy::default());
     }
-    let total_invisible = optional(
+    let visible = user_ids(&raw.visible, "VisibleUserList")?;
+    let invisible = user_ids(&raw.invisible, "InvisibleUserList")?;
+    let Some(total) = optional(GET_ROOM, &raw.total, "TotalUser", lenient_u64)? else {
+        return Err(malformed(GET_ROOM, "RoomExists true but TotalUser missing"));
+    };
+    let declared_invisible = optional(
         GET_ROOM,
         &raw.total_invisible,
         "TotalInvisibleUser",
         lenient_u64,
-    )?
-    .unwrap_or(invisible.len() as u64);
-    // A room said to have users must list them: the visible list is complete, the invisible
-    // one holds at most 10 000 ids.
-    if let Some(total) = total {
-        let listed = (visible.len() + invisible.len()) as u64;
-        let visible_total = total.saturating_sub(total_invisible);
-        let lists_short = (visible.len() as u64) < visible_total
-            || (invisible.len() < 10_000 && (invisible.len() as u64) < total_invisible);
-        if listed < total && lists_short {
-            return Err(CallError::Malformed {
-                api: GET_ROOM,
-                message: format!(
-                    "RoomExists with TotalUser {total} (TotalInvisibleUser {total_invisible}) but {} visible and {} invisible ids listed",
-                    visible.len(),
-                    invisible.len()
-                ),
-            });
-        }
+    )?;
+    // A list left out (or null) where its count says people are there: a failed request.
+    let invisible_count = declared_invisible.unwrap_or(invisible.len() as u64);
+    let visible_count = total.saturating_sub(invisible_count);
+    if raw.visible.is_none() && raw.invisible.is_none() && total > 0 {
+        return Err(malformed(
+            GET_ROOM,
+            format!("TotalUser {total} but neither VisibleUserList nor InvisibleUserList"),
+        ));
     }
+    if raw.visible.is_none() && visible_count > 0 {
+        return Err(malformed(
+            GET_ROOM,
+            format!(
+                "VisibleUserList missing or null with TotalUser {total} and TotalInvisibleUser {invisible_count}"
+            ),
+        ));
+    }
+    if raw.invisible.is_none() && invisible_count > 0 {
+        return Err(malformed(
+            GET_ROOM,
+            format!("InvisibleUserList missing or null with TotalInvisibleUser {invisible_count}"),
+        ));
+    }
+    let listed_invisible = invisible.len();
+    let mut seen = HashSet::new();
+    let (visible, rv) = distinct(visible, &mut seen);
+    let (invisible, ri) = distinct(invisible, &mut seen);
+    let mut anomalies = Found::new();
+    if rv + ri > 0 {
+        anomalies.push((
+            Anomaly::DuplicateRow,
+            format!(
+                "{} ids listed more than once ({rv} in VisibleUserList, {ri} in InvisibleUserList or both lists): counted once",
+                rv + ri
+            ),
+        ));
+    }
+    let ids = (visible.len() + invisible.len()) as u64;
+    // The invisible list is documented to stop at 10 000 ids.
+    let cut = listed_invisible >= INVISIBLE_CAP
+        && (visible.len() as u64) >= visible_count
+        && invisible_count > listed_invisible as u64;
+    let lists = || {
+        format!(
+            "TotalUser {total}, TotalInvisibleUser {}, {} visible and {} invisible ids listed",
+            declared_invisible.map_or("absent".to_string(), |n| n.to_string()),
+            visible.len(),
+            invisible.len()
+        )
+    };
+    if ids < total && !cut {
+        anomalies.push((
+            Anomaly::ListShorterThanCount,
+            format!("{}: users now {total} from TotalUser", lists()),
+        ));
+    } else if ids > total {
+        anomalies.push((
+            Anomaly::ListLongerThanCount,
+            format!("{}: users now {ids} from the ids", lists()),
+        ));
+    }
+    if let Some(ti) = declared_invisible.filter(|ti| *ti > total.max(ids)) {
+        anomalies.push((
+            Anomaly::TotalMismatch,
+            format!("TotalInvisibleUser {ti} above TotalUser {total}: invisible users read as at most the users"),
+        ));
+    }
+    let users = total.max(ids);
+    let invisible_now = invisible_count.max(invisible.len() as u64).min(users);
     Ok(Occupancy {
         exists,
-        total: total.unwrap_or((visible.len() + invisible.len()) as u64),
-        total_invisible,
+        total: users,
+        total_invisible: invisible_now,
         visible,
         invisible,
+        anomalies,
     })
 }
 
@@ -483,36 +597,71 @@ pub(crate) struct RoomDevices {
     pub(crate) bots: HashSet<String>,
 }
 
-/// Reads a `Property=true` answer: people by device, and the bots.
+/// Reads a `Property=true` answer: people by device, and the bots. `RoomExist` (or
+/// `RoomExists`) is required, and so is each listed user's id; a user listed twice counts once
+/// ([`Anomaly::DuplicateRow`]).
+#[cfg(test)]
 pub(crate) fn parse_detail(status: u16, body: &[u8]) -> Result<RoomDevices, CallError> {
+    read_detail(status, body).map(|(d, _)| d)
+}
+
+/// [`parse_detail`] with what the answer disagreed with itself about.
+fn read_detail(status: u16, body: &[u8]) -> Result<(RoomDevices, Found), CallError> {
     let raw: RawDetail = envelope(GET_ROOM, status, body)?;
     let mut out = RoomDevices::default();
-    if raw
-        .exists
-        .as_ref()
-        .or(raw.exist.as_ref())
-        .and_then(lenient_bool)
-        == Some(false)
-    {
-        return Ok(out);
+    let mut found = Found::new();
+    let exists = match &raw.exists {
+        None | Some(Value::Null) => &raw.exist,
+        some => some,
+    };
+    match optional(GET_ROOM, exists, "RoomExist", lenient_bool)? {
+        None => {
+            return Err(malformed(
+                GET_ROOM,
+                "RoomExist missing (nor RoomExists): whether the room is in progress is not told",
+            ))
+        }
+        Some(false) => return Ok((out, found)),
+        Some(true) => {}
     }
-    for u in raw.visible.iter().chain(raw.invisible.iter()).flatten() {
-        let Some(id) = u
-            .user
-            .as_ref()
-            .or(u.user_upper.as_ref())
-            .and_then(id_string)
-        else {
-            continue;
-        };
-        if u.media_processing.as_ref().is_some_and(|m| !m.is_null()) {
-            out.bots.insert(id);
-        } else if out.people.insert(id) {
-            let device = Device::from_name(u.device.as_deref().unwrap_or(""));
-            *out.counts.entry(device).or_default() += 1;
+    let mut repeats = 0usize;
+    let lists = [
+        ("VisibleUserList", &raw.visible),
+        ("InvisibleUserList", &raw.invisible),
+    ];
+    for (field, list) in lists {
+        for (i, u) in list.iter().flatten().enumerate() {
+            let Some(id) = u
+                .user
+                .as_ref()
+                .filter(|v| !v.is_null())
+                .or(u.user_upper.as_ref())
+                .and_then(id_string)
+            else {
+                return Err(malformed(
+                    GET_ROOM,
+                    format!("{field}[{i}] has no UserId (nor UserID)"),
+                ));
+            };
+            if u.media_processing.as_ref().is_some_and(|m| !m.is_null()) {
+                if !out.bots.insert(id) {
+                    repeats += 1;
+                }
+            } else if out.people.insert(id) {
+                let device = Device::from_name(u.device.as_deref().unwrap_or(""));
+                *out.counts.entry(device).or_default() += 1;
+            } else {
+                repeats += 1;
+            }
         }
     }
-    Ok(out)
+    if repeats > 0 {
+        found.push((
+            Anomaly::DuplicateRow,
+            format!("{repeats} users listed more than once (Property=true): counted once"),
+        ));
+    }
+    Ok((out, found))
 }
 
 #[derive(Debug, Deserialize)]
@@ -527,15 +676,21 @@ struct RawConn {
     platform: Option<String>,
 }
 
-/// Online users of one batch: id → the distinct device classes of their connections.
+/// Online users of one batch: id → the distinct device classes of their connections. An id
+/// missing from `QueryOnlineResults` is offline; the map itself is required.
 pub(crate) fn parse_online(
     status: u16,
     body: &[u8],
 ) -> Result<HashMap<String, BTreeSet<Device>>, CallError> {
     let raw: RawOnline = envelope(QUERY_ONLINE, status, body)?;
-    Ok(raw
-        .results
-        .unwrap_or_default()
+    // The map lists who is online; without it nobody's status is told (never "all offline").
+    let Some(results) = raw.results else {
+        return Err(malformed(
+            QUERY_ONLINE,
+            "QueryOnlineResults missing or null: no user's status is told",
+        ));
+    };
+    Ok(results
         .into_iter()
         .map(|(id, conns)| {
             let devices = conns
@@ -562,6 +717,8 @@ struct RawRoomsPage {
 #[derive(Debug, Clone, PartialEq)]
 struct Listed {
     room: String,
+    /// `CallId`: with the room, the row's identity.
+    call: Option<String>,
     finished: bool,
     /// Creation time, Unix seconds, when it could be read.
     created: Option<i64>,
@@ -570,6 +727,8 @@ struct Listed {
 /// One page of `ListRoomInfo`.
 pub(crate) struct RoomsPage {
     rows: Vec<Listed>,
+    /// What the page disagreed with itself about.
+    anomalies: Found,
     pub(crate) returned: u64,
     pub(crate) total: Option<u64>,
     pub(crate) has_more: Option<bool>,
@@ -595,28 +754,90 @@ fn unix_seconds(n: i64) -> i64 {
     }
 }
 
-/// Reads one `ListRoomInfo` page.
+/// Reads one `ListRoomInfo` page. `RoomList` is required when `Total` or `HasMore` says there
+/// are calls. A call with `IsFinished: false` and a `DestroyTime` is read as finished
+/// ([`Anomaly::FinishedWithRunningFlag`]).
 pub(crate) fn parse_rooms_page(status: u16, body: &[u8]) -> Result<RoomsPage, CallError> {
     let raw: RawRoomsPage = envelope(LIST_ROOMS, status, body)?;
     let total = optional(LIST_ROOMS, &raw.total, "Total", lenient_u64)?;
     let has_more = optional(LIST_ROOMS, &raw.has_more, "HasMore", lenient_bool)?;
-    let list = raw.rooms.unwrap_or_default();
+    let Some(list) = raw.rooms else {
+        if total.is_some_and(|t| t > 0) || has_more == Some(true) {
+            return Err(malformed(
+                LIST_ROOMS,
+                format!(
+                    "RoomList missing or null with Total {} and HasMore {}",
+                    total.map_or("absent".to_string(), |t| t.to_string()),
+                    has_more.map_or("absent".to_string(), |m| m.to_string())
+                ),
+            ));
+        }
+        return Ok(RoomsPage {
+            rows: Vec::new(),
+            anomalies: Found::new(),
+            returned: 0,
+            total,
+            has_more,
+        });
+    };
+    let mut anomalies = Found::new();
+    let mut running_but_ended = Vec::new();
     let rows = list
         .iter()
         .filter_map(|r| {
+            let room = r.get("RoomId").and_then(id_string)?;
+            let flagged = r.get("IsFinished").and_then(lenient_bool).unwrap_or(false);
+            let destroyed = r.get("DestroyTime").and_then(parse_time).filter(|t| *t > 0);
+            if !flagged && destroyed.is_some() {
+                running_but_ended.push(room.clone());
+            }
             Some(Listed {
-                room: r.get("RoomId").and_then(id_string)?,
-                finished: r.get("IsFinished").and_then(lenient_bool).unwrap_or(false),
+                call: r.get("CallId").and_then(id_string),
+                finished: flagged || destroyed.is_some(),
                 created: r.get("CreatedTime").and_then(parse_time),
+                room,
             })
         })
         .collect();
+    if !running_but_ended.is_empty() {
+        anomalies.push((
+            Anomaly::FinishedWithRunningFlag,
+            format!(
+                "{} calls with IsFinished false and a DestroyTime, read as ended (rooms {})",
+                running_but_ended.len(),
+                running_but_ended.join(", ")
+            ),
+        ));
+    }
     Ok(RoomsPage {
         rows,
+        anomalies,
         returned: list.len() as u64,
         total,
         has_more,
     })
+}
+
+/// The calls of all pages of one window, merged by identity (room and `CallId`): a call listed
+/// again (on one page or a later one) counts once, its last listing winning.
+fn merge_calls(pages: Vec<Vec<Listed>>) -> (Vec<Listed>, usize) {
+    let mut at: HashMap<(String, Option<String>), usize> = HashMap::new();
+    let mut rows: Vec<Listed> = Vec::new();
+    let mut repeats = 0;
+    for l in pages.into_iter().flatten() {
+        let key = (l.room.clone(), l.call.clone());
+        match at.get(&key) {
+            Some(&i) => {
+                repeats += 1;
+                rows[i] = l;
+            }
+            None => {
+                at.insert(key, rows.len());
+                rows.push(l);
+            }
+        }
+    }
+    (rows, repeats)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -861,7 +1082,12 @@ impl<'a> Client<'a> {
             FORM,
             Vec::new(),
         );
-        api.call(req, parse_occupancy).await
+        let occ = api.call(req, parse_occupancy).await?;
+        for (kind, detail) in &occ.anomalies {
+            self.ctx
+                .anomaly(GET_ROOM, *kind, format!("room {room}: {detail}"));
+        }
+        Ok(occ)
     }
 
     async fn detail(&self, api: &Api<'_>, room: &str) -> Result<RoomDevices, CallError> {
@@ -871,7 +1097,12 @@ impl<'a> Client<'a> {
             FORM,
             Vec::new(),
         );
-        api.call(req, parse_detail).await
+        let (devices, found) = api.call(req, read_detail).await?;
+        for (kind, detail) in found {
+            self.ctx
+                .anomaly(GET_ROOM, kind, format!("room {room}: {detail}"));
+        }
+        Ok(devices)
     }
 
     /// Every room's occupancy, [`CONCURRENCY`] in flight, in `order`. Each answer is reported
@@ -982,7 +1213,9 @@ impl<'a> Client<'a> {
         };
         let (from, to) = (rfc3339(start), rfc3339(end));
         let size = PAGE.to_string();
-        let mut rows = Vec::new();
+        let mut pages = Vec::new();
+        let mut declared = None;
+        let mut capped = false;
         for page in 1..=MAX_PAGES {
             let page_num = page.to_string();
             let req = self.request(
@@ -1000,13 +1233,44 @@ impl<'a> Client<'a> {
                 Vec::new(),
             );
             let p = api.call(req, parse_rooms_page).await?;
-            rows.extend(p.rows);
-            let more = p
-                .has_more
-                .unwrap_or_else(|| p.returned >= PAGE && p.total.is_none_or(|t| page * PAGE < t));
-            if !more || p.returned == 0 {
+            for (kind, detail) in p.anomalies {
+                self.ctx
+                    .anomaly(LIST_ROOMS, kind, format!("window {from}..{to}: {detail}"));
+            }
+            declared = declared.or(p.total);
+            pages.push(p.rows);
+            // A short or empty page is the last, whatever HasMore says; so is a full one the
+            // vendor says nothing follows.
+            if p.returned < PAGE || p.has_more == Some(false) {
                 break;
             }
+            if page == MAX_PAGES {
+                capped = true;
+            }
+        }
+        let (rows, repeats) = merge_calls(pages);
+        if repeats > 0 {
+            self.ctx.anomaly(
+                LIST_ROOMS,
+                Anomaly::DuplicateRow,
+                format!("window {from}..{to}: {repeats} calls listed again (room and CallId), counted once"),
+            );
+        }
+        if capped {
+            self.ctx.anomaly(
+                LIST_ROOMS,
+                Anomaly::PageCap,
+                format!("window {from}..{to}: stopped at {MAX_PAGES} pages of {PAGE}, the vendor still listing"),
+            );
+        } else if let Some(t) = declared.filter(|t| *t != rows.len() as u64) {
+            self.ctx.anomaly(
+                LIST_ROOMS,
+                Anomaly::TotalMismatch,
+                format!(
+                    "window {from}..{to}: Total {t}, {} distinct calls listed",
+                    rows.len()
+                ),
+            );
         }
         Ok(rows)
     }
@@ -1119,7 +1383,18 @@ impl VolcengineRtc {
             .filter(|(_, occ)| occ.exists)
             .map(|(room, _)| room)
             .collect();
-        let devices = self.conf.devices.then(|| {
+        // A figure never measured is absent, never 0: while rooms have people and none of
+        // them has had a Property=true answer yet (the refresher has not got to them, or
+        // every answer failed), there are no device figures. Rooms refreshed earlier keep
+        // their last counts.
+        let occupied = occupancies
+            .iter()
+            .filter(|(_, occ)| occ.exists && occ.total > 0);
+        let measured = occupied
+            .clone()
+            .any(|(room, _)| st.devices.contains_key(room));
+        let unmeasured = occupied.count() > 0 && !measured;
+        let devices = (self.conf.devices && !unmeasured).then(|| {
             device_totals(
                 active.iter().filter_map(|room| st.devices.get(*room)),
                 &online,
@@ -1203,6 +1478,7 @@ mod tests {
                 total_invisible: 1,
                 visible: vec!["normal_user_1".into()],
                 invisible: vec!["silent_user_1".into()],
+                anomalies: Vec::new(),
             })
         );
     }
@@ -1228,18 +1504,35 @@ mod tests {
             ),
         );
         assert_eq!(both.map(|o| o.exists).ok(), Some(true));
-        // Users counted but not listed: a contradiction, not data.
-        let missing = parse_occupancy(
+        // Users counted, lists there but empty: the count is read (the rows do not
+        // cover it: an anomaly, no longer a failed request).
+        let short = parse_occupancy(
             200,
             &ok(
                 serde_json::json!({ "RoomExists": true, "TotalUser": 30, "TotalInvisibleUser": 0,
                                     "VisibleUserList": [], "InvisibleUserList": [] }),
             ),
         );
-        assert!(
-            matches!(missing, Err(CallError::Malformed { ref message, .. }) if message.contains("TotalUser 30")),
-            "{missing:?}"
+        let short = short.map(|o| (o.total, o.anomalies.iter().map(|a| a.0).collect::<Vec<_>>()));
+        assert_eq!(
+            short.as_ref().ok(),
+            Some(&(30, vec![Anomaly::ListShorterThanCount])),
+            "{short:?}"
         );
+        // Users counted and no list at all (absent or null): still a failed request.
+        for lists in [
+            serde_json::json!({ "RoomExists": true, "TotalUser": 30, "TotalInvisibleUser": 0 }),
+            serde_json::json!({ "RoomExists": true, "TotalUser": 30, "TotalInvisibleUser": 0,
+                                "VisibleUserList": null, "InvisibleUserList": [] }),
+            serde_json::json!({ "RoomExists": true, "TotalUser": 3, "TotalInvisibleUser": 2,
+                                "VisibleUserList": ["a"] }),
+        ] {
+            let missing = parse_occupancy(200, &ok(lists.clone()));
+            assert!(
+                matches!(missing, Err(CallError::Malformed { ref message, .. }) if message.contains("List")),
+                "{lists}: {missing:?}"
+            );
+        }
         let users = serde_json::json!({ "RoomExist": true, "VisibleUserList": [
             { "UserId": "a", "UserID": "a", "DeviceType": "ios" } ] });
         let d = parse_detail(200, &ok(users)).unwrap_or_default();
@@ -1275,7 +1568,7 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
-        // Valid but odd: totals as strings, no totals at all (the lists tell).
+        // Valid but odd: totals as strings.
         let o = room(serde_json::json!({ "RoomExists": "true", "TotalUser": "2",
             "TotalInvisibleUser": "1", "VisibleUserList": [7], "InvisibleUserList": ["b"] }))
         .unwrap();
@@ -1283,9 +1576,127 @@ mod tests {
             (o.total, o.total_invisible, o.visible),
             (2, 1, vec!["7".to_string()])
         );
-        let o = room(serde_json::json!({ "VisibleUserList": ["a"], "InvisibleUserList": ["b"] }))
-            .unwrap();
+        // No TotalInvisibleUser: the invisible list tells.
+        let o = room(serde_json::json!({ "RoomExists": true, "TotalUser": 2,
+            "VisibleUserList": ["a"], "InvisibleUserList": ["b"] }))
+        .unwrap();
         assert_eq!((o.exists, o.total, o.total_invisible), (true, 2, 1));
+        // Required fields missing: a failed request, never an empty room with the target up
+        // (these read as rooms of 0 before).
+        for (bad, what) in [
+            (
+                serde_json::json!({ "VisibleUserList": ["a"], "InvisibleUserList": ["b"] }),
+                "RoomExists",
+            ),
+            (
+                serde_json::json!({ "TotalUser": 0, "VisibleUserList": [] }),
+                "RoomExists",
+            ),
+            (
+                serde_json::json!({ "RoomExists": true, "VisibleUserList": ["a"] }),
+                "TotalUser",
+            ),
+            (
+                serde_json::json!({ "RoomExists": true, "VisibleUserList": [] }),
+                "TotalUser",
+            ),
+        ] {
+            match room(bad.clone()) {
+                Err(CallError::Malformed { message, .. }) => {
+                    assert!(message.contains(what), "{bad}: {message}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn counts_and_lists_that_disagree_read_as_both_support() {
+        let room = |v: Value| parse_occupancy(200, &ok(v));
+        let kinds = |o: &Occupancy| o.anomalies.iter().map(|a| a.0).collect::<Vec<_>>();
+        // The later doc edition: TotalUser 6, one visible and one invisible id.
+        let o = room(serde_json::json!({ "RoomExists": true, "TotalUser": 6,
+            "TotalInvisibleUser": 1, "VisibleUserList": ["normal_user_1"],
+            "InvisibleUserList": ["silent_user_1"] }))
+        .unwrap();
+        assert_eq!((o.total, o.total_invisible), (6, 1));
+        assert_eq!(
+            o.visible.len() + o.invisible.len(),
+            2,
+            "the ids still count as seen"
+        );
+        assert_eq!(kinds(&o), [Anomaly::ListShorterThanCount]);
+        // More ids than the count: the ids are people there.
+        let o = room(serde_json::json!({ "RoomExists": true, "TotalUser": 1,
+            "TotalInvisibleUser": 0, "VisibleUserList": ["a", "b", "c"], "InvisibleUserList": [] }))
+        .unwrap();
+        assert_eq!((o.total, o.total_invisible), (3, 0));
+        assert_eq!(kinds(&o), [Anomaly::ListLongerThanCount]);
+        // An id twice, or in both lists: once.
+        let o = room(serde_json::json!({ "RoomExists": true, "TotalUser": 2,
+            "TotalInvisibleUser": 1, "VisibleUserList": ["a", "a"], "InvisibleUserList": ["b", "a"] }))
+        .unwrap();
+        assert_eq!(
+            (o.total, o.visible.clone(), o.invisible.clone()),
+            (2, vec!["a".to_string()], vec!["b".to_string()])
+        );
+        assert_eq!(kinds(&o), [Anomaly::DuplicateRow]);
+        // The invisible list cut at its documented 10 000: no anomaly.
+        let ids: Vec<String> = (0..INVISIBLE_CAP).map(|i| format!("i{i}")).collect();
+        let o = room(serde_json::json!({ "RoomExists": true, "TotalUser": 12_001,
+            "TotalInvisibleUser": 12_000, "VisibleUserList": ["v"], "InvisibleUserList": ids }))
+        .unwrap();
+        assert_eq!((o.total, o.total_invisible), (12_001, 12_000));
+        assert!(o.anomalies.is_empty(), "{:?}", o.anomalies);
+    }
+
+    #[test]
+    fn list_room_info_rows_merge_by_room_and_call() {
+        let call = |room: &str, call: &str, finished: bool| Listed {
+            room: room.into(),
+            call: Some(call.into()),
+            finished,
+            created: None,
+        };
+        let (rows, repeats) = merge_calls(vec![
+            vec![call("a", "c1", false), call("b", "c2", false)],
+            vec![call("a", "c1", true), call("a", "c3", false)],
+        ]);
+        assert_eq!(repeats, 1);
+        assert_eq!(
+            rows,
+            [
+                call("a", "c1", true),
+                call("b", "c2", false),
+                call("a", "c3", false)
+            ]
+        );
+        // A running flag with an end time reads as ended; a list left out while Total says
+        // there are calls is a failed request.
+        let p = parse_rooms_page(
+            200,
+            &ok(serde_json::json!({"Total": 1, "HasMore": false,
+            "RoomList": [{"CallId": "c", "RoomId": "a", "IsFinished": false,
+                          "DestroyTime": "2026-11-22T08:00:00+08:00"}]})),
+        );
+        let p = p.map(|p| {
+            (
+                p.rows[0].finished,
+                p.anomalies.iter().map(|a| a.0).collect::<Vec<_>>(),
+            )
+        });
+        assert_eq!(p.ok(), Some((true, vec![Anomaly::FinishedWithRunningFlag])));
+        for absent in [
+            serde_json::json!({"Total": 3, "HasMore": false}),
+            serde_json::json!({"Total": 3, "HasMore": true, "RoomList": null}),
+        ] {
+            assert!(matches!(
+                parse_rooms_page(200, &ok(absent)),
+                Err(CallError::Malformed { .. })
+            ));
+        }
+        let empty = parse_rooms_page(200, &ok(serde_json::json!({"Total": 0, "HasMore": false})));
+        assert_eq!(empty.map(|p| p.rows.len()).ok(), Some(0));
     }
 
     #[test]
@@ -1332,6 +1743,14 @@ mod tests {
             ),
             (401, "InvalidAccessKey", 100009, "InvalidAccessKey", false),
             (429, "FlowLimitExceeded", 100018, "FlowLimitExceeded", true),
+            // The gateway's spelling (counted as `other` before, and never paused the account).
+            (
+                429,
+                "AccountFlowLimitExceeded",
+                0,
+                "FlowLimitExceeded",
+                true,
+            ),
             (
                 200,
                 "FlowLimitExceeded.QPSOverLimit",
@@ -1403,6 +1822,7 @@ mod tests {
             total_invisible: 3,
             visible: vec!["a".into(), "b".into()],
             invisible: vec!["c".into(), "rec".into(), "asr".into()],
+            anomalies: Vec::new(),
         };
         let bots: HashSet<String> = ["rec".to_string(), "asr".to_string()].into();
         let o = room_observation("r1", &occ, &bots);
@@ -1453,8 +1873,21 @@ mod tests {
         let body = br#"{"ResponseMetadata":{"RequestId":"x","Action":"QueryOnlineStatus","Version":"2020-12-01","Service":"rtc","Region":"cn-beijing"},"Result":{"AppId":123,"QueryOnlineResults":{"10001":[{"ConnId":"ConnID_1","UserId":10001,"DeviceId":10001,"ClientVersion":1,"Platform":"Android"},{"ConnId":"c2","UserId":10001,"Platform":"iOS"}]}}}"#;
         let m = parse_online(200, body).unwrap_or_default();
         assert_eq!(m["10001"], BTreeSet::from([Device::Ios, Device::Android]));
-        let none = parse_online(200, br#"{"ResponseMetadata":{},"Result":{"AppId":123}}"#);
+        let none = parse_online(
+            200,
+            br#"{"ResponseMetadata":{},"Result":{"AppId":123,"QueryOnlineResults":{}}}"#,
+        );
         assert_eq!(none.ok().map(|m| m.len()), Some(0));
+        // No map at all tells nobody's status: a failed request, not everyone offline.
+        for body in [
+            &br#"{"ResponseMetadata":{},"Result":{"AppId":123}}"#[..],
+            br#"{"ResponseMetadata":{},"Result":{"AppId":123,"QueryOnlineResults":null}}"#,
+        ] {
+            assert!(matches!(
+                parse_online(200, body),
+                Err(CallError::Malformed { ref message, .. }) if message.contains("QueryOnlineResults")
+            ));
+        }
     }
 
     fn yaml(text: &str) -> serde_yaml::Value {
@@ -1527,6 +1960,8 @@ mod tests {
             "FlowLimitExceeded"
         );
         assert_eq!(code_label("SignatureDoesNotMatch"), "SignatureDoesNotMatch");
+        assert_eq!(code_label("AccountFlowLimitExceeded"), "FlowLimitExceeded");
+        assert!(throttle("AccountFlowLimitExceeded") && !throttle("InternalError"));
         assert_eq!(code_label("a\"b"), "other");
         assert_eq!(code_label(""), "other");
     }
@@ -1597,11 +2032,13 @@ mod tests {
                 vec![
                     Listed {
                         room: "a".into(),
+                        call: None,
                         finished: false,
                         created: t
                     },
                     Listed {
                         room: "b".into(),
+                        call: None,
                         finished: true,
                         created: Some(1_800_000_000)
                     },
