@@ -52,6 +52,46 @@ pub struct Report {
     /// The figures the poll gives, as the daemon would publish them after this one poll
     /// (`None` when nothing answered).
     pub data: Option<TargetData>,
+    /// The target's configured credentials, resolved: masked wherever they appear.
+    pub masks: Masks,
+}
+
+/// Values never to show. `Debug` shows only how many.
+#[derive(Default)]
+pub struct Masks(BTreeSet<String>);
+
+impl std::fmt::Debug for Masks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Masks({} redacted)", self.0.len())
+    }
+}
+
+/// The target's credentials as the config file gives them, resolved the way the config
+/// resolves them (strings, `{env}`, `{file}`, `{credential}`); what cannot be read is skipped.
+fn configured_secrets(config_path: &Path, target: &str) -> Masks {
+    let mut out = BTreeSet::new();
+    let root = std::fs::read_to_string(config_path)
+        .ok()
+        .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok());
+    let targets = root
+        .as_ref()
+        .and_then(|r| r.get("targets"))
+        .and_then(|t| t.as_sequence());
+    for t in targets.into_iter().flatten() {
+        if t.get("name").and_then(|n| n.as_str()) != Some(target) {
+            continue;
+        }
+        if let Some(creds) = t.get("credentials").and_then(|c| c.as_mapping()) {
+            for v in creds.values() {
+                if let Ok(secret) = serde_yaml::from_value::<crate::config::Secret>(v.clone()) {
+                    if secret.expose().len() >= 4 {
+                        out.insert(secret.expose().to_string());
+                    }
+                }
+            }
+        }
+    }
+    Masks(out)
 }
 
 impl Report {
@@ -109,6 +149,7 @@ pub async fn probe(config: &Config, target: &str, clock: Arc<dyn Clock>) -> Resu
         outcome,
         rooms_failed: obs.failed,
         data,
+        masks: configured_secrets(&config.path, target),
     })
 }
 
@@ -148,9 +189,14 @@ fn secrets_of(e: &Exchange) -> BTreeSet<String> {
     for (k, v) in &e.headers {
         if sensitive(k) {
             add(v);
-            for token in v.split([' ', ',', '=', '/']) {
-                if token.len() >= 8 {
-                    add(token);
+            // `Credential=<access key>/<scope>` and `Signature=<hex>`: only those values (the
+            // scope's date and region, and the scheme's words, are not secret).
+            for part in v.split([',', ' ']) {
+                if let Some(c) = part.strip_prefix("Credential=") {
+                    add(c.split('/').next().unwrap_or_default());
+                }
+                if let Some(sig) = part.strip_prefix("Signature=") {
+                    add(sig);
                 }
             }
         }
@@ -235,6 +281,13 @@ fn shown_body(body: &[u8], secrets: &BTreeSet<String>, pretty: bool) -> String {
     mask_text(&text, secrets)
 }
 
+/// Every value to mask in a report: those its requests carried and the configured ones.
+fn all_secrets(r: &Report) -> BTreeSet<String> {
+    let mut s: BTreeSet<String> = r.exchanges.iter().flat_map(secrets_of).collect();
+    s.extend(r.masks.0.iter().cloned());
+    s
+}
+
 /// The URL with sensitive query values masked.
 fn shown_url(url: &str, secrets: &BTreeSet<String>) -> String {
     let Ok(mut u) = reqwest::Url::parse(url) else {
@@ -294,7 +347,8 @@ pub fn render(r: &Report) -> String {
         r.tz
     );
     for (i, e) in r.exchanges.iter().enumerate() {
-        let secrets = secrets_of(e);
+        let mut secrets = secrets_of(e);
+        secrets.extend(r.masks.0.iter().cloned());
         let status = e
             .status
             .map_or("no answer".to_string(), |s| format!("HTTP {s}"));
@@ -384,7 +438,7 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(out, "\nresult: the poll succeeded (target_up 1)");
         }
         Err(e) => {
-            let secrets: BTreeSet<String> = r.exchanges.iter().flat_map(secrets_of).collect();
+            let secrets = all_secrets(r);
             let _ = writeln!(
                 out,
                 "\nresult: the poll failed (target_up 0): {}",
@@ -440,7 +494,7 @@ fn target_keys(config_path: &Path, target: &str) -> serde_yaml::Mapping {
 /// returns its path.
 pub fn save(r: &Report, config: &Config, dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let secrets: BTreeSet<String> = r.exchanges.iter().flat_map(secrets_of).collect();
+    let secrets = all_secrets(r);
     let mut answers = Vec::new();
     for e in &r.exchanges {
         let mut a = serde_yaml::Mapping::new();
@@ -463,7 +517,28 @@ pub fn save(r: &Report, config: &Config, dir: &Path) -> Result<PathBuf, String> 
     if let Err(e) = &r.outcome {
         expect.insert("error".into(), mask_text(e, &secrets).into());
     }
+    if !r.rooms_failed.is_empty() {
+        expect.insert(
+            "rooms_failed".into(),
+            r.rooms_failed
+                .iter()
+                .map(|room| serde_yaml::Value::from(room.as_str()))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
+    if r.data.is_none() {
+        expect.insert("no_figures".into(), true.into());
+    }
     if let Some(d) = &r.data {
+        if !d.watched.is_empty() {
+            let m: serde_yaml::Mapping = d
+                .watched
+                .iter()
+                .map(|(u, on)| (u.as_str().into(), (*on).into()))
+                .collect();
+            expect.insert("watched".into(), m.into());
+        }
         expect.insert("users".into(), d.users.into());
         expect.insert("peak".into(), d.peak.into());
         expect.insert("accumulated".into(), d.accumulated.into());
@@ -474,6 +549,9 @@ pub fn save(r: &Report, config: &Config, dir: &Path) -> Result<PathBuf, String> 
             f.insert("users".into(), room.users.into());
             f.insert("peak".into(), room.peak.into());
             f.insert("accumulated".into(), room.accumulated.into());
+            if let Some(inv) = room.invisible {
+                f.insert("invisible".into(), inv.into());
+            }
             rooms.insert(room.room.clone().into(), f.into());
         }
         expect.insert("rooms".into(), rooms.into());
@@ -576,7 +654,7 @@ mod tests {
                 "HMAC-SHA256 Credential=AKLTsecretAccessId/20250102/cn-north-1/rtc/request, SignedHeaders=host, Signature=feedfacefeedface",
             )],
             "key=K3yK3yK3yK3yK3yK&serial=123&PublicKey=pubkey1234",
-            r#"{"echo":"K3yK3yK3yK3yK3yK","msg":"canonical AKLTsecretAccessId feedfacefeedface","SecretKey":"x"}"#,
+            r#"{"echo":"K3yK3yK3yK3yK3yK PRIVKEY-never-sent","msg":"canonical AKLTsecretAccessId feedfacefeedface","SecretKey":"x","Region":"cn-north-1","Code":"SignatureDoesNotMatch"}"#,
         );
         let r = Report {
             target: "t".into(),
@@ -588,6 +666,7 @@ mod tests {
             outcome: Err("room 1: echo K3yK3yK3yK3yK3yK".into()),
             rooms_failed: vec![],
             data: None,
+            masks: Masks(["PRIVKEY-never-sent".to_string()].into_iter().collect()),
         };
         let text = render(&r);
         for secret in [
@@ -596,9 +675,15 @@ mod tests {
             "AKLTsecretAccessId",
             "feedfacefeedface",
             "pubkey1234",
+            "PRIVKEY-never-sent",
         ] {
             assert!(!text.contains(secret), "{secret} in:\n{text}");
         }
+        // The scheme's words, the scope's region: not secrets.
+        assert!(
+            text.contains("cn-north-1") && text.contains("SignatureDoesNotMatch"),
+            "{text}"
+        );
         assert!(
             text.contains("serial=123") && text.contains("AppId=app"),
             "{text}"

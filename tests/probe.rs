@@ -133,13 +133,25 @@ async fn probe_polls_each_vendor_once_shows_no_secret_and_exits_1_on_a_fault() {
                 },
             );
         }
+        let failed_dir = dir.join(format!("failed-{vendor}"));
         let (code, out) = probe(vec![
             "probe".into(),
             config_arg.clone(),
             format!("--target={name}"),
+            format!("--save={}", failed_dir.display()),
         ])
         .await;
         faults(server.sim.as_ref()).clear();
+        // The saved fixture of a failed poll says so: down, nothing published.
+        let saved: Vec<_> = std::fs::read_dir(&failed_dir).unwrap().flatten().collect();
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(saved[0].path()).unwrap()).unwrap();
+        assert_eq!(doc["expect"]["up"].as_bool(), Some(false), "{vendor}");
+        assert_eq!(
+            doc["expect"]["no_figures"].as_bool(),
+            Some(true),
+            "{vendor}"
+        );
         assert_eq!(code, 1, "{vendor}: probe of a failing simulator:\n{out}");
         assert!(
             out.contains("HTTP 502") && out.contains("result: the poll failed"),
