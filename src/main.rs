@@ -209,6 +209,17 @@ fn init_logging(level: Level, format: Format) {
     };
 }
 
+/// A runtime with every driver, or `None` with the reason on stderr.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 /// `probe`: one poll of one target, printed; exit 0 when it succeeded, 1 otherwise (a bad
 /// config too).
 fn probe(config_file: &std::path::Path, target: &str, save: Option<&std::path::Path>) -> ExitCode {
@@ -219,15 +230,8 @@ fn probe(config_file: &std::path::Path, target: &str, save: Option<&std::path::P
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let clock: std::sync::Arc<dyn rtc_exporter::clock::Clock> =
         std::sync::Arc::new(rtc_exporter::clock::SystemClock);
@@ -405,15 +409,8 @@ fn main() -> ExitCode {
         return probe(file, target, save.as_deref());
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async move {
         // SIGTERM is caught from the start and kept, so a stop that comes before the wait

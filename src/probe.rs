@@ -8,7 +8,7 @@
 //! appears again (an answer that echoes the key, a gateway that echoes its canonical request).
 //! `--save` writes each answer as a fixture in the `tests/answers/` format.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,28 +70,30 @@ impl std::fmt::Debug for Masks {
 /// resolves them (strings, `{env}`, `{file}`, `{credential}`); what cannot be read is skipped.
 fn configured_secrets(config_path: &Path, target: &str) -> Masks {
     let mut out = BTreeSet::new();
-    let root = std::fs::read_to_string(config_path)
-        .ok()
-        .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok());
-    let targets = root
+    let raw = raw_target(config_path, target);
+    let creds = raw
         .as_ref()
-        .and_then(|r| r.get("targets"))
-        .and_then(|t| t.as_sequence());
-    for t in targets.into_iter().flatten() {
-        if t.get("name").and_then(|n| n.as_str()) != Some(target) {
-            continue;
-        }
-        if let Some(creds) = t.get("credentials").and_then(|c| c.as_mapping()) {
-            for v in creds.values() {
-                if let Ok(secret) = serde_yaml::from_value::<crate::config::Secret>(v.clone()) {
-                    if secret.expose().len() >= 4 {
-                        out.insert(secret.expose().to_string());
-                    }
-                }
+        .and_then(|t| t.get("credentials"))
+        .and_then(|c| c.as_mapping());
+    for v in creds.into_iter().flat_map(|c| c.values()) {
+        if let Ok(secret) = serde_yaml::from_value::<crate::config::Secret>(v.clone()) {
+            if secret.expose().len() >= 4 {
+                out.insert(secret.expose().to_string());
             }
         }
     }
     Masks(out)
+}
+
+/// The target's entry as the config file writes it (`None` if the file cannot be read again).
+fn raw_target(config_path: &Path, target: &str) -> Option<serde_yaml::Value> {
+    let text = std::fs::read_to_string(config_path).ok()?;
+    let root = serde_yaml::from_str::<serde_yaml::Value>(&text).ok()?;
+    root.get("targets")?
+        .as_sequence()?
+        .iter()
+        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(target))
+        .cloned()
 }
 
 impl Report {
@@ -452,24 +454,14 @@ pub fn render(r: &Report) -> String {
 /// The target's own keys from the config file, without anything that names an account or a
 /// secret, nor what the fixture harness sets itself.
 fn target_keys(config_path: &Path, target: &str) -> serde_yaml::Mapping {
-    let mut keys = serde_yaml::Mapping::new();
-    let Ok(text) = std::fs::read_to_string(config_path) else {
-        return keys;
+    let raw = raw_target(config_path, target);
+    let Some(m) = raw.as_ref().and_then(|t| t.as_mapping()) else {
+        return serde_yaml::Mapping::new();
     };
-    let Ok(root) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
-        return keys;
-    };
-    let Some(targets) = root.get("targets").and_then(|t| t.as_sequence()) else {
-        return keys;
-    };
-    for t in targets {
-        if t.get("name").and_then(|n| n.as_str()) != Some(target) {
-            continue;
-        }
-        if let Some(m) = t.as_mapping() {
-            for (k, v) in m {
-                let Some(name) = k.as_str() else { continue };
-                if matches!(
+    m.iter()
+        .filter(|(k, _)| {
+            k.as_str().is_some_and(|name| {
+                !matches!(
                     name,
                     "name"
                         | "vendor"
@@ -478,15 +470,11 @@ fn target_keys(config_path: &Path, target: &str) -> serde_yaml::Mapping {
                         | "schedule"
                         | "qps"
                         | "credentials"
-                ) || sensitive(name)
-                {
-                    continue;
-                }
-                keys.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    keys
+                ) && !sensitive(name)
+            })
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Writes the probe's answers as one fixture file in the `tests/answers/` format (every answer,
@@ -614,14 +602,6 @@ pub fn save(r: &Report, config: &Config, dir: &Path) -> Result<PathBuf, String> 
     std::fs::write(&path, format!("{header}{text}"))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
-}
-
-/// The figures of a report keyed for comparison: (room → (active, users, peak, accumulated)).
-pub fn room_figures(d: &TargetData) -> BTreeMap<String, (bool, u64, u64, u64)> {
-    d.rooms
-        .iter()
-        .map(|r| (r.room.clone(), (r.active, r.users, r.peak, r.accumulated)))
-        .collect()
 }
 
 #[cfg(test)]

@@ -157,6 +157,22 @@ fn room_check(
     }
 }
 
+/// Counts by label, zeros left out (a fixture may leave them out).
+fn nonzero<'a>(counts: impl Iterator<Item = (&'a str, u64)>) -> BTreeMap<String, u64> {
+    counts
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_string(), n))
+        .collect()
+}
+
+/// A fixture's `label: count` mapping, zeros left out.
+fn wanted_nonzero(want: &Mapping) -> BTreeMap<String, u64> {
+    nonzero(
+        want.iter()
+            .filter_map(|(k, v)| Some((k.as_str()?, v.as_u64()?))),
+    )
+}
+
 /// Reads one fixture to its figures; every way it differs from `expect`.
 async fn check(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -311,18 +327,8 @@ async fn check(path: &Path) -> Vec<String> {
             }
         }
         (Some(Value::Mapping(want)), Some(got)) => {
-            let got: BTreeMap<String, u64> = got
-                .iter()
-                .map(|(d, n)| (d.label().to_string(), *n))
-                .collect();
-            let want: BTreeMap<String, u64> = want
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_u64()?)))
-                .collect();
-            let got_nonzero: BTreeMap<String, u64> =
-                got.into_iter().filter(|(_, n)| *n > 0).collect();
-            let want_nonzero: BTreeMap<String, u64> =
-                want.into_iter().filter(|(_, n)| *n > 0).collect();
+            let got_nonzero = nonzero(got.iter().map(|(d, n)| (d.label(), *n)));
+            let want_nonzero = wanted_nonzero(want);
             if got_nonzero != want_nonzero {
                 errors.push(format!(
                     "devices {got_nonzero:?}, expected {want_nonzero:?}"
@@ -343,17 +349,8 @@ async fn check(path: &Path) -> Vec<String> {
                     errors.push(format!("room {room}: roles {got:?}, expected absent"))
                 }
                 (Value::Mapping(w), got) => {
-                    let got: BTreeMap<String, u64> = got
-                        .iter()
-                        .flatten()
-                        .filter(|(_, n)| **n > 0)
-                        .map(|(r, n)| (r.label().to_string(), *n))
-                        .collect();
-                    let w: BTreeMap<String, u64> = w
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_u64()?)))
-                        .filter(|(_, n)| *n > 0)
-                        .collect();
+                    let got = nonzero(got.iter().flatten().map(|(r, n)| (r.label(), *n)));
+                    let w = wanted_nonzero(w);
                     if got != w {
                         errors.push(format!("room {room}: roles {got:?}, expected {w:?}"));
                     }

@@ -28,6 +28,7 @@ pub use anomaly::{Anomaly, Found};
 pub use tap::{Exchange, Tap};
 
 pub mod anomaly;
+pub mod merged;
 pub mod talkcloud;
 pub mod tap;
 pub mod tencent_trtc;

@@ -77,6 +77,7 @@ use serde::Deserialize;
 use answer::parse_page;
 pub use answer::{Record, API, CODES, PAGE};
 
+use super::merged::{Identity, Merged};
 use super::{
     Anomaly, Api, BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError,
     RoomObservation, SessionObs, TargetInfo, Vendor, VendorEntry,
@@ -423,42 +424,18 @@ fn check_count(
     }
 }
 
-/// The records of all pages, merged by identity: a user and an enter time are one stay,
-/// whichever page (or list) sends it again; the later reading replaces the earlier (it may
-/// carry the leave), never adds to it.
-#[derive(Debug, Default)]
-struct Merged {
-    records: Vec<Record>,
-    index: HashMap<(String, i64), usize>,
-    /// Records that repeated one already held.
-    repeated: usize,
-}
-
-impl Merged {
-    fn knows(&self, r: &Record) -> bool {
-        self.index.contains_key(&(r.user.clone(), r.join))
-    }
-
-    fn add(&mut self, records: Vec<Record>) {
-        for r in records {
-            let key = (r.user.clone(), r.join);
-            match self.index.get(&key) {
-                Some(&i) => {
-                    self.repeated += 1;
-                    self.records[i] = r;
-                }
-                None => {
-                    self.index.insert(key, self.records.len());
-                    self.records.push(r);
-                }
-            }
-        }
+/// A user and an enter time are one stay, whichever page (or list) sends it again: the later
+/// reading replaces the earlier (it may carry the leave), never adds to it.
+impl Identity for Record {
+    type Key = (String, i64);
+    fn key(&self) -> (String, i64) {
+        (self.user.clone(), self.join)
     }
 }
 
 /// Whether page `p` is the last: a short (or empty) page, or a full page holding no record
 /// not already held (a vendor repeating a page, ignoring `page`, would repeat it up to the cap).
-fn is_last(p: &answer::Page, held: &Merged) -> bool {
+fn is_last(p: &answer::Page, held: &Merged<Record>) -> bool {
     p.rows < PAGE || p.records.iter().all(|r| held.knows(r))
 }
 
@@ -481,7 +458,7 @@ impl Talkcloud {
         let key = self.key.expose();
         let (field, id) = room.param();
         let (start, end) = (w.start.to_string(), w.end.to_string());
-        let mut merged = Merged::default();
+        let mut merged = Merged::new();
         let mut stage = Vec::new();
         let mut received = 0usize;
         let mut last: Option<(Option<u64>, usize)> = None;
@@ -507,10 +484,10 @@ impl Talkcloud {
                     let p = parse_page(status, body, key)?;
                     if p.no_data {
                         // Nothing in the window, or nothing after the last full page.
-                        check_kept(open_before, &w, prior.records.iter().chain(prior_stage))?;
+                        check_kept(open_before, &w, prior.rows.iter().chain(prior_stage))?;
                     } else if is_last(&p, prior) {
                         let stage = if page == 1 { &p.stage } else { prior_stage };
-                        let all = prior.records.iter().chain(&p.records).chain(stage);
+                        let all = prior.rows.iter().chain(&p.records).chain(stage);
                         check_kept(open_before, &w, all)?;
                     }
                     Ok(p)
@@ -523,7 +500,7 @@ impl Talkcloud {
             let ends = is_last(&p, &merged);
             received += p.rows;
             last = Some((p.count, p.rows));
-            merged.add(p.records);
+            merged.extend(p.records);
             if page == 1 {
                 stage = p.stage;
             }
@@ -550,8 +527,8 @@ impl Talkcloud {
             });
         }
         // `count` is of `logininfo`: its distinct records, before the stage joins them.
-        let distinct = merged.records.len();
-        merged.add(stage);
+        let distinct = merged.rows.len();
+        merged.extend(stage);
         if let Some((count, rows)) = last {
             if let Some(detail) = check_count(count, rows, received, distinct) {
                 ctx.anomaly(
@@ -569,11 +546,11 @@ impl Talkcloud {
                     "room {}: {} record(s) repeated a stay (user and enter time) already listed: merged, {} records",
                     room.label(),
                     merged.repeated,
-                    merged.records.len()
+                    merged.rows.len()
                 ),
             );
         }
-        Ok(merged.records)
+        Ok(merged.rows)
     }
 
     async fn fetch(&self, ctx: &PollCtx) -> Result<Observation, PollError> {
@@ -858,14 +835,14 @@ mod tests {
 
     #[test]
     fn a_stay_sent_twice_is_merged_never_added() {
-        let mut m = Merged::default();
-        m.add(vec![rec("a", 100, None), rec("b", 100, Some(150))]);
+        let mut m = Merged::new();
+        m.extend(vec![rec("a", 100, None), rec("b", 100, Some(150))]);
         assert!(m.knows(&rec("a", 100, Some(300))));
         assert!(!m.knows(&rec("a", 200, None)), "another stay of a");
-        m.add(vec![rec("a", 100, Some(300)), rec("a", 200, None)]);
+        m.extend(vec![rec("a", 100, Some(300)), rec("a", 200, None)]);
         assert_eq!(m.repeated, 1);
         assert_eq!(
-            m.records,
+            m.rows,
             vec![
                 rec("a", 100, Some(300)),
                 rec("b", 100, Some(150)),

@@ -69,6 +69,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::merged::{Identity, Merged};
 use super::util::{
     code_label as table_label, id_string, lenient_bool, lenient_i64, windows_forward,
 };
@@ -451,77 +452,30 @@ fn still_open(sessions: &[SessionObs]) -> Vec<(String, i64)> {
     open
 }
 
-/// A row with an identity: rows repeated across pages (or windows) merge by it, never summed.
-trait Row {
-    type Key: std::hash::Hash + Eq + Clone;
-    fn key(&self) -> Self::Key;
-    /// Folds a repetition of the same row into this one.
-    fn merge(&mut self, other: Self);
-}
-
-impl Row for ListedCall {
+// Rows repeated across pages (or windows) merge by identity ([`Identity`]), never summed.
+impl Identity for ListedCall {
     type Key = String;
     fn key(&self) -> String {
         self.comm_id.clone()
     }
     /// A call one row says ended has ended.
-    fn merge(&mut self, other: Self) {
-        self.finished |= other.finished;
-        self.destroyed = self.destroyed.max(other.destroyed);
+    fn merge(&mut self, later: Self) {
+        self.finished |= later.finished;
+        self.destroyed = self.destroyed.max(later.destroyed);
     }
 }
 
-impl Row for SessionObs {
+impl Identity for SessionObs {
     type Key = (String, i64);
     fn key(&self) -> (String, i64) {
         (self.user.clone(), self.join)
     }
     /// A session one row says closed is closed (a rejoin is a new session, a new JoinTs).
-    fn merge(&mut self, other: Self) {
-        self.leave = match (self.leave, other.leave) {
+    fn merge(&mut self, later: Self) {
+        self.leave = match (self.leave, later.leave) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-    }
-}
-
-/// Rows merged by identity, in the order first seen.
-struct Merged<T: Row> {
-    rows: Vec<T>,
-    index: HashMap<T::Key, usize>,
-    /// Rows that repeated one already held.
-    repeated: usize,
-}
-
-impl<T: Row> Merged<T> {
-    fn new() -> Self {
-        Merged {
-            rows: Vec::new(),
-            index: HashMap::new(),
-            repeated: 0,
-        }
-    }
-
-    fn add(&mut self, row: T) {
-        match self.index.get(&row.key()) {
-            Some(&i) => {
-                self.repeated += 1;
-                self.rows[i].merge(row);
-            }
-            None => {
-                self.index.insert(row.key(), self.rows.len());
-                self.rows.push(row);
-            }
-        }
-    }
-
-    /// How many of `page` are rows not held yet (repeats within the page count once).
-    fn fresh(&self, page: &[T]) -> usize {
-        let mut seen = std::collections::HashSet::new();
-        page.iter()
-            .map(Row::key)
-            .filter(|k| !self.index.contains_key(k) && seen.insert(k.clone()))
-            .count()
     }
 }
 
@@ -538,12 +492,12 @@ fn close_at_end(mut sessions: Vec<SessionObs>, ended: Option<i64>) -> Vec<Sessio
 }
 
 /// Pages a listing until a short page, a page with no row not already held (a vendor repeating
-/// itself), or [`MAX_PAGES`]. Rows repeated across its pages merge by identity ([`Row`]).
+/// itself), or [`MAX_PAGES`]. Rows repeated across its pages merge by identity ([`Identity`]).
 /// The last page is checked, inside its request (so a contradiction counts as `malformed`), by
 /// `complete` (the rows of the earlier pages, the rows of this one): a listing that lost rows
 /// is a failed request. What read but disagreed is reported to `ctx` as anomalies: a declared
 /// `Total` that is neither reading ([`total_mismatch`]), repeated rows, the page cap.
-async fn all_pages<T: Row>(
+async fn all_pages<T: Identity>(
     ctx: &PollCtx,
     api: &Api<'_>,
     mut request: impl FnMut(usize) -> reqwest::RequestBuilder,
@@ -551,7 +505,6 @@ async fn all_pages<T: Row>(
     complete: impl Fn(&[T], &[T]) -> Result<(), CallError>,
 ) -> Result<Vec<T>, CallError> {
     let mut merged = Merged::new();
-    let mut sent = 0usize;
     for page in 0..MAX_PAGES {
         let held = &merged;
         let complete = &complete;
@@ -568,10 +521,7 @@ async fn all_pages<T: Row>(
             .await?;
         let got = p.rows.len();
         let last = got < PAGE || fresh == 0 || capped;
-        sent += got;
-        for row in p.rows {
-            merged.add(row);
-        }
+        merged.extend(p.rows);
         if !last {
             continue;
         }
@@ -582,8 +532,9 @@ async fn all_pages<T: Row>(
                 name,
                 Anomaly::DuplicateRow,
                 format!(
-                    "{} of {sent} rows over {} page(s) repeated rows already listed; merged into {distinct}",
+                    "{} of {} rows over {} page(s) repeated rows already listed; merged into {distinct}",
                     merged.repeated,
+                    merged.sent(),
                     page + 1
                 ),
             );

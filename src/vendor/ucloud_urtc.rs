@@ -19,13 +19,14 @@
 //! an unreadable answer or row, a null or absent `Data` unless `TotalCount` is 0, and a listing
 //! that lost calls it listed earlier the same day.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
+use super::merged::{Identity, Merged};
 use super::util::{code_label, code_string, lenient_u64, optional};
 use super::{
     Anomaly, BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError, RoomObservation,
@@ -289,7 +290,7 @@ pub(crate) fn parse_page(status: u16, body: &[u8]) -> Result<Page, CallError> {
 /// `RoomId` and `Num` only, cannot tell two ended calls of one room apart (both `Num` 0): they
 /// merge, which changes no figure, and count as `duplicate_row`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum RowKey {
+pub(crate) enum RowKey {
     Call(String, String),
     Bare(String, Option<String>, bool, u64, u64, u64),
 }
@@ -308,44 +309,17 @@ fn row_key(r: &CallRow) -> RowKey {
     }
 }
 
-/// The calls of all pages so far, merged by identity ([`RowKey`]): a row sent again (on the
-/// same page or a later one) replaces the earlier reading of its call, never adds to it.
-#[derive(Debug, Default)]
-struct Listing {
-    rows: Vec<CallRow>,
-    index: HashMap<RowKey, usize>,
-    /// Rows the vendor sent, repeats included.
-    sent: usize,
-    /// Rows that repeated one already listed.
-    repeated: usize,
-    /// The first repeated row, for the anomaly's detail.
-    example: Option<(String, Option<String>)>,
-}
-
-impl Listing {
-    fn knows(&self, r: &CallRow) -> bool {
-        self.index.contains_key(&row_key(r))
-    }
-
-    fn add(&mut self, rows: Vec<CallRow>) {
-        for r in rows {
-            self.sent += 1;
-            match self.index.get(&row_key(&r)) {
-                Some(&i) => {
-                    self.repeated += 1;
-                    self.example
-                        .get_or_insert_with(|| (r.room.clone(), r.call.clone()));
-                    // The later reading of the same call.
-                    self.rows[i] = r;
-                }
-                None => {
-                    self.index.insert(row_key(&r), self.rows.len());
-                    self.rows.push(r);
-                }
-            }
-        }
+/// The calls of all pages so far merge by [`RowKey`]: a row sent again (on the same page or a
+/// later one) replaces the earlier reading of its call, never adds to it.
+impl Identity for CallRow {
+    type Key = RowKey;
+    fn key(&self) -> RowKey {
+        row_key(self)
     }
 }
+
+/// The calls of all pages so far.
+type Listing = Merged<CallRow>;
 
 /// Whether `page` is the last: a short (or empty) page ends the listing; so does a full page
 /// that holds no call not already listed (a vendor repeating a page, ignoring `Offset`, would
@@ -432,7 +406,7 @@ impl UcloudUrtc {
             ctx.endpoint_or(DEFAULT_ENDPOINT).trim_end_matches('/')
         );
         let (start, end) = (ctx.day_start(), ctx.now.timestamp());
-        let mut listing = Listing::default();
+        let mut listing = Listing::new();
         let mut offset = 0usize;
         let mut total = None;
         let mut complete = false;
@@ -474,7 +448,7 @@ impl UcloudUrtc {
                 total = page.total;
             }
             offset += page.returned;
-            listing.add(page.rows);
+            listing.extend(page.rows);
             if last {
                 complete = true;
                 break;
@@ -498,8 +472,8 @@ impl UcloudUrtc {
             }
             .into());
         }
-        if listing.repeated > 0 {
-            let (room, call) = listing.example.clone().unwrap_or_default();
+        if let Some(first) = listing.first_repeat.and_then(|i| listing.rows.get(i)) {
+            let (room, call) = (&first.room, &first.call);
             ctx.anomaly(
                 API,
                 Anomaly::DuplicateRow,
@@ -508,20 +482,20 @@ impl UcloudUrtc {
                     listing.repeated,
                     call.as_deref().unwrap_or("-"),
                     listing.rows.len(),
-                    listing.sent
+                    listing.sent()
                 ),
             );
         }
         if let Some(t) = total {
             // The total may count the rows sent (repeats included) or the calls: either agrees.
-            if t != listing.rows.len() as u64 && t != listing.sent as u64 {
+            if t != listing.rows.len() as u64 && t != listing.sent() as u64 {
                 ctx.anomaly(
                     API,
                     Anomaly::TotalMismatch,
                     format!(
                         "TotalCount {t}, but {} calls listed ({} rows sent): read from the rows",
                         listing.rows.len(),
-                        listing.sent
+                        listing.sent()
                     ),
                 );
             }
@@ -753,15 +727,18 @@ mod tests {
     /// CallId by room and figures), never summed; the later reading wins.
     #[test]
     fn repeated_rows_merge_by_identity() {
-        let mut l = Listing::default();
-        l.add(vec![
+        let mut l = Listing::new();
+        l.extend(vec![
             call("111", None, 123),
             call("111", None, 123),
             call("a", Some("c1"), 3),
         ]);
-        l.add(vec![call("a", Some("c1"), 4), call("a", Some("c2"), 2)]);
-        assert_eq!((l.sent, l.repeated, l.rows.len()), (5, 2, 3));
-        assert_eq!(l.example, Some(("111".to_string(), None)));
+        l.extend(vec![call("a", Some("c1"), 4), call("a", Some("c2"), 2)]);
+        assert_eq!((l.sent(), l.repeated, l.rows.len()), (5, 2, 3));
+        let example = l
+            .first_repeat
+            .map(|i| (l.rows[i].room.clone(), l.rows[i].call.clone()));
+        assert_eq!(example, Some(("111".to_string(), None)));
         let rooms = aggregate(l.rows, None);
         assert_eq!(
             rooms
@@ -772,10 +749,10 @@ mod tests {
             "c1 read again with 4 users, c2 another call"
         );
         // Two bare rows of one room that differ (in figures or start) are two calls.
-        let mut l = Listing::default();
+        let mut l = Listing::new();
         let mut later = call("b", None, 1);
         later.start = Some("1563150096".into());
-        l.add(vec![call("b", None, 1), call("b", None, 2), later]);
+        l.extend(vec![call("b", None, 1), call("b", None, 2), later]);
         assert_eq!((l.repeated, l.rows.len()), (0, 3));
     }
 
@@ -786,7 +763,7 @@ mod tests {
             returned,
             total: Some(7),
         };
-        let mut l = Listing::default();
+        let mut l = Listing::new();
         assert!(is_last(&page(vec![call("111", None, 123)], 1), &l));
         assert!(
             is_last(&page(Vec::new(), 0), &l),
@@ -796,11 +773,7 @@ mod tests {
             .map(|i| call("r", Some(&i.to_string()), 1))
             .collect();
         assert!(!is_last(&page(full, PAGE), &l));
-        l.add(
-            (0..PAGE)
-                .map(|i| call("r", Some(&i.to_string()), 1))
-                .collect(),
-        );
+        l.extend((0..PAGE).map(|i| call("r", Some(&i.to_string()), 1)));
         let again: Vec<CallRow> = (0..PAGE)
             .map(|i| call("r", Some(&i.to_string()), 1))
             .collect();

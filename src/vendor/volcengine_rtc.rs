@@ -94,6 +94,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use super::merged::{Identity, Merged};
 use super::util::{id_string, lenient_bool, lenient_u64, windows_back};
 use super::{
     Anomaly, Api, BoxFuture, CallError, DayFigures, Device, DeviceCounts, Observation, PollCtx,
@@ -821,23 +822,16 @@ pub(crate) fn parse_rooms_page(status: u16, body: &[u8]) -> Result<RoomsPage, Ca
 /// The calls of all pages of one window, merged by identity (room and `CallId`): a call listed
 /// again (on one page or a later one) counts once, its last listing winning.
 fn merge_calls(pages: Vec<Vec<Listed>>) -> (Vec<Listed>, usize) {
-    let mut at: HashMap<(String, Option<String>), usize> = HashMap::new();
-    let mut rows: Vec<Listed> = Vec::new();
-    let mut repeats = 0;
-    for l in pages.into_iter().flatten() {
-        let key = (l.room.clone(), l.call.clone());
-        match at.get(&key) {
-            Some(&i) => {
-                repeats += 1;
-                rows[i] = l;
-            }
-            None => {
-                at.insert(key, rows.len());
-                rows.push(l);
-            }
-        }
+    let mut merged = Merged::new();
+    merged.extend(pages.into_iter().flatten());
+    (merged.rows, merged.repeated)
+}
+
+impl Identity for Listed {
+    type Key = (String, Option<String>);
+    fn key(&self) -> (String, Option<String>) {
+        (self.room.clone(), self.call.clone())
     }
-    (rows, repeats)
 }
 
 // ---------------------------------------------------------------------------------------------
