@@ -309,6 +309,69 @@ impl Ledger {
         *self = Ledger::default();
     }
 
+    /// Begins the local day `day` (at its midnight, polled or not): yesterday's figures must not
+    /// pass for today's. What is known to be so at midnight carries over: every room in
+    /// progress with its users now (and, where the vendor gives sessions, its open sessions,
+    /// counted from midnight), so today's peak and accumulated start at the users now; rooms
+    /// that ended yesterday, and people who left, are gone. A ledger already on `day` (or on a
+    /// later one) is left alone. Returns whether it rolled.
+    pub fn roll(&mut self, day: &Day) -> bool {
+        match self.day {
+            Some(d) if d < day.date => {}
+            _ => return false,
+        }
+        let old = std::mem::take(self);
+        let mut users = Users::default();
+        let mut rooms = BTreeMap::new();
+        for (name, mut room) in old.rooms {
+            if !room.active {
+                continue;
+            }
+            let mut ids = HashSet::new();
+            if room.has_sessions {
+                // Open sessions carry over under their new user index; closed ones are
+                // yesterday's.
+                room.sessions = room
+                    .sessions
+                    .into_iter()
+                    .filter(|(_, stay)| stay.leave == OPEN)
+                    .map(|((user, join), stay)| {
+                        let key = old
+                            .users
+                            .keys
+                            .get(user as usize)
+                            .copied()
+                            .unwrap_or_default();
+                        let user = users.intern(key);
+                        ids.insert(user);
+                        ((user, join), stay)
+                    })
+                    .collect();
+            } else {
+                // Who of the day's ids is in now is not known: the count is.
+                room.sessions.clear();
+            }
+            room.ids = ids;
+            // Open at its last refresh, so open at midnight: counted from there.
+            room.refreshed_at = room.refreshed_at.max(day.start);
+            room.peak = room.users;
+            room.accumulated = room.users.max(room.ids.len() as u64);
+            room.reported_accumulated = 0;
+            room.failures = 0;
+            rooms.insert(name, room);
+        }
+        *self = Ledger {
+            day: Some(day.date),
+            rooms,
+            peak: 0,
+            accumulated: 0,
+            users,
+            devices: old.devices,
+            watched: old.watched,
+        };
+        true
+    }
+
     /// Folds one poll into the day and returns the target's series values. `complete`: every
     /// room the vendor knows was refreshed, so a room it did not list has ended; otherwise
     /// (a partial poll) unlisted rooms keep their last values.
@@ -319,6 +382,10 @@ impl Ledger {
         complete: bool,
         limits: &Limits<'_>,
     ) -> TargetData {
+        if self.day.is_some_and(|d| d < day.date) {
+            // A new day the midnight roll has not begun yet: begin it now.
+            self.roll(day);
+        }
         if self.day != Some(day.date) {
             *self = Ledger {
                 day: Some(day.date),
@@ -733,6 +800,111 @@ mod tests {
         assert_eq!(d.rooms[0].accumulated, 4);
         assert_eq!(d.peak, 3);
         assert_eq!(d.accumulated, 4);
+    }
+
+    fn reported(room: &str, active: bool, users: u64, peak: u64, acc: u64) -> RoomObservation {
+        RoomObservation {
+            room: room.into(),
+            active,
+            users,
+            invisible: None,
+            day: DayFigures::Reported {
+                peak,
+                accumulated: acc,
+            },
+        }
+    }
+
+    /// Figures of every room: (room, active, users, peak, accumulated).
+    fn figures(d: &TargetData) -> Vec<(&str, bool, u64, u64, u64)> {
+        d.rooms
+            .iter()
+            .map(|r| (r.room.as_str(), r.active, r.users, r.peak, r.accumulated))
+            .collect()
+    }
+
+    #[test]
+    fn local_midnight_rolls_the_day_keeping_only_what_is_in_progress() {
+        let d1 = Day {
+            date: day(1),
+            start: 0,
+            now: 1000,
+        };
+        let d2 = Day {
+            date: day(2),
+            start: 2000,
+            now: 2000,
+        };
+        let roll = |l: &mut Ledger| {
+            assert!(l.roll(&d2), "a new day rolls");
+            assert!(!l.roll(&d2), "the same day does not roll again");
+            l.apply(&d2, &Observation::default(), false, &LIMITS)
+        };
+        // Ids listed: the count now carries over; who it was is not known.
+        let mut l = Ledger::new();
+        l.apply(
+            &d1,
+            &obs(vec![present("p", &["u1", "u2", "u3", "u4"])]),
+            true,
+            &LIMITS,
+        );
+        l.apply(
+            &d1,
+            &obs(vec![present("p", &["u1", "u2"]), present("gone", &[])]),
+            true,
+            &LIMITS,
+        );
+        let d = roll(&mut l);
+        assert_eq!(figures(&d), vec![("p", true, 2, 2, 2)]);
+        assert_eq!((d.users, d.peak, d.accumulated), (2, 2, 2));
+        // Reported figures: yesterday's peak and accumulated go; an ended call's room goes.
+        let mut l = Ledger::new();
+        let o = obs(vec![
+            reported("r", true, 5, 40, 90),
+            reported("ended", false, 0, 30, 60),
+        ]);
+        l.apply(&d1, &o, true, &LIMITS);
+        let d = roll(&mut l);
+        assert_eq!(figures(&d), vec![("r", true, 5, 5, 5)]);
+        assert_eq!((d.users, d.peak, d.accumulated), (5, 5, 5));
+        // Sessions: the open ones carry over, counted from midnight; who left is yesterday's.
+        let mut l = Ledger::new();
+        let o = obs(vec![sessions(
+            "s",
+            0,
+            vec![
+                stay("x", 100, None),
+                stay("y", 100, Some(500)),
+                stay("z", 600, None),
+            ],
+        )]);
+        let before = l.apply(&d1, &o, true, &LIMITS);
+        assert_eq!(figures(&before), vec![("s", true, 2, 2, 3)]);
+        let d = roll(&mut l);
+        assert_eq!(figures(&d), vec![("s", true, 2, 2, 2)]);
+        assert_eq!((d.users, d.peak, d.accumulated), (2, 2, 2));
+        // The first poll of the new day: x still in, z left, w came; y never counts today.
+        let d3 = Day { now: 2500, ..d2 };
+        let o = obs(vec![sessions(
+            "s",
+            2000,
+            vec![
+                stay("x", 100, None),
+                stay("z", 600, Some(2100)),
+                stay("w", 2200, None),
+            ],
+        )]);
+        let d = l.apply(&d3, &o, true, &LIMITS);
+        // x with z until 2100, x with w from 2200: never three at once.
+        assert_eq!(figures(&d), vec![("s", true, 2, 2, 3)]);
+        // A ledger saved after the roll comes back with the same figures.
+        let back = Ledger::restore(l.save().unwrap()).unwrap().apply(
+            &d3,
+            &Observation::default(),
+            false,
+            &LIMITS,
+        );
+        assert_eq!(figures(&back), figures(&d));
     }
 
     #[test]

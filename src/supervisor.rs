@@ -156,6 +156,32 @@ impl Supervisor {
     }
 
     /// Takes its ledger away (a reload hands it to the target's next supervisor).
+    /// Begins a new local day at its midnight, polled or not ([`Ledger::roll`]): the "today"
+    /// figures restart from what is in progress now. Nothing happens on the same day.
+    fn roll_day(&self, now: DateTime<Utc>) {
+        let day = Day::at(now, self.global.timezone);
+        let view = {
+            let mut st = self.lock();
+            let RunState { ledger, view } = &mut *st;
+            if !ledger.roll(&day) {
+                return;
+            }
+            if view.data.is_some() {
+                let data = ledger.apply(
+                    &day,
+                    &Observation::default(),
+                    false,
+                    &limits(&self.target, &self.global),
+                );
+                view.data = Some(Arc::new(data));
+            }
+            view.clone()
+        };
+        tracing::info!(target_name = %self.target.name, day = %day.date, "local midnight: a new day's figures begin");
+        self.board.publish(view);
+        self.saved.notify_one();
+    }
+
     fn take_ledger(&self) -> Ledger {
         std::mem::take(&mut self.lock().ledger)
     }
@@ -310,7 +336,12 @@ impl Supervisor {
             view.polled = true;
             view.last_duration = Some(elapsed);
             let answered = !obs.rooms.is_empty() || whole.is_ok();
-            if answered {
+            // A poll that began before local midnight and ended after the roll is
+            // yesterday's: its figures are not folded into the new day (the next poll's are).
+            let yesterdays = ledger.day().is_some_and(|d| d > day.date);
+            if yesterdays {
+                tracing::debug!("poll began before local midnight: not folded into the new day");
+            } else if answered {
                 let data = ledger.apply(
                     &day,
                     &obs,
@@ -510,7 +541,37 @@ impl Fleet {
         let me = fleet.clone();
         *fleet.saver.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(tokio::spawn(async move { me.keep_saving().await }));
+        let me = fleet.clone();
+        tokio::spawn(async move { me.keep_rolling().await });
         fleet
+    }
+
+    /// Rolls every target's day at local midnight (of `global.timezone`, DST included),
+    /// whether or not a poll runs then. Wakes at the next midnight, or sooner (a reload may
+    /// change the zone); a roll on the same day does nothing.
+    async fn keep_rolling(self: Arc<Self>) {
+        let mut stopping = self.stopping.subscribe();
+        let clock = self.plumbing.clock.clone();
+        loop {
+            let now = clock.now();
+            let tz = self.global().timezone;
+            let today = now.with_timezone(&tz).date_naive();
+            let next = today
+                .succ_opt()
+                .map(|d| crate::vendor::local_midnight(tz, d).with_timezone(&Utc))
+                .unwrap_or(now);
+            let later = now + chrono::Duration::minutes(15);
+            let wake = if next > now { next.min(later) } else { later };
+            tokio::select! {
+                _ = clock.sleep_until(wake) => {}
+                _ = stopping.changed() => return,
+            }
+            let now = clock.now();
+            let all: Vec<Arc<Supervisor>> = self.lock().values().cloned().collect();
+            for s in all {
+                s.roll_day(now);
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Supervisor>>> {
