@@ -234,6 +234,21 @@ pub struct Global {
     pub capacity_warning_ratio: f64,
 }
 
+impl Global {
+    /// Whether every key that shapes a target's polls or its day is the same (zone, timeouts,
+    /// `stale_after`, `max_rooms`, `max_response_bytes`): a reload that changes only the others
+    /// (`capacity_warning_ratio`, `state_file`; `interval` where every target sets its own)
+    /// restarts no target.
+    pub fn polls_alike(&self, other: &Global) -> bool {
+        self.timezone == other.timezone
+            && self.poll_timeout == other.poll_timeout
+            && self.request_timeout == other.request_timeout
+            && self.stale_after == other.stale_after
+            && self.max_rooms == other.max_rooms
+            && self.max_response_bytes == other.max_response_bytes
+    }
+}
+
 impl Default for Global {
     fn default() -> Self {
         Global {
@@ -251,7 +266,7 @@ impl Default for Global {
 }
 
 /// When a target is polled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
     /// Every so often, with a jitter drawn once.
     Interval(Duration),
@@ -391,7 +406,8 @@ pub struct Target {
     pub expected: Arc<Expected>,
     /// The vendor client, built from the vendor's own keys.
     pub client: Arc<dyn Vendor>,
-    /// A hash of the whole entry, secrets resolved: equal means unchanged on reload.
+    /// A hash of the entry but its render-only keys (capacity, max_users, classes), secrets
+    /// resolved: equal means its polls are unchanged on reload.
     pub fingerprint: u64,
     /// A hash of the vendor, app and credentials (secrets resolved): equal means the same
     /// account's data, so its day's figures carry over a reload and a restart.
@@ -871,7 +887,12 @@ fn hashes(map: &Mapping) -> (u64, u64) {
         }
     }
     let mut all = Vec::new();
-    resolved(&Value::Mapping(map.clone()), &mut all);
+    let polls: Mapping = map
+        .iter()
+        .filter(|(k, _)| !k.as_str().is_some_and(|k| RENDER_ONLY.contains(&k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    resolved(&Value::Mapping(polls), &mut all);
     let mut id = Vec::new();
     for (k, v) in map {
         let key = k.as_str().unwrap_or_default();
@@ -888,6 +909,10 @@ fn hashes(map: &Mapping) -> (u64, u64) {
         xxhash_rust::xxh3::xxh3_64(&id),
     )
 }
+
+/// Target keys that shape only what is rendered beside its series (`Expected`), not its polls:
+/// a reload that changes only these restarts nothing.
+const RENDER_ONLY: &[&str] = &["capacity", "max_users", "classes"];
 
 /// One target entry: its name where it has a valid one (errors and duplicates name it), and
 /// the target or every error of the entry.

@@ -171,7 +171,7 @@ impl Supervisor {
                     &day,
                     &Observation::default(),
                     false,
-                    &limits(&self.target, &self.global),
+                    &limits_of(&view.expected, &self.global),
                 );
                 view.data = Some(Arc::new(data));
             }
@@ -180,6 +180,28 @@ impl Supervisor {
         tracing::info!(target_name = %self.target.name, day = %day.date, "local midnight: a new day's figures begin");
         self.board.publish(view);
         self.saved.notify_one();
+    }
+
+    /// What the config now expects of its rooms (a reload that restarts nothing).
+    fn set_expected(&self, expected: Arc<crate::config::Expected>) {
+        let day = Day::at(self.plumbing.clock.now(), self.global.timezone);
+        let view = {
+            let mut st = self.lock();
+            let RunState { ledger, view } = &mut *st;
+            view.expected = expected;
+            if view.data.is_some() {
+                // The rooms' capacities are in their rows: the same figures, new capacities.
+                let data = ledger.apply(
+                    &day,
+                    &Observation::default(),
+                    false,
+                    &limits_of(&view.expected, &self.global),
+                );
+                view.data = Some(Arc::new(data));
+            }
+            view.clone()
+        };
+        self.board.publish(view);
     }
 
     fn take_ledger(&self) -> Ledger {
@@ -346,7 +368,7 @@ impl Supervisor {
                     &day,
                     &obs,
                     whole.is_ok(),
-                    &limits(&self.target, &self.global),
+                    &limits_of(&view.expected, &self.global),
                 );
                 view.rooms_failed = data.rooms_failed;
                 view.rooms_dropped = data.rooms_dropped;
@@ -474,13 +496,18 @@ pub async fn poll_target(
     (obs, whole)
 }
 
-/// The ledger's limits for `target`.
-pub fn limits<'a>(target: &'a Target, global: &Global) -> Limits<'a> {
+/// The ledger's limits for what the config expects of a target's rooms.
+fn limits_of<'a>(expected: &'a crate::config::Expected, global: &Global) -> Limits<'a> {
     Limits {
-        capacity: &target.expected.capacity,
+        capacity: &expected.capacity,
         max_rooms: global.max_rooms,
         stale_after: global.stale_after,
     }
+}
+
+/// The ledger's limits for `target`.
+pub fn limits<'a>(target: &'a Target, global: &Global) -> Limits<'a> {
+    limits_of(&target.expected, global)
 }
 
 /// What a reload did, for its log line and tests.
@@ -679,8 +706,9 @@ impl Fleet {
         let _one = self.changing.lock().await;
         let old_global = self.global();
         let new_global = config.global.clone();
-        // Every global key shapes every poll; the zone also what "today" is.
-        let global_changed = format!("{old_global:?}") != format!("{new_global:?}");
+        // Only the global keys that shape polls or the day restart targets (the zone also
+        // decides what "today" is); the default interval is in each target's schedule.
+        let global_changed = !old_global.polls_alike(&new_global);
         let same_day_meaning = old_global.timezone == new_global.timezone;
         if old_global.state_file != new_global.state_file {
             tracing::info!("state_file changed: the next write goes to the new path");
@@ -700,7 +728,13 @@ impl Fleet {
         *self.global.lock().unwrap_or_else(|p| p.into_inner()) = new_global.clone();
         for t in &config.targets {
             match old.get(&t.name) {
-                Some(s) if s.target.fingerprint == t.fingerprint && !global_changed => {
+                Some(s)
+                    if s.target.fingerprint == t.fingerprint
+                        && s.target.schedule == t.schedule
+                        && !global_changed =>
+                {
+                    // What only shapes rendering (warning ratios) applies without a restart.
+                    s.set_expected(t.expected.clone());
                     report.unchanged.push(t.name.clone());
                 }
                 Some(s) => {

@@ -191,3 +191,128 @@ async fn the_day_rolls_where_dst_skips_midnight() {
     );
     exporter.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_render_only_keys_just_after_midnight_restarts_nothing() {
+    let midnight = Utc
+        .with_ymd_and_hms(2026, 11, 20, 16, 0, 0)
+        .unwrap()
+        .timestamp();
+    // A class in progress across midnight: the teacher and a student since 23:00.
+    let rec = |user: &str, role: u8| {
+        format!(
+            r#"{{"serial": "111111", "userid": "{user}", "terminal": "1", "terminal_details": "1", "userroleid": "{role}", "entertimestamp": {}, "outtimestamp": 0}}"#,
+            midnight - 3600
+        )
+    };
+    let talk = format!(
+        r#"{{"result": 0, "count": 2, "logininfo": [{}, {}]}}"#,
+        rec("t", 0),
+        rec("s", 2)
+    );
+    let talkcloud = replay("talkcloud", "getLiveLogininfo", talk).await;
+    let urtc = replay("ucloud_urtc", "QueryURtcOnlineUsers", URTC.into()).await;
+    let config = |ratio: &str, capacity: u32| {
+        format!(
+            "global:\n  timezone: Asia/Shanghai\n  capacity_warning_ratio: {ratio}\ntargets:\n\
+             - name: urtc\n  vendor: ucloud_urtc\n  schedule: \"0 0 12 * * *\"\n  endpoint: {}\n  app_id: a\n  credentials: {{public_key: p, private_key: k}}\n  capacity: {{default: {capacity}}}\n\
+             - name: talk\n  vendor: talkcloud\n  interval: 1h\n  endpoint: {}\n  credentials: {{key: k}}\n  rooms: [\"111111\"]\n  capacity: {{default: {capacity}}}\n  classes: [{{rooms: [\"*\"], schedule: \"0 0 23 * * *\", duration: 2h}}]\n",
+            urtc.endpoint, talkcloud.endpoint
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("rtc-midnight-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("exporter.yaml");
+    std::fs::write(&path, config("0.9", 300)).unwrap();
+    let clock = Arc::new(ManualClock::at(midnight - 60));
+    let exporter = app::start_with_clock(
+        rtc_exporter::config::load(&path).unwrap(),
+        &["127.0.0.1:0".to_string()],
+        "/metrics",
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let base = exporter.url();
+    common::wait_polls(&base, "urtc", "success", 1.0).await;
+    common::wait_polls(&base, "talk", "success", 1.0).await;
+    clock.set(midnight + 5);
+    let room = |t: &str, target: &str, r: &str, name: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![("target", target), ("room", r)];
+        labels.extend_from_slice(extra);
+        figure(t, name, &labels)
+    };
+    let rolled = until(&base, "the roll at midnight", |t| {
+        room(t, "urtc", "111", "rtc_room_peak_users", &[]) == Some(123.0)
+    })
+    .await;
+    let supervisors: Vec<_> = ["urtc", "talk"]
+        .iter()
+        .map(|n| exporter.fleet.supervisor(n).unwrap())
+        .collect();
+
+    // Just after midnight: the warning ratio and the capacities change, nothing else.
+    std::fs::write(&path, config("0.75", 500)).unwrap();
+    let report = exporter.reload().await.unwrap();
+    assert_eq!(
+        report.unchanged,
+        vec!["urtc".to_string(), "talk".to_string()]
+    );
+    assert!(
+        report.restarted.is_empty() && report.replaced.is_empty(),
+        "{report:?}"
+    );
+    for (s, n) in supervisors.iter().zip(["urtc", "talk"]) {
+        assert!(
+            Arc::ptr_eq(s, &exporter.fleet.supervisor(n).unwrap()),
+            "{n} keeps its supervisor: ledger, vendor cursors, schedule phase"
+        );
+    }
+    let text = until(&base, "the new ratio and capacity", |t| {
+        room(t, "talk", "111111", "rtc_room_capacity_warning_ratio", &[]) == Some(0.75)
+            && room(t, "urtc", "111", "rtc_room_capacity", &[]) == Some(500.0)
+    })
+    .await;
+    // Users, roles and the class as before the reload; no poll ran (the cron target is not
+    // polled at once).
+    for (target, r) in [("urtc", "111"), ("talk", "111111")] {
+        for name in [
+            "rtc_room_users",
+            "rtc_room_peak_users",
+            "rtc_room_accumulated_users",
+        ] {
+            assert_eq!(
+                room(&text, target, r, name, &[]),
+                room(&rolled, target, r, name, &[]),
+                "{target} {name}"
+            );
+        }
+        assert_eq!(
+            figure(
+                &text,
+                "rtc_exporter_polls_total",
+                &[("target", target), ("result", "success")]
+            ),
+            Some(1.0)
+        );
+    }
+    for role in ["teacher", "student"] {
+        assert_eq!(
+            room(
+                &text,
+                "talk",
+                "111111",
+                "rtc_room_role_users",
+                &[("role", role)]
+            ),
+            Some(1.0),
+            "{role}"
+        );
+    }
+    assert_eq!(
+        room(&text, "talk", "111111", "rtc_room_class_scheduled", &[]),
+        Some(1.0)
+    );
+    exporter.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
