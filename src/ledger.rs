@@ -275,6 +275,9 @@ pub struct Ledger {
     users: Users,
     devices: Option<DeviceCounts>,
     watched: Vec<(String, bool)>,
+    /// Rooms whose refresh failed before they ever answered: failed refreshes in a row. They
+    /// have no figures (never a 0), only a name for `rtc_exporter_room_refresh_failures`.
+    failing_unseen: BTreeMap<String, u32>,
 }
 
 /// What the ledger needs to know besides the observation.
@@ -368,6 +371,7 @@ impl Ledger {
             users,
             devices: old.devices,
             watched: old.watched,
+            failing_unseen: old.failing_unseen,
         };
         true
     }
@@ -394,6 +398,7 @@ impl Ledger {
         }
         let mut refreshed: HashSet<&str> = HashSet::new();
         for r in &obs.rooms {
+            self.failing_unseen.remove(&r.room);
             let first = refreshed.insert(r.room.as_str());
             let room = self.rooms.entry(r.room.clone()).or_default();
             room.invisible_known |= r.invisible.is_some();
@@ -435,8 +440,12 @@ impl Ledger {
             if refreshed.contains(name.as_str()) {
                 continue;
             }
-            if let Some(room) = self.rooms.get_mut(name) {
-                room.failures = room.failures.saturating_add(1);
+            match self.rooms.get_mut(name) {
+                Some(room) => room.failures = room.failures.saturating_add(1),
+                None => {
+                    let n = self.failing_unseen.entry(name.clone()).or_default();
+                    *n = n.saturating_add(1);
+                }
             }
         }
         if complete {
@@ -478,6 +487,26 @@ impl Ledger {
             // Users now of a session target: distinct people, as its peak counts them.
             users_now = open_users.len() as u64;
         }
+        let reported = self
+            .rooms
+            .values()
+            .fold(0u64, |sum, d| sum.saturating_add(d.reported_accumulated));
+        // The people of the day known so far: distinct ids, plus what vendors report.
+        let distinct = self
+            .accumulated
+            .max((self.users.len() as u64).saturating_add(reported));
+        // A partial poll: fresh rooms beside stale ones at their last values. People who moved
+        // from a stale room to a fresh one would count twice in the sum, so the target's users
+        // now and its peak never go above the people of the day (peak ≤ accumulated).
+        let stale_beside_fresh = !complete
+            && !obs.rooms.is_empty()
+            && self
+                .rooms
+                .iter()
+                .any(|(name, d)| d.users > 0 && !refreshed.contains(name.as_str()));
+        if stale_beside_fresh && session_devices.is_none() {
+            users_now = users_now.min(distinct);
+        }
         let union_peak = if presence.is_empty() {
             0
         } else {
@@ -490,15 +519,8 @@ impl Ledger {
             // person), where the sum of the rooms' users now would count them twice.
             self.peak.max(union_peak)
         };
-        let reported = self
-            .rooms
-            .values()
-            .fold(0u64, |sum, d| sum.saturating_add(d.reported_accumulated));
         // Never below the peak: people counted but not listed by id are people all the same.
-        self.accumulated = self
-            .accumulated
-            .max((self.users.len() as u64).saturating_add(reported))
-            .max(self.peak);
+        self.accumulated = distinct.max(self.peak);
         if let Some(devices) = &obs.devices {
             self.devices = Some(devices.clone());
         } else if let Some(pairs) = session_devices {
@@ -552,6 +574,17 @@ impl Ledger {
             watched: self.watched.clone(),
             rooms_dropped,
             rooms_failed: failed.len() as u64,
+            failing_rooms: {
+                let mut failing: Vec<(String, u32)> = self
+                    .rooms
+                    .iter()
+                    .filter(|(_, d)| d.failures > 0)
+                    .map(|(room, d)| (room.clone(), d.failures))
+                    .chain(self.failing_unseen.iter().map(|(r, n)| (r.clone(), *n)))
+                    .collect();
+                failing.sort();
+                failing
+            },
         }
     }
 }
@@ -905,6 +938,43 @@ mod tests {
             &LIMITS,
         );
         assert_eq!(figures(&back), figures(&d));
+    }
+
+    #[test]
+    fn a_partial_poll_never_counts_people_who_moved_from_a_stale_room_twice() {
+        let ids: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let d1 = Day {
+            date: day(1),
+            start: 0,
+            now: 100,
+        };
+        let mut l = Ledger::new();
+        l.apply(
+            &d1,
+            &obs(vec![present("a", &ids), present("b", &[])]),
+            true,
+            &LIMITS,
+        );
+        // Room a fails; its 50 people are now in room b.
+        let partial = Observation {
+            rooms: vec![present("b", &ids)],
+            failed: vec!["a".into()],
+            ..Observation::default()
+        };
+        let d = l.apply(&d1, &partial, false, &LIMITS);
+        assert_eq!((d.users, d.peak, d.accumulated), (50, 50, 50));
+        assert_eq!(d.rooms_failed, 1);
+        // Fifty others in b beside a's stale fifty: a hundred people, all counted.
+        let others: Vec<String> = (50..100).map(|i| format!("u{i}")).collect();
+        let others: Vec<&str> = others.iter().map(String::as_str).collect();
+        let partial = Observation {
+            rooms: vec![present("b", &others)],
+            failed: vec!["a".into()],
+            ..Observation::default()
+        };
+        let d = l.apply(&d1, &partial, false, &LIMITS);
+        assert_eq!((d.users, d.peak, d.accumulated), (100, 100, 100));
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub const FAMILIES: &[&str] = &[
     "rtc_exporter_target_consecutive_failures",
     "rtc_exporter_target_rooms_dropped",
     "rtc_exporter_target_rooms_failed",
+    "rtc_exporter_room_refresh_failures",
     "rtc_exporter_target_next_poll_timestamp_seconds",
     "rtc_exporter_polls_total",
     "rtc_exporter_vendor_requests_total",
@@ -498,6 +499,22 @@ pub fn render(
     {
         let mut f = Family::new(
             &mut out,
+            "rtc_exporter_room_refresh_failures",
+            "gauge",
+            "Failed refreshes in a row of a room whose last refresh failed (its figures are its last good ones, or gone after stale_after); rooms that refresh have no series.",
+        );
+        for (t, d) in with_data() {
+            for (room, n) in &d.failing_rooms {
+                f.sample(
+                    &[("target", &t.name), ("vendor", t.vendor), ("room", room)],
+                    f64::from(*n),
+                );
+            }
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
             "rtc_room_role_users",
             "gauge",
             "Users in the room now by role, where the vendor tells roles (talkcloud): teacher, assistant, student, viewer, inspector, other.",
@@ -569,7 +586,7 @@ pub fn render(
     let state: [(&str, &str, StateField); 8] = [
         (
             "rtc_exporter_target_up",
-            "1 if the last poll of the target succeeded whole, else 0.",
+            "1 if the last poll of the target answered (whole, or some rooms refreshed while others failed: see rtc_exporter_target_rooms_failed), 0 if it failed as a whole.",
             |t| t.polled.then_some(bool_value(t.up)),
         ),
         (

@@ -60,6 +60,9 @@ pub struct TargetData {
     pub rooms_dropped: u64,
     /// Rooms whose refresh failed in the last poll (their last values kept).
     pub rooms_failed: u64,
+    /// Rooms whose last refresh failed, with their failed refreshes in a row (also those past
+    /// `stale_after`, whose series are gone), sorted by room.
+    pub failing_rooms: Vec<(String, u32)>,
 }
 
 /// Everything known about one target at one moment.

@@ -384,20 +384,38 @@ impl Supervisor {
                     view.data = None;
                 }
             }
-            match whole {
-                Ok(()) => {
-                    if let Some(data) = &view.data {
-                        tracing::info!(
+            // A partial poll (some rooms refreshed, others failed or the deadline cut it) is a
+            // poll that answered: the target is up and not backed off; the failed rooms keep
+            // their last values and show in rtc_exporter_target_rooms_failed and
+            // rtc_exporter_room_refresh_failures.
+            let partial = whole.is_err() && !obs.rooms.is_empty();
+            // The poll's outcome: answered (whole or partial), or failed as a whole.
+            let outcome = match whole {
+                Err(e) if !partial => Err(e),
+                answered => Ok(answered),
+            };
+            match outcome {
+                Ok(whole) => {
+                    match (&whole, &view.data) {
+                        (Err(e), _) => tracing::warn!(
+                            error = %e,
+                            rooms_refreshed = obs.rooms.len(),
+                            rooms_failed = obs.failed.len(),
+                            seconds = elapsed,
+                            "poll partial: the rooms that answered are published"
+                        ),
+                        (Ok(()), Some(data)) => tracing::info!(
                             rooms = data.rooms_active,
                             users = data.users,
                             seconds = elapsed,
                             "poll ok"
-                        );
+                        ),
+                        (Ok(()), None) => {}
                     }
                     view.up = true;
                     view.consecutive_failures = 0;
                     view.consecutive_empty = 0;
-                    view.last_error = None;
+                    view.last_error = whole.err();
                     view.last_success = Some(unix(self.plumbing.clock.now()));
                     self.plumbing.metrics.record_poll(
                         &self.target.name,
@@ -408,13 +426,9 @@ impl Supervisor {
                 Err(e) => {
                     view.up = false;
                     view.consecutive_failures += 1;
-                    if answered {
-                        view.consecutive_empty = 0;
-                    } else {
-                        view.consecutive_empty += 1;
-                    }
-                    // Series go only when nothing answered `stale_after` polls in a row; a
-                    // partial poll refreshed some rooms (the ledger ages the others).
+                    // Nothing answered. Series go when that happened `stale_after` polls in
+                    // a row (a partial poll resets the count; the ledger ages its failed rooms).
+                    view.consecutive_empty += 1;
                     let stale = view.consecutive_empty >= self.global.stale_after;
                     let dropped = stale && view.data.take().is_some();
                     tracing::warn!(
