@@ -383,10 +383,17 @@ async fn one_failing_room_keeps_its_values_while_the_others_are_published() {
             .then_some(text)
     })
     .await;
+    // A partial poll: the target is up (it answered), the failing room is named.
     assert_eq!(
         value(&text, "rtc_exporter_target_up", &[("target", T)]),
-        Some(0.0)
+        Some(1.0)
     );
+    assert!(value(
+        &text,
+        "rtc_exporter_room_refresh_failures",
+        &[("target", T), ("room", "evening")]
+    )
+    .is_some_and(|n| n >= 1.0));
     assert_eq!(
         room(&text, "rtc_room_users", "evening"),
         evening_before,
