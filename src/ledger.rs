@@ -175,6 +175,8 @@ struct RoomDay {
     refreshed_at: i64,
     /// Failed refreshes in a row.
     failures: u32,
+    /// When it last answered (Unix seconds; not saved: 0 after a restore).
+    seen_at: i64,
 }
 
 impl RoomDay {
@@ -278,6 +280,9 @@ pub struct Ledger {
     /// Rooms whose refresh failed before they ever answered: failed refreshes in a row. They
     /// have no figures (never a 0), only a name for `rtc_exporter_room_refresh_failures`.
     failing_unseen: BTreeMap<String, u32>,
+    /// In the last poll stale rooms stood beside fresh ones: the cap on the target's users now
+    /// (the day's people, or the fresh rooms' users), kept for re-renders without a poll.
+    users_cap: Option<u64>,
 }
 
 /// What the ledger needs to know besides the observation.
@@ -318,7 +323,10 @@ impl Ledger {
     /// counted from midnight), so today's peak and accumulated start at the users now; rooms
     /// that ended yesterday, and people who left, are gone. A ledger already on `day` (or on a
     /// later one) is left alone. Returns whether it rolled.
-    pub fn roll(&mut self, day: &Day) -> bool {
+    /// Only rooms that answered at or after `fresh_since` carry over, and none that is failing
+    /// (it stays named, with no figures): a reading from hours before midnight, or of a room
+    /// whose refresh fails, says nothing of who is in at midnight.
+    pub fn roll(&mut self, day: &Day, fresh_since: i64) -> bool {
         match self.day {
             Some(d) if d < day.date => {}
             _ => return false,
@@ -326,8 +334,13 @@ impl Ledger {
         let old = std::mem::take(self);
         let mut users = Users::default();
         let mut rooms = BTreeMap::new();
+        let mut failing_unseen = old.failing_unseen;
         for (name, mut room) in old.rooms {
-            if !room.active {
+            if room.failures > 0 {
+                failing_unseen.insert(name, room.failures);
+                continue;
+            }
+            if !room.active || room.seen_at < fresh_since {
                 continue;
             }
             let mut ids = HashSet::new();
@@ -371,7 +384,8 @@ impl Ledger {
             users,
             devices: old.devices,
             watched: old.watched,
-            failing_unseen: old.failing_unseen,
+            failing_unseen,
+            users_cap: None,
         };
         true
     }
@@ -387,8 +401,9 @@ impl Ledger {
         limits: &Limits<'_>,
     ) -> TargetData {
         if self.day.is_some_and(|d| d < day.date) {
-            // A new day the midnight roll has not begun yet: begin it now.
-            self.roll(day);
+            // A new day the midnight roll has not begun yet: begin it now, carrying what
+            // answered within the hour before midnight.
+            self.roll(day, day.start - 3600);
         }
         if self.day != Some(day.date) {
             *self = Ledger {
@@ -403,6 +418,7 @@ impl Ledger {
             let room = self.rooms.entry(r.room.clone()).or_default();
             room.invisible_known |= r.invisible.is_some();
             room.failures = 0;
+            room.seen_at = day.now;
             if first {
                 room.active = false;
                 room.users = 0;
@@ -498,14 +514,28 @@ impl Ledger {
         // A partial poll: fresh rooms beside stale ones at their last values. People who moved
         // from a stale room to a fresh one would count twice in the sum, so the target's users
         // now and its peak never go above the people of the day (peak ≤ accumulated).
-        let stale_beside_fresh = !complete
-            && !obs.rooms.is_empty()
-            && self
+        if obs.rooms.is_empty() && obs.failed.is_empty() {
+            // No new reading (a re-render after a reload, the roll): the last cap holds.
+        } else {
+            let stale_beside_fresh = !complete
+                && !obs.rooms.is_empty()
+                && self
+                    .rooms
+                    .iter()
+                    .any(|(name, d)| d.users > 0 && !refreshed.contains(name.as_str()));
+            // The people in the fresh rooms are there now, each once: never capped below them,
+            // nor below the day's people (ids, reported figures, any room's own count).
+            let fresh: u64 = self
                 .rooms
                 .iter()
-                .any(|(name, d)| d.users > 0 && !refreshed.contains(name.as_str()));
-        if stale_beside_fresh && session_devices.is_none() {
-            users_now = users_now.min(distinct);
+                .filter(|(name, _)| refreshed.contains(name.as_str()))
+                .fold(0u64, |sum, (_, d)| sum.saturating_add(d.users));
+            let biggest = self.rooms.values().map(|d| d.users).max().unwrap_or(0);
+            self.users_cap = (stale_beside_fresh && session_devices.is_none())
+                .then(|| distinct.max(fresh).max(biggest));
+        }
+        if let Some(cap) = self.users_cap {
+            users_now = users_now.min(cap);
         }
         let union_peak = if presence.is_empty() {
             0
@@ -869,8 +899,8 @@ mod tests {
             now: 2000,
         };
         let roll = |l: &mut Ledger| {
-            assert!(l.roll(&d2), "a new day rolls");
-            assert!(!l.roll(&d2), "the same day does not roll again");
+            assert!(l.roll(&d2, 0), "a new day rolls");
+            assert!(!l.roll(&d2, 0), "the same day does not roll again");
             l.apply(&d2, &Observation::default(), false, &LIMITS)
         };
         // Ids listed: the count now carries over; who it was is not known.
@@ -938,6 +968,68 @@ mod tests {
             &LIMITS,
         );
         assert_eq!(figures(&back), figures(&d));
+    }
+
+    #[test]
+    fn the_roll_carries_no_failing_room_and_no_old_reading() {
+        let d1 = |now| Day {
+            date: day(1),
+            start: 0,
+            now,
+        };
+        let d2 = Day {
+            date: day(2),
+            start: 2000,
+            now: 2000,
+        };
+        let mut l = Ledger::new();
+        let o = obs(vec![
+            present("fails", &["f1", "f2", "f3"]),
+            present("old", &["o1"]),
+            present("fresh", &["n1"]),
+        ]);
+        l.apply(&d1(100), &o, true, &LIMITS);
+        // "old" is not in the last polls' listings of a partial kind: it keeps its last values.
+        for now in [1800, 1900] {
+            let partial = Observation {
+                rooms: vec![present("fresh", &["n1"])],
+                failed: vec!["fails".into()],
+                ..Observation::default()
+            };
+            l.apply(&d1(now), &partial, false, &LIMITS);
+        }
+        assert!(l.roll(&d2, 1500));
+        let d = l.apply(&d2, &Observation::default(), false, &LIMITS);
+        // "fresh" answered at 1900: carried; "old" last answered at 100: not; "fails" is named,
+        // with no figures.
+        assert_eq!(figures(&d), vec![("fresh", true, 1, 1, 1)]);
+        assert_eq!(d.failing_rooms, vec![("fails".to_string(), 2)]);
+        assert_eq!((d.users, d.peak, d.accumulated), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_partial_poll_never_caps_users_below_a_room_that_answered() {
+        let d1 = Day {
+            date: day(1),
+            start: 0,
+            now: 100,
+        };
+        let mut l = Ledger::new();
+        l.apply(&d1, &obs(vec![present("s", &["x"])]), true, &LIMITS);
+        // A fresh room counts 50 with two ids listed; the other room fails.
+        let mut a = present("a", &["u1", "u2"]);
+        a.users = 50;
+        let partial = Observation {
+            rooms: vec![a],
+            failed: vec!["s".into()],
+            ..Observation::default()
+        };
+        let d = l.apply(&d1, &partial, false, &LIMITS);
+        assert!(d.users >= 50, "{}", d.users);
+        assert!(d.peak <= d.accumulated);
+        // A re-render without a poll (a reload) keeps the same figures.
+        let again = l.apply(&d1, &Observation::default(), false, &LIMITS);
+        assert_eq!((again.users, again.peak), (d.users, d.peak));
     }
 
     #[test]

@@ -163,7 +163,15 @@ impl Supervisor {
         let view = {
             let mut st = self.lock();
             let RunState { ledger, view } = &mut *st;
-            if !ledger.roll(&day) {
+            // What answered within two intervals of midnight (at least a minute, at most an
+            // hour) is in progress at midnight; nothing is, for a target that is down.
+            let window = (2.0 * view.interval_seconds).clamp(60.0, 3600.0) as i64;
+            let fresh_since = if view.up {
+                day.start - window
+            } else {
+                i64::MAX
+            };
+            if !ledger.roll(&day, fresh_since) {
                 return;
             }
             if view.data.is_some() {

@@ -908,7 +908,15 @@ impl Run {
             }
             Some(after) => {
                 let seen = self.judge(&before, &after);
-                let failures = self.gauge(&after, "rtc_exporter_target_consecutive_failures");
+                // Failed refreshes in a row: the target's, or in partial polls a room's.
+                let failures = common::all(&after, "rtc_exporter_room_refresh_failures")
+                    .iter()
+                    .filter(|s| s.label("target") == Some(self.target.as_str()))
+                    .map(|s| s.value)
+                    .fold(
+                        self.gauge(&after, "rtc_exporter_target_consecutive_failures"),
+                        f64::max,
+                    );
                 // Fewer than stale_after failed polls: no room can have failed that often, so
                 // every series keeps its last good value. (More only on a stalled machine;
                 // `stale` checks the drop.)
