@@ -174,15 +174,7 @@ impl Supervisor {
             if !ledger.roll(&day, fresh_since) {
                 return;
             }
-            if view.data.is_some() {
-                let data = ledger.apply(
-                    &day,
-                    &Observation::default(),
-                    false,
-                    &limits_of(&view.expected, &self.global),
-                );
-                view.data = Some(Arc::new(data));
-            }
+            self.rerender(ledger, view, &day);
             view.clone()
         };
         tracing::info!(target_name = %self.target.name, day = %day.date, "local midnight: a new day's figures begin");
@@ -197,19 +189,24 @@ impl Supervisor {
             let mut st = self.lock();
             let RunState { ledger, view } = &mut *st;
             view.expected = expected;
-            if view.data.is_some() {
-                // The rooms' capacities are in their rows: the same figures, new capacities.
-                let data = ledger.apply(
-                    &day,
-                    &Observation::default(),
-                    false,
-                    &limits_of(&view.expected, &self.global),
-                );
-                view.data = Some(Arc::new(data));
-            }
+            // The rooms' capacities are in their rows: the same figures, new capacities.
+            self.rerender(ledger, view, &day);
             view.clone()
         };
         self.board.publish(view);
+    }
+
+    /// The view's data again from the ledger as it is (no new reading), where it has data.
+    fn rerender(&self, ledger: &mut Ledger, view: &mut TargetView, day: &Day) {
+        if view.data.is_some() {
+            let data = ledger.apply(
+                day,
+                &Observation::default(),
+                false,
+                &limits_of(&view.expected, &self.global),
+            );
+            view.data = Some(Arc::new(data));
+        }
     }
 
     fn take_ledger(&self) -> Ledger {

@@ -36,6 +36,20 @@ async fn replay(vendor: &'static str, api: &str, body: String) -> SimServer {
         .unwrap()
 }
 
+/// The exporter on a manual clock standing at `at`.
+async fn start(config: rtc_exporter::config::Config, at: i64) -> (app::Running, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::at(at));
+    let exporter = app::start_with_clock(
+        config,
+        &["127.0.0.1:0".to_string()],
+        "/metrics",
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    (exporter, clock)
+}
+
 fn figure(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     common::value(text, name, labels)
 }
@@ -82,15 +96,7 @@ async fn every_today_figure_rolls_at_local_midnight_without_a_poll() {
          - name: talk\n  vendor: talkcloud\n  interval: 1h\n  endpoint: {}\n  credentials: {{key: k}}\n  rooms: [\"111111\"]\n",
         urtc.endpoint, talkcloud.endpoint
     );
-    let clock = Arc::new(ManualClock::at(before));
-    let exporter = app::start_with_clock(
-        common::config(&text),
-        &["127.0.0.1:0".to_string()],
-        "/metrics",
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let (exporter, clock) = start(common::config(&text), before).await;
     let base = exporter.url();
     common::wait_polls(&base, "urtc", "success", 1.0).await;
     let text = common::wait_polls(&base, "talk", "success", 1.0).await;
@@ -160,15 +166,7 @@ async fn the_day_rolls_where_dst_skips_midnight() {
          - name: urtc\n  vendor: ucloud_urtc\n  schedule: \"0 0 12 * * *\"\n  endpoint: {}\n  app_id: a\n  credentials: {{public_key: p, private_key: k}}\n",
         urtc.endpoint
     );
-    let clock = Arc::new(ManualClock::at(first.timestamp() - 120));
-    let exporter = app::start_with_clock(
-        common::config(&text),
-        &["127.0.0.1:0".to_string()],
-        "/metrics",
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let (exporter, clock) = start(common::config(&text), first.timestamp() - 120).await;
     let base = exporter.url();
     let text = common::wait_polls(&base, "urtc", "success", 1.0).await;
     let peak = |t: &str| {
@@ -224,15 +222,7 @@ async fn a_reload_of_render_only_keys_just_after_midnight_restarts_nothing() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("exporter.yaml");
     std::fs::write(&path, config("0.9", 300)).unwrap();
-    let clock = Arc::new(ManualClock::at(midnight - 60));
-    let exporter = app::start_with_clock(
-        rtc_exporter::config::load(&path).unwrap(),
-        &["127.0.0.1:0".to_string()],
-        "/metrics",
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let (exporter, clock) = start(rtc_exporter::config::load(&path).unwrap(), midnight - 60).await;
     let base = exporter.url();
     common::wait_polls(&base, "urtc", "success", 1.0).await;
     common::wait_polls(&base, "talk", "success", 1.0).await;
