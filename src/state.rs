@@ -43,6 +43,9 @@ pub struct SavedTarget {
     pub identity: String,
     /// Its day.
     pub ledger: SavedLedger,
+    /// Its vendor client's cursors ([`crate::vendor::Vendor::cursors`]), where it keeps any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursors: Option<serde_json::Value>,
 }
 
 /// Reads the file: `Ok(None)` when there is none yet; an error says why it cannot be used.

@@ -57,6 +57,10 @@ pub fn initial_view(target: &Target, global: &Global, now: DateTime<Utc>) -> Tar
 struct RunState {
     ledger: Ledger,
     view: TargetView,
+    /// The vendor client's cursors as of the last poll folded into `ledger`: saved and
+    /// carried over with it, so the two never disagree (the client's own move during a poll,
+    /// before the poll is folded).
+    cursors: Option<serde_json::Value>,
 }
 
 /// Owns one target: its schedule task, ledger, view and vendor client (the client keeps the
@@ -70,6 +74,8 @@ pub struct Supervisor {
     saved: Arc<Notify>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// When its last poll began: a restart keeps the schedule's phase from it.
+    last_poll: Mutex<Option<Instant>>,
 }
 
 fn unix(t: DateTime<Utc>) -> f64 {
@@ -107,15 +113,21 @@ impl Supervisor {
                 ledger.reset();
             }
         }
+        let cursors = target.client.cursors();
         Arc::new(Supervisor {
             target,
             global,
             plumbing,
             board,
-            state: Mutex::new(RunState { ledger, view }),
+            state: Mutex::new(RunState {
+                ledger,
+                view,
+                cursors,
+            }),
             saved,
             stop: watch::channel(false).0,
             task: Mutex::new(None),
+            last_poll: Mutex::new(None),
         })
     }
 
@@ -133,12 +145,13 @@ impl Supervisor {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts its schedule. `poll_now`: a first poll at once (cron targets at start).
-    fn spawn(self: &Arc<Self>, phase: Duration) {
+    /// Starts its schedule: an interval target's first poll after `phase`; a cron target's
+    /// at once where `at_once` (a start), else at its next planned time (a restart).
+    fn spawn(self: &Arc<Self>, phase: Duration, at_once: bool) {
         let me = self.clone();
         let stop = self.stop.subscribe();
         let span = tracing::info_span!("target", target_name = %self.target.name, vendor = self.target.vendor);
-        let handle = tokio::spawn(me.run(stop, phase).instrument(span));
+        let handle = tokio::spawn(me.run(stop, phase, at_once).instrument(span));
         *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     }
 
@@ -162,7 +175,7 @@ impl Supervisor {
         let day = Day::at(now, self.global.timezone);
         let view = {
             let mut st = self.lock();
-            let RunState { ledger, view } = &mut *st;
+            let RunState { ledger, view, .. } = &mut *st;
             // What answered within two intervals of midnight (at least a minute, at most an
             // hour) is in progress at midnight; nothing is, for a target that is down.
             let window = (2.0 * view.interval_seconds).clamp(60.0, 3600.0) as i64;
@@ -187,7 +200,7 @@ impl Supervisor {
         let day = Day::at(self.plumbing.clock.now(), self.global.timezone);
         let view = {
             let mut st = self.lock();
-            let RunState { ledger, view } = &mut *st;
+            let RunState { ledger, view, .. } = &mut *st;
             view.expected = expected;
             // The rooms' capacities are in their rows: the same figures, new capacities.
             self.rerender(ledger, view, &day);
@@ -243,7 +256,7 @@ impl Supervisor {
         }
     }
 
-    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, phase: Duration) {
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, phase: Duration, at_once: bool) {
         let clock = self.plumbing.clock.clone();
         let mut rng = fastrand::Rng::new();
         let stopped = |rx: &watch::Receiver<bool>| *rx.borrow();
@@ -293,8 +306,13 @@ impl Supervisor {
                     return;
                 };
                 let tz = self.global.timezone;
-                // A first poll at start, so the target is ready without waiting for its slot.
-                let mut due = Some(clock.now());
+                // A first poll at start, so the target is ready without waiting for its slot;
+                // a restarted target keeps to its plan.
+                let mut due = if at_once {
+                    Some(clock.now())
+                } else {
+                    next_cron(&cron, tz, clock.now())
+                };
                 loop {
                     let Some(at) = due else {
                         tracing::warn!(schedule = %expr, "the cron expression has no further runs");
@@ -348,6 +366,7 @@ impl Supervisor {
     /// only when the whole poll succeeded. A failed poll is logged once, here.
     pub async fn poll_once(&self) -> u32 {
         let started = Instant::now();
+        *self.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
         let now = self.plumbing.clock.now();
         let ctx = poll_ctx(&self.target, &self.global, self.plumbing.clone(), now);
         let (obs, whole) = poll_target(&self.target, &self.global, &ctx).await;
@@ -359,7 +378,8 @@ impl Supervisor {
         };
         let failures = {
             let mut st = self.lock();
-            let RunState { ledger, view } = &mut *st;
+            st.cursors = self.target.client.cursors();
+            let RunState { ledger, view, .. } = &mut *st;
             view.polled = true;
             view.last_duration = Some(elapsed);
             let answered = !obs.rooms.is_empty() || whole.is_ok();
@@ -459,12 +479,34 @@ impl Supervisor {
     }
 
     fn save(&self) -> Option<SavedTarget> {
-        let ledger = self.lock().ledger.save()?;
+        let st = self.lock();
+        let ledger = st.ledger.save()?;
         Some(SavedTarget {
             vendor: self.target.vendor.to_string(),
             identity: format!("{:016x}", self.target.identity),
             ledger,
+            cursors: st.cursors.clone(),
         })
+    }
+}
+
+/// Gives `t`'s client the cursors saved for it, where the entry is of the same vendor and
+/// account (any day: a cursor is a point in time, and the client drops one too old).
+fn restore_cursors(file: &StateFile, t: &Target) {
+    let Some(saved) = file.targets.get(&t.name) else {
+        return;
+    };
+    let Some(cursors) = saved.cursors.clone() else {
+        return;
+    };
+    if saved.vendor != t.vendor || saved.identity != format!("{:016x}", t.identity) {
+        return;
+    }
+    match t.client.restore_cursors(cursors) {
+        Ok(()) => tracing::debug!(target_name = %t.name, "vendor cursors restored"),
+        Err(e) => {
+            tracing::warn!(target_name = %t.name, error = %e, "saved vendor cursors damaged; ignored")
+        }
     }
 }
 
@@ -578,7 +620,10 @@ impl Fleet {
             let ledger = file
                 .as_ref()
                 .and_then(|f| fleet.restored(f, t, &config.global));
-            let s = fleet.supervise(t.clone(), &config.global, ledger);
+            if let Some(f) = &file {
+                restore_cursors(f, t);
+            }
+            let s = fleet.supervise(t.clone(), &config.global, ledger, None);
             fleet.lock().insert(t.name.clone(), s);
         }
         if config.global.state_file.is_some() {
@@ -646,17 +691,25 @@ impl Fleet {
         self.lock().get(name).cloned()
     }
 
+    /// Starts `target`; `previous`: the supervisor it replaces (a reload), whose schedule
+    /// phase it keeps (an interval target polls an interval after the last poll began, a cron
+    /// target at its next planned time).
     fn supervise(
         &self,
         target: Target,
         global: &Global,
         ledger: Option<Ledger>,
+        previous: Option<&Supervisor>,
     ) -> Arc<Supervisor> {
-        let phase = match target.schedule {
-            Schedule::Interval(every) => every
+        let last = previous.and_then(|p| *p.last_poll.lock().unwrap_or_else(|e| e.into_inner()));
+        let phase = match (&target.schedule, last) {
+            (Schedule::Interval(every), Some(last)) => {
+                (last + *every).saturating_duration_since(Instant::now())
+            }
+            (Schedule::Interval(every), None) => (*every)
                 .min(MAX_PHASE)
                 .mul_f64(self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64()),
-            Schedule::Cron(_) => Duration::ZERO,
+            (Schedule::Cron(_), _) => Duration::ZERO,
         };
         let s = Supervisor::new(
             target,
@@ -666,7 +719,7 @@ impl Fleet {
             ledger,
             self.saved.clone(),
         );
-        s.spawn(phase);
+        s.spawn(phase, previous.is_none());
         s
     }
 
@@ -762,6 +815,15 @@ impl Fleet {
                         && s.target.vendor == t.vendor
                         && same_day_meaning;
                     let ledger = same.then(|| s.take_ledger());
+                    // The same account's reading goes on where it stood (vendor cursors).
+                    if s.target.identity == t.identity && s.target.vendor == t.vendor {
+                        let cursors = s.lock().cursors.clone();
+                        if let Some(c) = cursors {
+                            if let Err(e) = t.client.restore_cursors(c) {
+                                tracing::warn!(target_name = %t.name, error = %e, "vendor cursors not carried over");
+                            }
+                        }
+                    }
                     if s.target.vendor != t.vendor {
                         self.plumbing.metrics.forget_target(&t.name);
                     }
@@ -770,11 +832,11 @@ impl Fleet {
                     } else {
                         report.replaced.push(t.name.clone());
                     }
-                    let next = self.supervise(t.clone(), &new_global, ledger);
+                    let next = self.supervise(t.clone(), &new_global, ledger, Some(s));
                     self.lock().insert(t.name.clone(), next);
                 }
                 None => {
-                    let next = self.supervise(t.clone(), &new_global, None);
+                    let next = self.supervise(t.clone(), &new_global, None, None);
                     self.lock().insert(t.name.clone(), next);
                     report.added.push(t.name.clone());
                 }

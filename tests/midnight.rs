@@ -306,3 +306,56 @@ async fn a_reload_of_render_only_keys_just_after_midnight_restarts_nothing() {
     exporter.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cron_target_polls_at_its_next_planned_time_not_at_once() {
+    // 2026-11-20 10:00 in Shanghai; the target runs at noon.
+    let ten = Utc
+        .with_ymd_and_hms(2026, 11, 20, 2, 0, 0)
+        .unwrap()
+        .timestamp();
+    let noon = ten + 2 * 3600;
+    let urtc = replay("ucloud_urtc", "QueryURtcOnlineUsers", URTC.into()).await;
+    let config = |timeout: &str| {
+        format!(
+            "global:\n  timezone: Asia/Shanghai\n  request_timeout: {timeout}\ntargets:\n\
+             - name: urtc\n  vendor: ucloud_urtc\n  schedule: \"0 0 12 * * *\"\n  endpoint: {}\n  app_id: a\n  credentials: {{public_key: p, private_key: k}}\n",
+            urtc.endpoint
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("rtc-cron-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("exporter.yaml");
+    std::fs::write(&path, config("5s")).unwrap();
+    let (exporter, clock) = start(rtc_exporter::config::load(&path).unwrap(), ten).await;
+    let base = exporter.url();
+    // Polled at start, so it is ready without waiting for noon.
+    common::wait_polls(&base, "urtc", "success", 1.0).await;
+
+    // A key that shapes polls changes: the target restarts, and keeps to its plan.
+    std::fs::write(&path, config("6s")).unwrap();
+    let report = exporter.reload().await.unwrap();
+    assert_eq!(report.restarted, vec!["urtc".to_string()], "{report:?}");
+    let text = until(&base, "the next poll planned at noon", |t| {
+        figure(
+            t,
+            "rtc_exporter_target_next_poll_timestamp_seconds",
+            &[("target", "urtc")],
+        ) == Some(noon as f64)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text_later = common::scrape(&base).await;
+    for t in [&text, &text_later] {
+        let polls: f64 = common::all(t, "rtc_exporter_polls_total")
+            .iter()
+            .filter(|s| s.label("target") == Some("urtc"))
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(polls, 1.0, "no poll at once after the restart");
+    }
+    clock.set(noon);
+    common::wait_polls(&base, "urtc", "success", 2.0).await;
+    exporter.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,7 @@ use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
 use rtc_exporter::sim::talkcloud::{TalkSim, Truth, API};
 use rtc_exporter::sim::{Fault, SimServer};
+use rtc_exporter::vendor::talkcloud::LOOKBACK;
 use rtc_exporter::vendor::{Device, Role};
 
 const T: &str = "talk";
@@ -142,13 +143,18 @@ fn target_mismatch(text: &str, t: &Truth) -> Vec<String> {
 }
 
 fn assert_truth(text: &str, sim: &TalkSim, rooms: &[&str], at: i64) {
+    assert_truth_since(text, sim, rooms, MIDNIGHT, at)
+}
+
+/// As [`assert_truth`], for a day that began at `midnight`.
+fn assert_truth_since(text: &str, sim: &TalkSim, rooms: &[&str], midnight: i64, at: i64) {
     let mut bad = Vec::new();
     for room in rooms {
-        bad.extend(room_mismatch(text, room, &sim.truth(room, MIDNIGHT, at)));
+        bad.extend(room_mismatch(text, room, &sim.truth(room, midnight, at)));
     }
     bad.extend(target_mismatch(
         text,
-        &sim.target_truth(rooms, MIDNIGHT, at),
+        &sim.target_truth(rooms, midnight, at),
     ));
     assert!(
         bad.is_empty(),
@@ -212,7 +218,7 @@ async fn a_big_class_over_four_pages_equals_the_truth() {
     let first: Vec<_> = v
         .log()
         .into_iter()
-        .filter(|l| l.serial == BIG && l.start == MIDNIGHT)
+        .filter(|l| l.serial == BIG && l.start == MIDNIGHT - LOOKBACK)
         .map(|l| l.page)
         .collect();
     assert_eq!(first, [1, 2, 3, 4]);
@@ -255,17 +261,22 @@ async fn a_viewer_who_enters_before_a_poll_and_leaves_after_it_is_seen_leaving()
     set_time(&s, &clock, t2);
     let text = two_more(&base, "success").await;
     assert_truth(&text, v, &[BIG, EARLY], t2);
-    // Later polls asked from the earliest enter time still open at the last poll, not from
-    // midnight, and that window holds every leaver.
+    // Later polls asked the last poll's end (less the overlap) and narrow windows around the
+    // enter times of viewers still in, not from midnight, and those windows hold every leaver.
     let later: Vec<_> = v.log()[before..]
         .iter()
-        .filter(|l| l.serial == BIG && l.end == t2 && l.page == 1)
+        .filter(|l| l.serial == BIG && l.page == 1)
         .cloned()
         .collect();
-    assert!(!later.is_empty());
+    assert!(later.iter().any(|l| l.end == t2), "{later:?}");
     for l in &later {
         assert!(l.start > MIDNIGHT, "{l:?}");
-        assert!(leavers.iter().all(|s| l.start <= s.join), "{l:?}");
+    }
+    for s in &leavers {
+        assert!(
+            later.iter().any(|l| l.start <= s.join && s.join <= l.end),
+            "{s:?} in none of {later:?}"
+        );
     }
     exporter.stop().await.unwrap();
 }
@@ -516,4 +527,196 @@ async fn polls_cut_short_cover_every_room_in_turn() {
         "the polls were cut short: {text}"
     );
     running.stop().await.unwrap();
+}
+
+/// Two simulators of one scenario, laid out around the next UTC midnight (the big class runs
+/// across it), with their exporters: a control that runs throughout and a subject that is
+/// restarted.
+const NEXT_MIDNIGHT: i64 = MIDNIGHT + 86_400;
+
+async fn sim_at(seed: u64, t0: i64, now: i64) -> SimServer {
+    let sim = TalkSim::at(seed, t0);
+    sim.clock.freeze(now);
+    SimServer::start(Arc::new(sim), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn start_at(text: &str, at: i64) -> (Running, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::at(at));
+    let running = app::start_with_clock(
+        common::config(text),
+        &["127.0.0.1:0".to_string()],
+        "/metrics",
+        clock.clone(),
+    )
+    .await
+    .expect("exporter starts");
+    (running, clock)
+}
+
+/// The windows (room, start, end) a simulator was asked from its `from`th request on.
+fn windows_from(s: &SimServer, from: usize) -> std::collections::BTreeSet<(String, i64, i64)> {
+    talk(s).log()[from..]
+        .iter()
+        .map(|l| (l.serial.clone(), l.start, l.end))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_just_after_midnight_keeps_users_roles_and_cursors_against_a_control() {
+    let rooms = ["7100000001", "7100000002", "7100000003"];
+    let list = "[\"7100000001\", \"7100000002\", \"7100000003\"]";
+    let dir = std::env::temp_dir().join(format!("rtc-talk-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let before = NEXT_MIDNIGHT - 10 * 60;
+    let control_sim = sim_at(7, NEXT_MIDNIGHT, before).await;
+    let subject_sim = sim_at(7, NEXT_MIDNIGHT, before).await;
+    let text = |s: &SimServer, timeout: &str, state_file: bool| {
+        let mut c = config(s, talk(s).key(), list)
+            .replace(
+                "request_timeout: 5s",
+                &format!("request_timeout: {timeout}"),
+            )
+            .replace("global:\n", "global:\n  timezone: UTC\n");
+        if state_file {
+            c = c.replace(
+                "global:\n",
+                &format!("global:\n  state_file: {}\n", state.display()),
+            );
+        }
+        c
+    };
+    let (control, control_clock) = start_at(&text(&control_sim, "5s", false), before).await;
+    let path = dir.join("exporter.yaml");
+    std::fs::write(&path, text(&subject_sim, "5s", true)).unwrap();
+    // Loaded from a file, so it can be reloaded.
+    let subject_clock = Arc::new(ManualClock::at(before));
+    let subject = app::start_with_clock(
+        rtc_exporter::config::load(&path).unwrap(),
+        &["127.0.0.1:0".to_string()],
+        "/metrics",
+        subject_clock.clone(),
+    )
+    .await
+    .unwrap();
+    let both = |t: i64| {
+        talk(&control_sim).clock.freeze(t);
+        talk(&subject_sim).clock.freeze(t);
+        control_clock.set(t);
+        subject_clock.set(t);
+    };
+    two_more(&control.url(), "success").await;
+    two_more(&subject.url(), "success").await;
+
+    // Just after midnight, both poll the new day.
+    let after = NEXT_MIDNIGHT + 5 * 60;
+    both(after);
+    let control_from = talk(&control_sim).log().len();
+    let text_c = two_more(&control.url(), "success").await;
+    two_more(&subject.url(), "success").await;
+    assert_truth_since(&text_c, talk(&control_sim), &rooms, NEXT_MIDNIGHT, after);
+    let control_windows = windows_from(&control_sim, control_from);
+
+    // A key that shapes polls changes: the subject's target restarts, its client is new.
+    std::fs::write(&path, text(&subject_sim, "6s", true)).unwrap();
+    let report = subject.reload().await.unwrap();
+    assert_eq!(report.restarted, vec![T.to_string()], "{report:?}");
+    let subject_from = talk(&subject_sim).log().len();
+    let text_s = two_more(&subject.url(), "success").await;
+    assert_truth_since(&text_s, talk(&subject_sim), &rooms, NEXT_MIDNIGHT, after);
+    // Its cursors carried over: it asks what the control asks at the same time, never the
+    // first listing's day and a half again.
+    let asked = windows_from(&subject_sim, subject_from);
+    assert!(
+        asked.is_subset(&control_windows),
+        "after the restart: {asked:?}\nthe control: {control_windows:?}"
+    );
+    let first = NEXT_MIDNIGHT - LOOKBACK;
+    assert!(
+        asked.iter().all(|(_, start, _)| *start > first),
+        "{asked:?}"
+    );
+
+    // Three minutes on (a viewer leaves), then the subject's process restarts from its state
+    // file: the same again.
+    let later = after + 3 * 60;
+    both(later);
+    let control_from = talk(&control_sim).log().len();
+    let text_c = two_more(&control.url(), "success").await;
+    two_more(&subject.url(), "success").await;
+    let control_windows = windows_from(&control_sim, control_from);
+    subject.stop().await.unwrap();
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("\"cursors\""), "{saved}");
+    let subject_from = talk(&subject_sim).log().len();
+    let (subject, _clock) = start_at(&text(&subject_sim, "6s", true), later).await;
+    let text_s = two_more(&subject.url(), "success").await;
+    let asked = windows_from(&subject_sim, subject_from);
+    assert!(
+        asked.is_subset(&control_windows),
+        "after the restart: {asked:?}\nthe control: {control_windows:?}"
+    );
+    for text in [&text_c, &text_s] {
+        assert_truth_since(text, talk(&control_sim), &rooms, NEXT_MIDNIGHT, later);
+    }
+
+    // A fresh exporter (no state) started now still sees who is in since before midnight.
+    let fresh_sim = sim_at(7, NEXT_MIDNIGHT, later).await;
+    let (fresh, _clock) = start_at(&text(&fresh_sim, "5s", false), later).await;
+    let text_f = two_more(&fresh.url(), "success").await;
+    assert_truth_since(&text_f, talk(&fresh_sim), &rooms, NEXT_MIDNIGHT, later);
+    assert!(
+        talk(&fresh_sim)
+            .truth("7100000001", NEXT_MIDNIGHT, later)
+            .users
+            > 0,
+        "the big class is in progress across midnight"
+    );
+
+    for e in [control, subject, fresh] {
+        e.stop().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_longer_than_one_poll_is_read_over_several() {
+    // One request a second and a poll cut after one second: the big class's four pages never
+    // fit in one poll. Each poll goes on from the page the last one reached.
+    let s = sim(11).await;
+    let v = talk(&s);
+    let text = config(&s, v.key(), &format!("[{BIG}]"))
+        .replace("interval: 1s", "interval: 2s")
+        .replace("poll_timeout: 20s", "poll_timeout: 1s")
+        .replace("request_timeout: 5s", "request_timeout: 1s")
+        .replace("    rooms:", "    qps: 1\n    rooms:");
+    let (exporter, _clock) = start(&text).await;
+    let text = wait_for(
+        "the big class read whole",
+        Duration::from_secs(60),
+        || async {
+            let text = scrape(&exporter.url()).await;
+            room_value(&text, "rtc_room_users", BIG).map(|_| text)
+        },
+    )
+    .await;
+    assert_truth(&text, v, &[BIG], T0);
+    // Pages 1 to 4 of the first listing, each asked once, over more than one poll.
+    let first: Vec<_> = v
+        .log()
+        .into_iter()
+        .filter(|l| l.start == MIDNIGHT - LOOKBACK)
+        .map(|l| l.page)
+        .collect();
+    assert_eq!(first, [1, 2, 3, 4]);
+    let polls: f64 = all(&text, "rtc_exporter_polls_total")
+        .iter()
+        .filter(|s| s.label("target") == Some(T))
+        .map(|s| s.value)
+        .sum();
+    assert!(polls >= 2.0, "{polls} polls");
+    exporter.stop().await.unwrap();
 }

@@ -57,6 +57,16 @@ pub trait Vendor: Send + Sync + 'static {
     fn documented_qps(&self) -> Option<f64> {
         None
     }
+    /// The client's own reading state (cursors), for the state file and for the client that
+    /// replaces it on a restart: `None` where it keeps none.
+    fn cursors(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Takes back what [`Vendor::cursors`] gave, from a client of the same vendor and account;
+    /// what it cannot read is refused with why (the client then starts afresh).
+    fn restore_cursors(&self, _saved: serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The requests one poll needs and the documented limit they go at.

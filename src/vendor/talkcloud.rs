@@ -39,30 +39,34 @@
 //! enter-time order (simulator decision, vendors.md §4: not documented). A record that is
 //! still open (`outtimestamp` 0) changes later, when the viewer leaves, but keeps its enter
 //! time: asking only for what entered since the last poll would never see that viewer leave.
-//! So each room keeps a cursor, advanced only when all its pages arrived (in the same step as
-//! the room is reported):
+//! So each room keeps a [`Cursor`]: when its last complete listing ended (`covered`) and the
+//! stays still open then. It moves only when all pages of all windows arrived (in the same
+//! step as the room is reported). A listing asks ([`windows`]):
 //!
-//! - the first poll asks [local midnight, now];
-//! - a later poll asks [`from`, now], where `from` is the earliest enter time among the
-//!   sessions still open at the last poll, or the last poll's end less [`OVERLAP`] (records
-//!   written late) when that is earlier or nobody was in. A viewer who entered before the last
-//!   poll and left since is thus listed again, now with a leave time; one who entered and left
-//!   between two polls is listed too;
-//! - the report's `since` ([`DayFigures::Sessions`]) is the last poll's end: every session that
-//!   entered before `from` had left by then, so the answer holds every session overlapping
-//!   [`since`, now], as the ledger's contract asks, and a session the ledger holds open that
-//!   the answer no longer lists is closed.
+//! - with no cursor (a first start): [local midnight less [`LOOKBACK`], now], so a viewer in
+//!   since yesterday is seen (the ledger counts them from midnight);
+//! - else [`covered` less [`OVERLAP`] (records written late), now], and, for the viewers still
+//!   in who entered before that, one narrow window per cluster of their enter times (gaps
+//!   under [`GAP`]; a cluster within [`GAP`] of the main window joins it). A viewer who entered
+//!   before the last poll and left since is thus listed again, now with a leave time, and one
+//!   who never leaves costs one small window, not every record since they came;
+//! - the report's `since` ([`DayFigures::Sessions`]) is `covered`: every session that
+//!   entered before the main window and is not in a narrow one had left by then, so the
+//!   answer holds every session overlapping [`since`, now], as the ledger's contract asks,
+//!   and a session the ledger holds open that the answer no longer lists is closed.
 //!
-//! A failed room keeps its cursor; a cursor older than [`MAX_SPAN`] (the API refuses windows
-//! over a month), or ahead of the clock, is dropped and the room starts again at local
-//! midnight. The cursor survives local midnight, so a viewer in since before midnight is still
-//! seen (counted from midnight by the ledger); the first poll after a start cannot see those,
-//! since the API lists by enter time.
+//! A listing lives in the client, not in the poll: a room that needs more pages than fit in
+//! one `poll_timeout` goes on at the next poll from the page it reached (its windows fixed
+//! when it began), and is reported when complete. A throttle or timeout keeps it; an answer
+//! that cannot be read starts it again. A failed room keeps its cursor; a cursor older than
+//! [`MAX_SPAN`] (the API refuses windows over a month), or ahead of the clock, is dropped (a
+//! first listing again). The cursor survives local midnight, a reload that restarts the target
+//! and, through the state file, a restart of the exporter.
 //!
-//! **Cost.** The first poll reads every record of the day: ⌊R / 200⌋ + 1 requests for R
-//! records. Later polls read the records entered since the earliest viewer still in: while a
-//! class runs and someone who came early stays, that is about the class's records so far, so
-//! the saving is small during a class and large between classes (one request a room).
+//! **Cost.** A first listing reads every record of yesterday and today: ⌊R / 200⌋ + 1
+//! requests for R records. Later polls read the records entered since the last poll (less the
+//! overlap), plus one request per cluster of enter times of viewers still in: one request a
+//! room between classes, a few during one.
 
 pub mod answer;
 
@@ -72,7 +76,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::stream::{self, StreamExt};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex as AsyncMutex;
 
 use answer::parse_page;
 pub use answer::{Record, API, CODES, PAGE};
@@ -103,6 +108,12 @@ pub const CONCURRENCY: usize = 4;
 pub const OVERLAP: i64 = 120;
 /// The widest window asked: the API refuses windows over a month.
 pub const MAX_SPAN: i64 = 28 * 86_400;
+/// A first listing (no cursor: a fresh start, or one too old) reaches back this far before
+/// local midnight, so a viewer in since yesterday is seen (and counted from midnight).
+pub const LOOKBACK: i64 = 86_400;
+/// Enter times of viewers still in that lie closer together than this are asked in one
+/// window.
+pub const GAP: i64 = 600;
 /// A vendor that keeps sending full pages must not keep us paging forever (100 000 records).
 const MAX_PAGES: usize = 500;
 
@@ -244,18 +255,18 @@ fn parse_conf(value: serde_yaml::Value) -> Result<Talkcloud, FieldError> {
         account,
         rooms: s.rooms,
         cursors: Mutex::new(HashMap::new()),
+        listings: Mutex::new(HashMap::new()),
         asked: Mutex::new(HashMap::new()),
     })
 }
 
-/// Where a room's next window starts, and what its last answer covered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a room's reading stood at its last complete answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
-    /// The next window starts here: every session that entered before it had left by
-    /// `covered`.
-    pub from: i64,
-    /// The end of the last window that answered.
+    /// The end of the last listing that answered: the next report's `since`.
     pub covered: i64,
+    /// (user, enter time) of the records still open then (the stage included), sorted.
+    pub open: Vec<Stay>,
 }
 
 /// One request window of one room, and the `since` of its report.
@@ -263,49 +274,78 @@ pub struct Cursor {
 pub struct Window {
     /// `starttime`.
     pub start: i64,
-    /// `endtime`: the poll's time.
+    /// `endtime`.
     pub end: i64,
-    /// The report holds every session overlapping [`since`, `end`].
+    /// The report holds every session overlapping [`since`, the listing's end].
     pub since: i64,
 }
 
-/// The window of a room's request at `now`, from its cursor (none: the first poll).
-pub fn window(cursor: Option<Cursor>, now: i64, day_start: i64) -> Window {
-    match cursor {
-        Some(c) if c.from <= c.covered && c.covered <= now && c.from >= now - MAX_SPAN => Window {
-            start: c.from,
-            end: now,
-            since: c.covered,
-        },
+/// The windows of a room's listing at `now`, from its cursor (none, or one too old or ahead
+/// of the clock: a first listing). The last window ends at `now`; the others each cover a
+/// cluster of enter times of viewers still in at the last answer (see the module's "Later
+/// polls"). Sorted, disjoint, never wider than [`MAX_SPAN`] back from `now`.
+pub fn windows(cursor: Option<&Cursor>, now: i64, day_start: i64) -> Vec<Window> {
+    let floor = now - MAX_SPAN;
+    let c = match cursor {
+        Some(c) if c.covered <= now && c.covered >= floor => c,
         _ => {
-            let start = day_start.min(now);
-            Window {
+            let start = (day_start - LOOKBACK).max(floor).min(now);
+            return vec![Window {
                 start,
                 end: now,
                 since: start,
-            }
+            }];
+        }
+    };
+    let late = c.covered - OVERLAP;
+    let mut joins: Vec<i64> = c
+        .open
+        .iter()
+        .map(|(_, join)| *join)
+        .filter(|j| (floor..late).contains(j))
+        .collect();
+    joins.sort_unstable();
+    joins.dedup();
+    let mut clusters: Vec<(i64, i64)> = Vec::new();
+    for j in joins {
+        match clusters.last_mut() {
+            Some((_, b)) if j - *b <= GAP => *b = j,
+            _ => clusters.push((j, j)),
         }
     }
+    let mut start = late;
+    if let Some(&(a, b)) = clusters.last() {
+        if b >= late - GAP {
+            start = a;
+            clusters.pop();
+        }
+    }
+    let since = c.covered;
+    clusters
+        .into_iter()
+        .map(|(a, b)| Window {
+            start: a,
+            end: b,
+            since,
+        })
+        .chain(std::iter::once(Window {
+            start: start.max(floor).min(now),
+            end: now,
+            since,
+        }))
+        .collect()
 }
 
-/// The cursor after a complete answer for `w`: the earliest enter time of a session still
-/// open, or the window's end less [`OVERLAP`] if that is earlier or nobody is in.
-pub fn advance(w: &Window, records: &[Record]) -> Cursor {
-    let late = w.end - OVERLAP;
-    let from = records
-        .iter()
-        .filter(|r| r.leave.is_none())
-        .map(|r| r.join)
-        .min()
-        .map_or(late, |open| open.min(late));
+/// The cursor after a complete listing that ended at `end`.
+pub fn advance(end: i64, records: &[Record]) -> Cursor {
     Cursor {
-        from,
-        covered: w.end,
+        covered: end,
+        open: still_open(records),
     }
 }
 
-/// A room's report: its records as sessions over [`since`, now].
-fn observation(room: &str, w: &Window, records: Vec<Record>) -> RoomObservation {
+/// A room's report: its records as sessions over [`since`, the listing's end].
+fn observation(room: &str, since: i64, records: Vec<Record>) -> RoomObservation {
     let open: HashSet<&str> = records
         .iter()
         .filter(|r| r.leave.is_none())
@@ -318,7 +358,7 @@ fn observation(room: &str, w: &Window, records: Vec<Record>) -> RoomObservation 
         users,
         invisible: None,
         day: DayFigures::Sessions {
-            since: w.since,
+            since,
             sessions: records
                 .into_iter()
                 .map(|r| SessionObs {
@@ -333,15 +373,60 @@ fn observation(room: &str, w: &Window, records: Vec<Record>) -> RoomObservation 
     }
 }
 
+/// A room's listing in progress: its windows, fixed when it began, and what arrived so far.
+/// It lives in the client (not in the poll), so a listing longer than one poll goes on at
+/// the next poll from the page it reached.
+struct Listing {
+    windows: Vec<Window>,
+    /// The records open at the last complete answer: each must be listed again.
+    open_before: Vec<Stay>,
+    /// The window being read, and its next page.
+    at: usize,
+    page: usize,
+    /// Records of the windows already read.
+    done: Vec<Record>,
+    /// The window being read: its records, its stage list, rows received and the last
+    /// page's (`count`, rows).
+    merged: Merged<Record>,
+    stage: Vec<Record>,
+    received: usize,
+    last: Option<(Option<u64>, usize)>,
+}
+
+impl Listing {
+    fn new(windows: Vec<Window>, open_before: Vec<Stay>) -> Self {
+        Listing {
+            windows,
+            open_before,
+            at: 0,
+            page: 1,
+            done: Vec::new(),
+            merged: Merged::new(),
+            stage: Vec::new(),
+            received: 0,
+            last: None,
+        }
+    }
+
+    /// The report's `since` and the listing's end.
+    fn span(&self) -> (i64, i64) {
+        match (self.windows.first(), self.windows.last()) {
+            (Some(first), Some(last)) => (first.since, last.end),
+            _ => (0, 0),
+        }
+    }
+}
+
 /// One configured Talk-cloud target.
 pub struct Talkcloud {
     key: Secret,
     /// The limiter's account: a hash of the key.
     account: String,
     rooms: Vec<RoomRef>,
-    /// Per room label: the cursor, and (user, enter time) of the records still open at the
-    /// last complete answer.
-    cursors: Mutex<HashMap<String, (Cursor, Vec<Stay>)>>,
+    /// Per room label: its cursor.
+    cursors: Mutex<HashMap<String, Cursor>>,
+    /// Per room label: its listing in progress, if one was cut short.
+    listings: Mutex<HashMap<String, Arc<AsyncMutex<Listing>>>>,
     /// Per room label, when it was last answered (a running count): a poll cut short
     /// by `poll_timeout` goes on with the rooms asked longest ago, so every room is covered
     /// over several polls.
@@ -440,117 +525,127 @@ fn is_last(p: &answer::Page, held: &Merged<Record>) -> bool {
 }
 
 impl Talkcloud {
-    /// Every record of `room` in `w`, all pages: `logininfo` then `uptablelist`, merged by
-    /// stay ([`Merged`]). Paging ends on a short or empty page, a 4105, or a full page of
-    /// records already held (a vendor ignoring `page`). The last page is checked inside its
-    /// request: the records open at the last answer must be listed again ([`check_kept`],
-    /// else `malformed`). What disagrees but reads is an anomaly: `count` against the rows
-    /// ([`check_count`], `total_mismatch`), a record sent twice (`duplicate_row`).
-    async fn room(
+    /// Reads `room`'s listing on from where it stands: every window, all pages, each
+    /// `logininfo` then `uptablelist`, merged by stay ([`Merged`]). A window's paging ends on a
+    /// short or empty page, a 4105, or a full page of records already held (a vendor ignoring
+    /// `page`). Its last page is checked inside its request: the records open at the last
+    /// answer that entered within it must be listed again ([`check_kept`], else `malformed`).
+    /// What disagrees but reads is an anomaly: `count` against the rows ([`check_count`],
+    /// `total_mismatch`), a record sent twice (`duplicate_row`). Every page is folded into
+    /// `l` as it arrives, so a poll cut short keeps what it read. Returns every record.
+    async fn list(
         &self,
         ctx: &PollCtx,
         api: &Api<'_>,
         url: &str,
         room: &RoomRef,
-        w: Window,
-        open_before: &[Stay],
+        l: &mut Listing,
     ) -> Result<Vec<Record>, CallError> {
         let key = self.key.expose();
         let (field, id) = room.param();
-        let (start, end) = (w.start.to_string(), w.end.to_string());
-        let mut merged = Merged::new();
-        let mut stage = Vec::new();
-        let mut received = 0usize;
-        let mut last: Option<(Option<u64>, usize)> = None;
-        let mut complete = false;
-        for page in 1..=MAX_PAGES {
-            let page_text = page.to_string();
-            let body = form_urlencoded::Serializer::new(String::new())
-                .append_pair("key", key)
-                .append_pair(field, id)
-                .append_pair("starttime", &start)
-                .append_pair("endtime", &end)
-                .append_pair("page", &page_text)
-                .finish();
-            let request = ctx
-                .plumbing
-                .http
-                .post(url)
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .body(body);
-            let (prior, prior_stage) = (&merged, &stage);
-            let p = api
-                .call(request, |status, body| {
-                    let p = parse_page(status, body, key)?;
-                    if p.no_data {
-                        // Nothing in the window, or nothing after the last full page.
-                        check_kept(open_before, &w, prior.rows.iter().chain(prior_stage))?;
-                    } else if is_last(&p, prior) {
-                        let stage = if page == 1 { &p.stage } else { prior_stage };
-                        let all = prior.rows.iter().chain(&p.records).chain(stage);
-                        check_kept(open_before, &w, all)?;
-                    }
-                    Ok(p)
-                })
-                .await?;
-            if p.no_data {
-                complete = true;
-                break;
+        while let Some(&w) = l.windows.get(l.at) {
+            let (start, end) = (w.start.to_string(), w.end.to_string());
+            let mut complete = false;
+            while l.page <= MAX_PAGES {
+                let page = l.page;
+                let page_text = page.to_string();
+                let body = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("key", key)
+                    .append_pair(field, id)
+                    .append_pair("starttime", &start)
+                    .append_pair("endtime", &end)
+                    .append_pair("page", &page_text)
+                    .finish();
+                let request = ctx
+                    .plumbing
+                    .http
+                    .post(url)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body);
+                let (prior, prior_stage, open_before) = (&l.merged, &l.stage, &l.open_before);
+                let p = api
+                    .call(request, |status, body| {
+                        let p = parse_page(status, body, key)?;
+                        if p.no_data {
+                            // Nothing in the window, or nothing after the last full page.
+                            check_kept(open_before, &w, prior.rows.iter().chain(prior_stage))?;
+                        } else if is_last(&p, prior) {
+                            let stage = if page == 1 { &p.stage } else { prior_stage };
+                            let all = prior.rows.iter().chain(&p.records).chain(stage);
+                            check_kept(open_before, &w, all)?;
+                        }
+                        Ok(p)
+                    })
+                    .await?;
+                // From here to the next request, `l` changes in one step.
+                l.page += 1;
+                if p.no_data {
+                    complete = true;
+                    break;
+                }
+                let ends = is_last(&p, &l.merged);
+                l.received += p.rows;
+                l.last = Some((p.count, p.rows));
+                l.merged.extend(p.records);
+                if page == 1 {
+                    l.stage = p.stage;
+                }
+                if ends {
+                    complete = true;
+                    break;
+                }
             }
-            let ends = is_last(&p, &merged);
-            received += p.rows;
-            last = Some((p.count, p.rows));
-            merged.extend(p.records);
-            if page == 1 {
-                stage = p.stage;
-            }
-            if ends {
-                complete = true;
-                break;
-            }
-        }
-        if !complete {
-            // Still full pages of new records at the cap: records past it are unknown, and a
-            // viewer there would read as gone (the ledger closing their stay). Counted as
-            // `page_cap`, and the room fails.
-            ctx.anomaly(
-                API,
-                Anomaly::PageCap,
-                format!(
-                    "room {}: still full pages of new records after {MAX_PAGES} pages",
-                    room.label()
-                ),
-            );
-            return Err(CallError::Malformed {
-                api: API,
-                message: format!("still full pages after {MAX_PAGES} pages"),
-            });
-        }
-        // `count` is of `logininfo`: its distinct records, before the stage joins them.
-        let distinct = merged.rows.len();
-        merged.extend(stage);
-        if let Some((count, rows)) = last {
-            if let Some(detail) = check_count(count, rows, received, distinct) {
+            if !complete {
+                // Still full pages of new records at the cap: records past it are unknown, and
+                // a viewer there would read as gone (the ledger closing their stay). Counted as
+                // `page_cap`, and the room fails.
                 ctx.anomaly(
                     API,
-                    Anomaly::TotalMismatch,
-                    format!("room {}: {detail}", room.label()),
+                    Anomaly::PageCap,
+                    format!(
+                        "room {}: still full pages of new records after {MAX_PAGES} pages",
+                        room.label()
+                    ),
+                );
+                return Err(CallError::Malformed {
+                    api: API,
+                    message: format!("still full pages after {MAX_PAGES} pages"),
+                });
+            }
+            // `count` is of `logininfo`: its distinct records, before the stage joins them.
+            let mut merged = std::mem::take(&mut l.merged);
+            let distinct = merged.rows.len();
+            merged.extend(std::mem::take(&mut l.stage));
+            if let Some((count, rows)) = l.last.take() {
+                if let Some(detail) = check_count(count, rows, l.received, distinct) {
+                    ctx.anomaly(
+                        API,
+                        Anomaly::TotalMismatch,
+                        format!("room {}: {detail}", room.label()),
+                    );
+                }
+            }
+            if merged.repeated > 0 {
+                ctx.anomaly(
+                    API,
+                    Anomaly::DuplicateRow,
+                    format!(
+                        "room {}: {} record(s) repeated a stay (user and enter time) already listed: merged, {} records",
+                        room.label(),
+                        merged.repeated,
+                        merged.rows.len()
+                    ),
                 );
             }
+            l.done.append(&mut merged.rows);
+            l.received = 0;
+            l.at += 1;
+            l.page = 1;
         }
-        if merged.repeated > 0 {
-            ctx.anomaly(
-                API,
-                Anomaly::DuplicateRow,
-                format!(
-                    "room {}: {} record(s) repeated a stay (user and enter time) already listed: merged, {} records",
-                    room.label(),
-                    merged.repeated,
-                    merged.rows.len()
-                ),
-            );
-        }
-        Ok(merged.rows)
+        // Windows are disjoint by enter time; the stage list may come again with each.
+        let mut all = Merged::new();
+        all.extend(std::mem::take(&mut l.done));
+        Ok(all.rows)
     }
 
     async fn fetch(&self, ctx: &PollCtx) -> Result<Observation, PollError> {
@@ -563,8 +658,9 @@ impl Talkcloud {
             ctx.endpoint_or(DEFAULT_ENDPOINT).trim_end_matches('/')
         );
         let url = url.as_str();
-        let jobs: Vec<(RoomRef, Window, Vec<Stay>)> = {
+        let jobs: Vec<(RoomRef, Arc<AsyncMutex<Listing>>)> = {
             let cursors = lock(&self.cursors);
+            let mut listings = lock(&self.listings);
             let asked = lock(&self.asked);
             let mut rooms: Vec<&RoomRef> = self.rooms.iter().collect();
             // Never asked first, then the longest ago; config order among equals.
@@ -572,43 +668,57 @@ impl Talkcloud {
             rooms
                 .into_iter()
                 .map(|r| {
-                    let (c, open) = match cursors.get(r.label()) {
-                        Some((c, open)) => (Some(*c), open.clone()),
-                        None => (None, Vec::new()),
-                    };
-                    (r.clone(), window(c, now, day_start), open)
+                    // A listing cut short goes on; else a new one from the room's cursor.
+                    let listing = listings
+                        .entry(r.label().to_string())
+                        .or_insert_with(|| {
+                            let c = cursors.get(r.label());
+                            let open = c.map(|c| c.open.clone()).unwrap_or_default();
+                            Arc::new(AsyncMutex::new(Listing::new(
+                                windows(c, now, day_start),
+                                open,
+                            )))
+                        })
+                        .clone();
+                    (r.clone(), listing)
                 })
                 .collect()
         };
         // Owned items: a closure over borrowed ones makes the boxed poll future not `Send`
         // for every lifetime (rust-lang/rust#102211).
         let mut answers = stream::iter(jobs)
-            .map(|(room, w, open)| async move {
-                let r = self.room(ctx, api, url, &room, w, &open).await;
+            .map(|(room, listing)| async move {
+                let mut l = listing.lock().await;
+                let r = self.list(ctx, api, url, &room, &mut l).await;
+                let span = l.span();
+                drop(l);
                 // Marked once answered (or failed): rooms a deadline cut short go first next.
                 let mut asked = lock(&self.asked);
                 let turn = asked.values().copied().max().unwrap_or(0) + 1;
                 asked.insert(room.label().to_string(), turn);
                 drop(asked);
-                (room, w, r)
+                (room, span, r)
             })
             .buffer_unordered(CONCURRENCY);
         let mut answered = 0usize;
         let mut first_error = None;
-        while let Some((room, w, result)) = answers.next().await {
+        while let Some((room, (since, end), result)) = answers.next().await {
             match result {
                 Ok(records) => {
                     // The cursor moves in the same step as the room is reported: a poll cut
                     // short after this point loses neither.
-                    let mut cursors = lock(&self.cursors);
-                    cursors.insert(
-                        room.label().to_string(),
-                        (advance(&w, &records), still_open(&records)),
-                    );
-                    ctx.room_done(observation(room.label(), &w, records));
+                    lock(&self.listings).remove(room.label());
+                    lock(&self.cursors).insert(room.label().to_string(), advance(end, &records));
+                    ctx.room_done(observation(room.label(), since, records));
                     answered += 1;
                 }
                 Err(e) => {
+                    // An answer that cannot be read starts the room's listing again at the
+                    // next poll; any other failure (a throttle, a timeout) goes on from the
+                    // page it reached.
+                    if matches!(e, CallError::Malformed { .. }) {
+                        lock(&self.listings).remove(room.label());
+                    }
                     ctx.room_failed(room.label(), &e);
                     first_error.get_or_insert(e);
                 }
@@ -631,6 +741,23 @@ impl Vendor for Talkcloud {
 
     fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>> {
         Box::pin(self.fetch(ctx))
+    }
+
+    fn cursors(&self) -> Option<serde_json::Value> {
+        let cursors = lock(&self.cursors);
+        serde_json::to_value(&*cursors).ok()
+    }
+
+    fn restore_cursors(&self, saved: serde_json::Value) -> Result<(), String> {
+        let saved: HashMap<String, Cursor> =
+            serde_json::from_value(saved).map_err(|e| format!("Talk-cloud cursors: {e}"))?;
+        let mut cursors = lock(&self.cursors);
+        for r in &self.rooms {
+            if let Some(c) = saved.get(r.label()) {
+                cursors.insert(r.label().to_string(), c.clone());
+            }
+        }
+        Ok(())
     }
 
     fn budget(&self) -> Option<super::Budget> {
@@ -717,70 +844,142 @@ mod tests {
     }
 
     #[test]
-    fn the_first_window_is_the_day_so_far() {
+    fn the_first_listing_reaches_back_a_day_before_midnight() {
+        let midnight = 100 * 86_400;
         assert_eq!(
-            window(None, 5000, 1000),
-            Window {
-                start: 1000,
-                end: 5000,
-                since: 1000
-            }
+            windows(None, midnight + 5000, midnight),
+            vec![Window {
+                start: midnight - LOOKBACK,
+                end: midnight + 5000,
+                since: midnight - LOOKBACK
+            }]
         );
     }
 
+    fn cursor(covered: i64, open: &[(&str, i64)]) -> Cursor {
+        Cursor {
+            covered,
+            open: open.iter().map(|(u, j)| (u.to_string(), *j)).collect(),
+        }
+    }
+
     #[test]
-    fn a_later_window_starts_at_the_earliest_viewer_still_in() {
-        let w = window(None, 5000, 1000);
-        // a entered at 1500 and is in; b came and went; c is in since 4000.
+    fn a_later_listing_asks_since_the_last_and_narrow_windows_for_who_is_still_in() {
+        let day = 100 * 86_400;
+        let w = windows(None, day + 5000, day);
+        // a entered at 1500 and is in; b came and went; c is in since 4500 and d since 4950.
         let c = advance(
-            &w,
+            w[0].end,
             &[
-                rec("a", 1500, None),
-                rec("b", 1200, Some(1300)),
-                rec("c", 4000, None),
+                rec("a", day + 1500, None),
+                rec("b", day + 1200, Some(day + 1300)),
+                rec("c", day + 4500, None),
+                rec("d", day + 4950, None),
             ],
         );
         assert_eq!(
             c,
-            Cursor {
-                from: 1500,
-                covered: 5000
-            }
+            cursor(
+                5000 + day,
+                &[("a", day + 1500), ("c", day + 4500), ("d", day + 4950)]
+            )
         );
-        // a leaves at 5500: the next window still lists a (entered 1500), now with a leave.
-        let next = window(Some(c), 6000, 1000);
+        // a's enter time gets a window of its own; c's is within GAP of the main window, which
+        // starts there; d entered within the overlap.
+        let next = windows(Some(&c), day + 6000, day);
         assert_eq!(
             next,
-            Window {
-                start: 1500,
-                end: 6000,
-                since: 5000
-            }
+            vec![
+                Window {
+                    start: day + 1500,
+                    end: day + 1500,
+                    since: day + 5000
+                },
+                Window {
+                    start: day + 4500,
+                    end: day + 6000,
+                    since: day + 5000
+                },
+            ]
         );
         // Nobody in: the last end less the overlap.
-        let c = advance(
-            &next,
-            &[rec("a", 1500, Some(5500)), rec("c", 4000, Some(5900))],
+        let c = advance(day + 6000, &[rec("a", day + 1500, Some(day + 5500))]);
+        assert_eq!(
+            windows(Some(&c), day + 7000, day),
+            vec![Window {
+                start: day + 6000 - OVERLAP,
+                end: day + 7000,
+                since: day + 6000
+            }]
         );
-        assert_eq!(c.from, 6000 - OVERLAP);
-        // Someone entered just before the end: the overlap still reaches further back.
-        let c = advance(&next, &[rec("d", 5990, None)]);
-        assert_eq!(c.from, 6000 - OVERLAP);
+    }
+
+    #[test]
+    fn enter_times_close_together_share_one_window() {
+        let c = cursor(
+            100_000,
+            &[
+                ("a", 10_000),
+                ("b", 10_300),
+                ("c", 10_800),
+                ("d", 50_000),
+                ("e", 50_000),
+            ],
+        );
+        let w = windows(Some(&c), 100_500, 90_000);
+        let spans: Vec<(i64, i64)> = w.iter().map(|w| (w.start, w.end)).collect();
+        assert_eq!(
+            spans,
+            vec![
+                (10_000, 10_800),
+                (50_000, 50_000),
+                (100_000 - OVERLAP, 100_500)
+            ]
+        );
+        assert!(w.iter().all(|w| w.since == 100_000));
     }
 
     #[test]
     fn a_cursor_survives_midnight_and_is_dropped_when_too_old_or_ahead() {
-        let c = Cursor {
-            from: 80_000,
-            covered: 86_000,
-        };
-        // The new day starts at 86 400: the window reaches back for who is still in.
-        assert_eq!(window(Some(c), 87_000, 86_400).start, 80_000);
-        // The clock went back: start again at midnight.
-        assert_eq!(window(Some(c), 85_000, 0).start, 0);
-        // Older than MAX_SPAN: start again at midnight.
-        let far = 80_000 + MAX_SPAN + 10;
-        assert_eq!(window(Some(c), far, far - 100).start, far - 100);
+        let c = cursor(86_000, &[("a", 80_000)]);
+        // The new day starts at 86 400: a window still reaches back for who is still in.
+        assert_eq!(windows(Some(&c), 87_000, 86_400)[0].start, 80_000);
+        // The clock went back: a first listing.
+        assert_eq!(
+            windows(Some(&c), 85_000, 86_400),
+            windows(None, 85_000, 86_400)
+        );
+        // Older than MAX_SPAN: a first listing, never wider than MAX_SPAN.
+        let far = 86_000 + MAX_SPAN + 10;
+        assert_eq!(
+            windows(Some(&c), far, far - 100),
+            vec![Window {
+                start: far - 100 - LOOKBACK,
+                end: far,
+                since: far - 100 - LOOKBACK
+            }]
+        );
+        // A viewer in for longer than MAX_SPAN falls out of the windows.
+        let c = cursor(far - 60, &[("a", 80_000), ("b", far - 1000)]);
+        let w = windows(Some(&c), far, far - 100);
+        assert!(w.iter().all(|w| w.start >= far - MAX_SPAN), "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    #[test]
+    fn cursors_go_out_and_come_back_for_configured_rooms_only() {
+        let t = conf("credentials: { key: abcdefabcdef1234 }\nrooms: [\"1\", \"2\"]").unwrap();
+        lock(&t.cursors).insert("1".into(), cursor(500, &[("u", 100)]));
+        let saved = t.cursors().unwrap();
+        let mut with_other = saved.clone();
+        with_other["9"] = serde_json::json!({"covered": 1, "open": []});
+        let u = conf("credentials: { key: abcdefabcdef1234 }\nrooms: [\"1\", \"2\"]").unwrap();
+        u.restore_cursors(with_other).unwrap();
+        assert_eq!(*lock(&u.cursors), *lock(&t.cursors));
+        assert!(u
+            .restore_cursors(serde_json::json!({"1": {"covered": "x"}}))
+            .unwrap_err()
+            .contains("Talk-cloud cursors"));
     }
 
     #[test]
@@ -861,7 +1060,7 @@ mod tests {
         };
         let o = observation(
             "room",
-            &w,
+            w.since,
             vec![
                 rec("a", 100, None),
                 rec("a", 200, None),

@@ -1423,6 +1423,31 @@ impl Vendor for VolcengineRtc {
         }
     }
 
+    /// Where the device refresher and the occupancy round stood: a restart goes on with the
+    /// rooms after them instead of the first rooms again.
+    fn cursors(&self) -> Option<Value> {
+        let st = lock(&self.state);
+        if st.cursor.is_none() && st.poll_cursor.is_none() {
+            return None;
+        }
+        Some(serde_json::json!({"refresh": st.cursor, "round": st.poll_cursor}))
+    }
+
+    fn restore_cursors(&self, saved: Value) -> Result<(), String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Saved {
+            refresh: Option<String>,
+            round: Option<String>,
+        }
+        let saved: Saved =
+            serde_json::from_value(saved).map_err(|e| format!("Volcengine cursors: {e}"))?;
+        let mut st = lock(&self.state);
+        st.cursor = saved.refresh;
+        st.poll_cursor = saved.round;
+        Ok(())
+    }
+
     fn poll<'a>(&'a self, ctx: &'a PollCtx) -> BoxFuture<'a, Result<Observation, PollError>> {
         Box::pin(self.fetch(ctx))
     }
