@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtc_exporter::clouds::{Plumbing, PollCtx};
 use rtc_exporter::config;
 use rtc_exporter::metrics::SelfMetrics;
 use rtc_exporter::sim::volcengine_rtc::VolcSim;
 use rtc_exporter::sim::SimServer;
-use rtc_exporter::vendor::{Plumbing, PollCtx};
 
 const ROOMS: usize = 400;
 const QPS: f64 = 40.0;

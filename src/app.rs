@@ -9,13 +9,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
+use crate::clouds::Plumbing;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::SelfMetrics;
 use crate::serve::{self, ServeError, Site};
 use crate::sim::{self, SimServer};
 use crate::snapshot::Board;
 use crate::supervisor::{self, Fleet, ReloadReport};
-use crate::vendor::Plumbing;
 use crate::web_config::{Guard, WebConfigError};
 
 pub use crate::serve::ServeOptions;

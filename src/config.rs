@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use crate::classes::{Class, Classes};
-use crate::vendor::{self, Vendor};
+use crate::clouds::{self, Vendor};
 
 /// A resolved secret. Its `Debug` is redacted and it has no `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -1026,14 +1026,14 @@ fn parse_target(raw: Value, global: &Global) -> (Option<String>, Result<Target, 
             }
             None
         }
-        Some(v) => match vendor::lookup(v) {
+        Some(v) => match clouds::lookup(v) {
             Some(entry) => Some(entry),
             None => {
                 errs.push(FieldError::new(
                     "vendor",
                     format!(
                         "unknown vendor \"{v}\" (known: {})",
-                        vendor::REGISTRY
+                        clouds::REGISTRY
                             .iter()
                             .map(|e| e.name)
                             .collect::<Vec<_>>()

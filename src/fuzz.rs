@@ -20,8 +20,8 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{json, Value};
 
-use crate::vendor::talkcloud::answer;
-use crate::vendor::{tencent_trtc, ucloud_urtc, volcengine_rtc};
+use crate::clouds::talkcloud::answer;
+use crate::clouds::{tencent_trtc, ucloud_urtc, volcengine_rtc};
 
 const KEY: &str = "0123456789abcdef";
 

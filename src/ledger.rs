@@ -28,9 +28,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 
+use crate::clouds::{DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, SessionObs};
 use crate::config::Capacity;
 use crate::snapshot::{RoomRow, TargetData};
-use crate::vendor::{DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, SessionObs};
 
 /// The 64-bit key of a user id.
 pub fn user_key(id: &str) -> u64 {
@@ -142,7 +142,7 @@ impl Day {
         let date = now.with_timezone(&tz).date_naive();
         Day {
             date,
-            start: crate::vendor::local_midnight(tz, date).timestamp(),
+            start: crate::clouds::local_midnight(tz, date).timestamp(),
             now: now.timestamp(),
         }
     }
@@ -796,7 +796,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendor::RoomObservation;
+    use crate::clouds::RoomObservation;
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, d).unwrap_or_default()

@@ -10,8 +10,8 @@
 //!           of them applies a reload and keeps the state file
 //! schedule  when polls are due: interval grid or cron in the zone (DST-safe), backoff gaps
 //! state     the state file: today's figures across restarts, written atomically
-//! vendor    trait Vendor + REGISTRY; shared HTTP, rate limiter and request accounting;
-//!           one file per vendor (client + signing); `vendor::util` the helpers they share
+//! clouds    trait Vendor + REGISTRY; shared HTTP, rate limiter and request accounting;
+//!           one file per vendor (client + signing); `clouds::util` the helpers they share
 //! ledger    peak / accumulated per room and target for the local day; the day's sessions
 //!           and the exact sweep where a vendor gives join and leave times
 //! classes   scheduled classes: which rooms the config expects in use now (cron + duration)
@@ -36,6 +36,7 @@
 pub mod app;
 pub mod classes;
 pub mod clock;
+pub mod clouds;
 pub mod config;
 pub mod ledger;
 pub mod metrics;
@@ -47,7 +48,6 @@ pub mod simulate;
 pub mod snapshot;
 pub mod state;
 pub mod supervisor;
-pub mod vendor;
 pub mod web_config;
 
 #[cfg(test)]

@@ -477,7 +477,7 @@ fn main() -> ExitCode {
             }) => {
                 let base: SocketAddr = serve::parse_listen(&listen)?;
                 let mut servers = Vec::new();
-                for (i, entry) in rtc_exporter::vendor::REGISTRY.iter().enumerate() {
+                for (i, entry) in rtc_exporter::clouds::REGISTRY.iter().enumerate() {
                     let port = if base.port() == 0 { 0 } else { base.port().saturating_add(i as u16) };
                     let addr = SocketAddr::new(base.ip(), port);
                     let s = sim::SimServer::start((entry.simulator)(seed.wrapping_add(i as u64)), addr).await?;

@@ -14,8 +14,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::clouds::CallError;
 use crate::snapshot::TargetView;
-use crate::vendor::CallError;
 
 /// Every metric family the exporter can serve, besides the standard `process_*` ones.
 pub const FAMILIES: &[&str] = &[
@@ -231,7 +231,7 @@ impl SelfMetrics {
         target: &str,
         vendor: &str,
         api: &str,
-        kind: crate::vendor::Anomaly,
+        kind: crate::clouds::Anomaly,
     ) {
         self.anomalies
             .with_label_values(&[target, vendor, api, kind.label()])

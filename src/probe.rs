@@ -18,12 +18,12 @@ use chrono_tz::Tz;
 use serde_json::Value;
 
 use crate::clock::Clock;
+use crate::clouds::{Exchange, Found, Plumbing, Tap};
 use crate::config::{Config, Target};
 use crate::ledger::{Day, Ledger};
 use crate::metrics::SelfMetrics;
 use crate::snapshot::TargetData;
 use crate::supervisor::{limits, poll_ctx, poll_target};
-use crate::vendor::{Exchange, Found, Plumbing, Tap};
 
 /// An answer is printed up to this many bytes.
 pub const MAX_SHOWN: usize = 16 << 10;

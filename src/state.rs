@@ -43,7 +43,7 @@ pub struct SavedTarget {
     pub identity: String,
     /// Its day.
     pub ledger: SavedLedger,
-    /// Its vendor client's cursors ([`crate::vendor::Vendor::cursors`]), where it keeps any.
+    /// Its vendor client's cursors ([`crate::clouds::Vendor::cursors`]), where it keeps any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursors: Option<serde_json::Value>,
 }

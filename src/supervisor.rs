@@ -17,13 +17,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::clouds::{Observation, Plumbing, PollCtx, PollError};
 use crate::config::{Config, Global, Schedule, Target};
 use crate::ledger::{Day, Ledger, Limits};
 use crate::metrics::PollResult;
 use crate::schedule::{backoff_gap, interval_seconds, next_cron};
 use crate::snapshot::{Board, TargetView};
 use crate::state::{self, SavedTarget, StateFile};
-use crate::vendor::{Observation, Plumbing, PollCtx, PollError};
 
 /// How long shutdown (and a reload that restarts a target) waits for a poll in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -649,7 +649,7 @@ impl Fleet {
             let today = now.with_timezone(&tz).date_naive();
             let next = today
                 .succ_opt()
-                .map(|d| crate::vendor::local_midnight(tz, d).with_timezone(&Utc))
+                .map(|d| crate::clouds::local_midnight(tz, d).with_timezone(&Utc))
                 .unwrap_or(now);
             let later = now + chrono::Duration::minutes(15);
             let wake = if next > now { next.min(later) } else { later };

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use rtc_exporter::clock::ManualClock;
+use rtc_exporter::clouds::Anomaly;
 use rtc_exporter::sim::replay::{Recorded, Replay};
 use rtc_exporter::sim::SimServer;
-use rtc_exporter::vendor::Anomaly;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,7 +184,7 @@ async fn check(path: &Path) -> Vec<String> {
     if f.source.trim().is_empty() {
         errors.push("source: say where the answer comes from".into());
     }
-    let Some(entry) = rtc_exporter::vendor::lookup(&f.vendor) else {
+    let Some(entry) = rtc_exporter::clouds::lookup(&f.vendor) else {
         return vec![format!("unknown vendor {}", f.vendor)];
     };
     let recorded = f
@@ -415,7 +415,7 @@ async fn every_recorded_answer_reads_to_its_stated_figures() {
         files.len(),
         failures.join("\n")
     );
-    for entry in rtc_exporter::vendor::REGISTRY {
+    for entry in rtc_exporter::clouds::REGISTRY {
         assert!(
             vendors.contains(entry.name),
             "no fixture for {} (files are named <vendor>-<what>.yaml)",

@@ -264,7 +264,7 @@ async fn simulate_writes_a_config_the_daemon_checks_and_runs() {
         .arg(&file)
         .output()
         .unwrap();
-    let vendors: Vec<&str> = rtc_exporter::vendor::REGISTRY
+    let vendors: Vec<&str> = rtc_exporter::clouds::REGISTRY
         .iter()
         .map(|e| e.name)
         .collect();

@@ -63,7 +63,7 @@ fn ok_fixtures_load() {
 #[test]
 fn bad_fixtures_fail_with_exactly_their_messages() {
     // `{vendors}` stands for the registry's names, so adding a vendor touches no fixture.
-    let vendors = rtc_exporter::vendor::REGISTRY
+    let vendors = rtc_exporter::clouds::REGISTRY
         .iter()
         .map(|e| e.name)
         .collect::<Vec<_>>()

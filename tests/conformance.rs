@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use common::{samples, Sample};
 use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
+use rtc_exporter::clouds::{BoxFuture, Device};
 use rtc_exporter::sim::scenario::{Call, Session};
 use rtc_exporter::sim::talkcloud::TalkSim;
 use rtc_exporter::sim::tencent_trtc::TrtcSim;
@@ -45,7 +46,6 @@ use rtc_exporter::sim::ucloud_urtc::UrtcSim;
 use rtc_exporter::sim::volcengine_rtc::VolcSim;
 use rtc_exporter::sim::{Fault, Faults, SimRequest, SimResponse, SimServer, Simulator};
 use rtc_exporter::snapshot::TargetView;
-use rtc_exporter::vendor::{BoxFuture, Device};
 
 // ---------------------------------------------------------------------------------------------
 // The table

@@ -21,12 +21,12 @@ const NOT_YET: &[&str] = &[
     "src/sim/tencent_trtc/verify.rs",
     "src/sim/volcengine_rtc.rs",
     "src/sim/volcengine_rtc/verify.rs",
-    "src/vendor/talkcloud.rs",
-    "src/vendor/talkcloud/answer.rs",
-    "src/vendor/tencent_trtc/sign.rs",
-    "src/vendor/ucloud_urtc.rs",
-    "src/vendor/volcengine_rtc.rs",
-    "src/vendor/volcengine_rtc/sign.rs",
+    "src/clouds/talkcloud.rs",
+    "src/clouds/talkcloud/answer.rs",
+    "src/clouds/tencent_trtc/sign.rs",
+    "src/clouds/ucloud_urtc.rs",
+    "src/clouds/volcengine_rtc.rs",
+    "src/clouds/volcengine_rtc/sign.rs",
 ];
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {

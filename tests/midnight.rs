@@ -158,7 +158,7 @@ async fn the_day_rolls_where_dst_skips_midnight() {
     // America/Santiago: 2026-09-06 has no 00:00; its first instant is 01:00 -03 (04:00 UTC).
     let tz = chrono_tz::America::Santiago;
     let date = NaiveDate::from_ymd_opt(2026, 9, 6).unwrap();
-    let first = rtc_exporter::vendor::local_midnight(tz, date).with_timezone(&Utc);
+    let first = rtc_exporter::clouds::local_midnight(tz, date).with_timezone(&Utc);
     assert_eq!(first, Utc.with_ymd_and_hms(2026, 9, 6, 4, 0, 0).unwrap());
     let urtc = replay("ucloud_urtc", "QueryURtcOnlineUsers", URTC.into()).await;
     let text = format!(

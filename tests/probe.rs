@@ -73,7 +73,7 @@ async fn probe(args: Vec<String>) -> (i32, String) {
 async fn probe_polls_each_vendor_once_shows_no_secret_and_exits_1_on_a_fault() {
     let dir = tempfile_dir();
     let mut servers = Vec::new();
-    for (i, entry) in rtc_exporter::vendor::REGISTRY.iter().enumerate() {
+    for (i, entry) in rtc_exporter::clouds::REGISTRY.iter().enumerate() {
         let sim = (entry.simulator)(7 + i as u64);
         servers.push(
             SimServer::start(sim, "127.0.0.1:0".parse().unwrap())

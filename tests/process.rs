@@ -136,7 +136,7 @@ async fn demo_shows_rooms_of_every_simulated_vendor() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let vendors: Vec<&str> = rtc_exporter::vendor::REGISTRY
+    let vendors: Vec<&str> = rtc_exporter::clouds::REGISTRY
         .iter()
         .map(|e| e.name)
         .collect();
@@ -181,12 +181,12 @@ fn simulate_prints_endpoints_and_keys_that_work() {
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
-    for _ in rtc_exporter::vendor::REGISTRY {
+    for _ in rtc_exporter::clouds::REGISTRY {
         seen.push(lines.next().unwrap().unwrap());
     }
     let status = terminate(&mut child);
     assert!(status.success());
-    for (entry, line) in rtc_exporter::vendor::REGISTRY.iter().zip(&seen) {
+    for (entry, line) in rtc_exporter::clouds::REGISTRY.iter().zip(&seen) {
         let mut words = line.split_whitespace();
         assert_eq!(words.next(), Some(entry.name), "{line}");
         assert!(

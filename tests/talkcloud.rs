@@ -11,10 +11,10 @@ use std::time::Duration;
 use common::{all, get, scrape, value, wait_for, wait_polls};
 use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
+use rtc_exporter::clouds::talkcloud::LOOKBACK;
+use rtc_exporter::clouds::{Device, Role};
 use rtc_exporter::sim::talkcloud::{TalkSim, Truth, API};
 use rtc_exporter::sim::{Fault, SimServer};
-use rtc_exporter::vendor::talkcloud::LOOKBACK;
-use rtc_exporter::vendor::{Device, Role};
 
 const T: &str = "talk";
 /// 2026-11-20 12:00 UTC: every class of the scenario lies within the (UTC) day.

@@ -11,10 +11,10 @@ use std::time::Duration;
 use common::{all, config, scrape, value, wait_for};
 use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
+use rtc_exporter::clouds::Device;
 use rtc_exporter::sim::scenario::{Call, Session};
 use rtc_exporter::sim::tencent_trtc::{TrtcSim, USER_INFO};
 use rtc_exporter::sim::SimServer;
-use rtc_exporter::vendor::Device;
 
 const T: &str = "trtc";
 const DELAY: i64 = 60;

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::vendor::BoxFuture;
+use crate::clouds::BoxFuture;
 
 pub mod replay;
 pub mod scenario;
@@ -442,7 +442,7 @@ async fn answer(
 /// Starts one simulator per registered vendor on `ip` (port 0 each), seeded with `seed`.
 pub async fn start_all(ip: std::net::IpAddr, seed: u64) -> std::io::Result<Vec<SimServer>> {
     let mut out = Vec::new();
-    for (i, entry) in crate::vendor::REGISTRY.iter().enumerate() {
+    for (i, entry) in crate::clouds::REGISTRY.iter().enumerate() {
         let sim = (entry.simulator)(seed.wrapping_add(i as u64));
         out.push(SimServer::start(sim, SocketAddr::new(ip, 0)).await?);
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{SimRequest, SimResponse, Simulator};
-use crate::vendor::BoxFuture;
+use crate::clouds::BoxFuture;
 
 /// One recorded answer.
 #[derive(Debug, Clone)]

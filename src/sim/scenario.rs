@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use crate::vendor::Device;
+use crate::clouds::Device;
 
 /// One stay of one user in a call.
 #[derive(Debug, Clone, PartialEq)]

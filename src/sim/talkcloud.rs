@@ -54,7 +54,7 @@ use chrono::DateTime;
 use serde_json::{json, Value};
 
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator};
-use crate::vendor::{BoxFuture, Device, DeviceCounts, Role, RoleCounts};
+use crate::clouds::{BoxFuture, Device, DeviceCounts, Role, RoleCounts};
 
 pub use classes::{ClassRoom, Stay};
 

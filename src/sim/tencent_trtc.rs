@@ -39,7 +39,7 @@ use serde_json::{json, Map, Value};
 
 use super::scenario::{Call, Room, Scenario, Session, Shape};
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator, Throttle};
-use crate::vendor::{BoxFuture, Device, DeviceCounts};
+use crate::clouds::{BoxFuture, Device, DeviceCounts};
 
 /// Calls by creation time.
 pub const ROOM_INFO: &str = "DescribeRoomInfo";

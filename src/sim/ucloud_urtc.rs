@@ -20,7 +20,7 @@ use sha1::{Digest, Sha1};
 
 use super::scenario::{Scenario, Shape};
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator, Throttle};
-use crate::vendor::BoxFuture;
+use crate::clouds::BoxFuture;
 
 /// The API this simulator serves.
 pub const API: &str = "QueryURtcOnlineUsers";

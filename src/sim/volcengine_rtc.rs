@@ -47,7 +47,7 @@ use serde_json::{json, Value};
 
 use super::scenario::{Call, Room, Scenario, Session, Shape};
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator, Throttle};
-use crate::vendor::{BoxFuture, Device, DeviceCounts};
+use crate::clouds::{BoxFuture, Device, DeviceCounts};
 
 /// Users in one room.
 pub const GET_ROOM: &str = "GetRoomOnlineUsers";
@@ -617,7 +617,7 @@ impl VolcSim {
 
 /// The faults on a `Result`: `null_list` (every documented list null, the totals kept),
 /// `missing_fields` (no `TotalInvisibleUser`: the invisible list tells; `TotalUser` is
-/// required), `code_as_string` (the totals as strings), and the anomalies (`crate::vendor::Anomaly`) on
+/// required), `code_as_string` (the totals as strings), and the anomalies (`crate::clouds::Anomaly`) on
 /// `Property=false` answers and `ListRoomInfo` pages:
 ///
 /// - `total_larger`: the count above the rows. `Property=false` keeps `TotalUser` (the truth)
@@ -911,7 +911,7 @@ impl Simulator for VolcSim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendor::volcengine_rtc::sign;
+    use crate::clouds::volcengine_rtc::sign;
 
     /// Signs a request as a client would (the client's signer: the verifier is independent).
     fn request(

@@ -773,7 +773,7 @@ impl Vendor for Talkcloud {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendor::{Device, Role};
+    use crate::clouds::{Device, Role};
 
     fn conf(yaml: &str) -> Result<Talkcloud, FieldError> {
         parse_conf(serde_yaml::from_str(yaml).unwrap())

@@ -15,7 +15,7 @@ use std::fmt;
 
 use chrono::DateTime;
 
-use crate::vendor::util::{hmac_sha256, sha256_hex};
+use crate::clouds::util::{hmac_sha256, sha256_hex};
 
 /// The algorithm name.
 pub const ALGORITHM: &str = "TC3-HMAC-SHA256";

@@ -9,8 +9,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::vendor::util::{code_label, id_string, lenient_i64, lenient_u64};
-use crate::vendor::{CallError, Device, Role};
+use crate::clouds::util::{code_label, id_string, lenient_i64, lenient_u64};
+use crate::clouds::{CallError, Device, Role};
 
 /// The API (the `api` label).
 pub const API: &str = "getLiveLogininfo";

@@ -24,7 +24,7 @@ use std::fmt;
 use chrono::{DateTime, Datelike};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::vendor::util::{hmac_sha256, sha256_hex};
+use crate::clouds::util::{hmac_sha256, sha256_hex};
 
 /// Signing algorithm name, first word of `Authorization` and first line of the string to sign.
 pub const ALGORITHM: &str = "HMAC-SHA256";
