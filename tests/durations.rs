@@ -212,7 +212,7 @@ impl Sims {
         let mut servers = Vec::new();
         let mut parts = Vec::new();
         for (seed, vendor) in [(31, "talkcloud"), (32, "tencent_trtc")] {
-            let entry = rtc_exporter::vendor::lookup(vendor).unwrap();
+            let entry = rtc_exporter::clouds::lookup(vendor).unwrap();
             let s = SimServer::start((entry.simulator)(seed), "127.0.0.1:0".parse().unwrap())
                 .await
                 .unwrap();
