@@ -13,7 +13,7 @@ use crate::clouds::Plumbing;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::SelfMetrics;
 use crate::serve::{self, ServeError, Site};
-use crate::sim::{self, SimServer};
+use crate::sim::SimServer;
 use crate::snapshot::Board;
 use crate::supervisor::{self, Fleet, ReloadReport};
 use crate::web_config::{Guard, WebConfigError};
@@ -271,7 +271,7 @@ pub async fn demo(
     telemetry_path: &str,
     seed: u64,
 ) -> Result<(Vec<SimServer>, Running), AppError> {
-    let sims = sim::start_all(IpAddr::V4(Ipv4Addr::LOCALHOST), seed).await?;
+    let sims = crate::simulate::start_all(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, seed).await?;
     let config = demo_config(&sims)?;
     let running = start(config, listen, telemetry_path).await?;
     Ok((sims, running))

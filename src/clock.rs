@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use crate::clouds::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// Where "now" comes from, and how to wait for a wall-clock time.
 pub trait Clock: Send + Sync + 'static {

@@ -694,7 +694,7 @@ fn holds(c: &crate::config::Config) -> Result<(), String> {
         return Err(format!("global {g:?}"));
     }
     for t in &c.targets {
-        if let crate::config::Schedule::Interval(d) = t.schedule {
+        if let crate::schedule::Schedule::Interval(d) = t.schedule {
             if d < ms100 {
                 return Err(format!("{} interval {d:?}", t.name));
             }

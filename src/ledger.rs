@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 
-use crate::clouds::{DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, SessionObs};
 use crate::config::Capacity;
+use crate::model::{DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, SessionObs};
 use crate::snapshot::{RoomRow, TargetData};
 
 /// The 64-bit key of a user id.
@@ -796,7 +796,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clouds::RoomObservation;
+    use crate::model::RoomObservation;
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, d).unwrap_or_default()

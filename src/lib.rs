@@ -5,6 +5,7 @@
 //! The flow, one module a step:
 //!
 //! ```text
+//! fields    secrets, durations, field errors; redaction and the message cut
 //! config    YAML -> validated Config (secrets resolved, never printed)
 //! supervisor one owner per target: schedule, ledger, vendor state, backoff, series; the fleet
 //!           of them applies a reload and keeps the state file
@@ -12,6 +13,7 @@
 //! state     the state file: today's figures across restarts, written atomically
 //! clouds    trait Vendor + REGISTRY; shared HTTP, rate limiter and request accounting;
 //!           one file per vendor (client + signing); `clouds::util` the helpers they share
+//! model     the vendor-neutral observation: rooms, users now, reported / present / sessions
 //! ledger    peak / accumulated per room and target for the local day; the day's sessions
 //!           and the exact sweep where a vendor gives join and leave times
 //! classes   scheduled classes: which rooms the config expects in use now (cron + duration)
@@ -38,8 +40,10 @@ pub mod classes;
 pub mod clock;
 pub mod clouds;
 pub mod config;
+pub mod fields;
 pub mod ledger;
 pub mod metrics;
+pub mod model;
 pub mod probe;
 pub mod schedule;
 pub mod serve;

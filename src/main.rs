@@ -12,7 +12,7 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use rtc_exporter::{app, config, serve, sim, simulate, web_config};
+use rtc_exporter::{app, config, serve, simulate, web_config};
 
 /// Exit status for a configuration that cannot work (`EX_CONFIG` of BSD's sysexits): a bad
 /// `--config.file` or `--web.config.file` at start. The systemd unit does not restart on it
@@ -372,7 +372,7 @@ fn main() -> ExitCode {
                 for w in c.warnings() {
                     println!("warning: {w}");
                 }
-                for (warn, line) in rtc_exporter::schedule::budget_report(&c) {
+                for (warn, line) in rtc_exporter::config::budget_report(&c) {
                     println!("{}{line}", if warn { "warning: " } else { "" });
                 }
                 true
@@ -476,13 +476,9 @@ fn main() -> ExitCode {
                 write_config,
             }) => {
                 let base: SocketAddr = serve::parse_listen(&listen)?;
-                let mut servers = Vec::new();
-                for (i, entry) in rtc_exporter::clouds::REGISTRY.iter().enumerate() {
-                    let port = if base.port() == 0 { 0 } else { base.port().saturating_add(i as u16) };
-                    let addr = SocketAddr::new(base.ip(), port);
-                    let s = sim::SimServer::start((entry.simulator)(seed.wrapping_add(i as u64)), addr).await?;
-                    println!("{} {} {}", entry.name, s.endpoint, s.sim.describe());
-                    servers.push(s);
+                let servers = simulate::start_all(base.ip(), base.port(), seed).await?;
+                for (pair, s) in simulate::SIMULATORS.iter().zip(&servers) {
+                    println!("{} {} {}", pair.vendor, s.endpoint, s.sim.describe());
                 }
                 if base.ip() != IpAddr::from([127, 0, 0, 1]) {
                     tracing::warn!("simulators listen on {}, not loopback", base.ip());

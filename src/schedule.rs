@@ -16,19 +16,41 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::config::{Config, Schedule};
-
 /// The longest backoff gap, unless the interval itself is longer.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(600);
 /// The most intervals a backoff gap spans.
 pub const BACKOFF_MAX_INTERVALS: u32 = 8;
+
+/// When a target is polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every so often, with a jitter drawn once.
+    Interval(Duration),
+    /// A cron expression with seconds, in the global time zone.
+    Cron(String),
+}
+
+/// Parses a cron expression with seconds (6 or 7 fields), as the scheduler will.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("invalid cron expression \"{expr}\" (six fields, seconds first): {e}"))
+}
+
+/// Whether a cron expression never fires after `now` in `tz` (Feb 30, a year gone by).
+pub fn never_fires(cron: &croner::Cron, tz: Tz, now: chrono::DateTime<chrono::Utc>) -> bool {
+    next_cron(cron, tz, now).is_none()
+}
 
 /// The seconds between a target's polls (cron: between its next two runs after `now`).
 pub fn interval_seconds(schedule: &Schedule, tz: Tz, now: DateTime<Utc>) -> f64 {
     match schedule {
         Schedule::Interval(d) => d.as_secs_f64(),
         Schedule::Cron(expr) => {
-            let Ok(cron) = crate::config::parse_cron(expr) else {
+            let Ok(cron) = parse_cron(expr) else {
                 return 0.0;
             };
             let next = next_cron(&cron, tz, now);
@@ -64,37 +86,6 @@ pub fn backoff_gap(failures: u32, interval: Duration, jitter: f64) -> Duration {
     interval + extra.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0))
 }
 
-/// For `--config.check`: per target with a fixed room list, the requests one poll needs
-/// against its interval, `poll_timeout` and QPS. Returns (warning?, line) pairs.
-pub fn budget_report(config: &Config) -> Vec<(bool, String)> {
-    let mut out = Vec::new();
-    for t in &config.targets {
-        let Some(b) = t.client.budget() else {
-            continue;
-        };
-        let qps = t.qps.map_or(b.qps, |q| q.min(b.qps));
-        let seconds = b.requests as f64 / qps.max(0.001);
-        let interval = interval_seconds(&t.schedule, config.global.timezone, Utc::now());
-        let timeout = config.global.poll_timeout.as_secs_f64();
-        let fits = seconds <= timeout && (interval == 0.0 || seconds <= interval);
-        let mut line = format!(
-            "target {}: a poll needs {} requests at {qps} QPS, about {seconds:.1}s (poll_timeout {timeout}s, interval {interval}s)",
-            t.name, b.requests
-        );
-        if !fits {
-            let per_poll = (timeout.min(if interval > 0.0 { interval } else { timeout }) * qps)
-                .floor()
-                .max(1.0);
-            let polls = (b.requests as f64 / per_poll).ceil();
-            line.push_str(&format!(
-                ": does not fit; each poll covers about {per_poll} rooms and reports the target down, every room is refreshed every {polls} polls"
-            ));
-        }
-        out.push((!fits, line));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,7 +118,7 @@ mod tests {
 
     #[test]
     fn cron_keeps_local_times_across_dst() {
-        let cron = crate::config::parse_cron("0 0 9 * * *").unwrap();
+        let cron = parse_cron("0 0 9 * * *").unwrap();
         let tz: Tz = "Europe/Berlin".parse().unwrap();
         // 2026-03-29: clocks go from 02:00 to 03:00 local; 09:00 is 08:00Z before, 07:00Z after.
         let a = next_cron(&cron, tz, at("2026-03-28T07:30:00Z")).unwrap();
@@ -138,7 +129,7 @@ mod tests {
         let c = next_cron(&cron, tz, at("2026-10-24T08:00:00Z")).unwrap();
         assert_eq!(c, at("2026-10-25T08:00:00Z"));
         // A time in the gap runs once, right after it; a doubled time runs once.
-        let gap = crate::config::parse_cron("0 30 2 * * *").unwrap();
+        let gap = parse_cron("0 30 2 * * *").unwrap();
         let g = next_cron(&gap, tz, at("2026-03-29T00:00:00Z")).unwrap();
         assert_eq!(g, at("2026-03-29T01:00:00Z"));
         let twice = next_cron(&gap, tz, at("2026-10-24T23:00:00Z")).unwrap();

@@ -141,7 +141,7 @@ pub struct Site {
 
 /// Reloads the config; an error says why the running config stays.
 pub type Reloader =
-    Arc<dyn Fn() -> crate::clouds::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// Serves `listener` until `shutdown` turns true. A connection is accepted only once a permit of
 /// `site.connections` is free: beyond the limit, new connections wait in the kernel's accept

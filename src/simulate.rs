@@ -3,9 +3,68 @@
 //! no vendor account.
 
 use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::sim::SimServer;
+use crate::sim::talkcloud::TalkSim;
+use crate::sim::tencent_trtc::TrtcSim;
+use crate::sim::ucloud_urtc::UrtcSim;
+use crate::sim::volcengine_rtc::VolcSim;
+use crate::sim::{SimServer, Simulator};
+
+/// A vendor (its `vendor:` name, as in [`crate::clouds::REGISTRY`]) and its simulator.
+pub struct Pair {
+    /// The vendor's `vendor:` name.
+    pub vendor: &'static str,
+    /// Builds its simulated server for the demo, tests and benchmarks.
+    pub simulator: fn(seed: u64) -> Arc<dyn Simulator>,
+}
+
+/// Every vendor's simulator, in the registry's order: the clients and the simulators never
+/// import each other, they meet here.
+pub static SIMULATORS: &[Pair] = &[
+    Pair {
+        vendor: "ucloud_urtc",
+        simulator: |seed| Arc::new(UrtcSim::new(seed, 12)),
+    },
+    Pair {
+        vendor: "volcengine_rtc",
+        simulator: |seed| Arc::new(VolcSim::new(seed, 10)),
+    },
+    Pair {
+        vendor: "tencent_trtc",
+        simulator: |seed| Arc::new(TrtcSim::new(seed, 10)),
+    },
+    Pair {
+        vendor: "talkcloud",
+        simulator: |seed| Arc::new(TalkSim::new(seed)),
+    },
+];
+
+/// The simulator of `vendor`, seeded with `seed`.
+pub fn simulator(vendor: &str, seed: u64) -> Option<Arc<dyn Simulator>> {
+    SIMULATORS
+        .iter()
+        .find(|p| p.vendor == vendor)
+        .map(|p| (p.simulator)(seed))
+}
+
+/// Starts one simulator per vendor on `ip` (port 0 each, or consecutive ports from `port`),
+/// the `i`th seeded with `seed + i`.
+pub async fn start_all(ip: IpAddr, port: u16, seed: u64) -> std::io::Result<Vec<SimServer>> {
+    let mut out = Vec::new();
+    for (i, pair) in SIMULATORS.iter().enumerate() {
+        let port = if port == 0 {
+            0
+        } else {
+            port.saturating_add(i as u16)
+        };
+        let sim = (pair.simulator)(seed.wrapping_add(i as u64));
+        out.push(SimServer::start(sim, SocketAddr::new(ip, port)).await?);
+    }
+    Ok(out)
+}
 
 /// The config text: one target per simulator, with the simulator's own keys inline.
 pub fn config_yaml(servers: &[SimServer]) -> Result<String, serde_yaml::Error> {
@@ -64,4 +123,16 @@ pub fn write_config(path: &Path, servers: &[SimServer]) -> std::io::Result<()> {
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod pairing {
+    use super::*;
+
+    #[test]
+    fn every_vendor_has_one_simulator_and_every_simulator_a_vendor() {
+        let vendors: Vec<&str> = crate::clouds::REGISTRY.iter().map(|e| e.name).collect();
+        let sims: Vec<&str> = SIMULATORS.iter().map(|p| p.vendor).collect();
+        assert_eq!(vendors, sims);
+    }
 }

@@ -14,9 +14,9 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::clock::Clock;
-use crate::clouds::{DeviceCounts, RoleCounts, TargetInfo};
 use crate::config::Expected;
 use crate::metrics::{self, SelfMetrics};
+use crate::model::{DeviceCounts, RoleCounts, TargetInfo};
 
 /// One room's series values.
 #[derive(Debug, Clone, PartialEq)]

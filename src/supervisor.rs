@@ -17,10 +17,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::clouds::{Observation, Plumbing, PollCtx, PollError};
-use crate::config::{Config, Global, Schedule, Target};
+use crate::clouds::{Plumbing, PollCtx, PollError};
+use crate::config::{Config, Global, Target};
 use crate::ledger::{Day, Ledger, Limits};
 use crate::metrics::PollResult;
+use crate::model::Observation;
+use crate::schedule::Schedule;
 use crate::schedule::{backoff_gap, interval_seconds, next_cron};
 use crate::snapshot::{Board, TargetView};
 use crate::state::{self, SavedTarget, StateFile};
@@ -301,7 +303,7 @@ impl Supervisor {
                 }
             }
             Schedule::Cron(expr) => {
-                let Ok(cron) = crate::config::parse_cron(&expr) else {
+                let Ok(cron) = crate::schedule::parse_cron(&expr) else {
                     tracing::error!(schedule = %expr, "invalid cron expression; the target is not polled");
                     return;
                 };

@@ -51,48 +51,38 @@ impl WebConfigError {
     }
 }
 
-/// A secret of the web config file (an inline private key, a password hash). Its `Debug` is
-/// redacted, it has no `Display`, and a value of the wrong type is refused without echoing it.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(String);
+use crate::fields::redact_values;
+pub(crate) use crate::fields::Secret;
 
-impl Secret {
-    /// The secret itself, for the TLS key loader and bcrypt only.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
+/// A secret of the web config file (an inline private key, a password hash), as written: only
+/// a string (exporter-toolkit reads no `{env:}` or `{file:}` forms there), and a value of the
+/// wrong type is refused without echoing it.
+pub(crate) struct Inline(pub(crate) Secret);
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
+impl<'de> Deserialize<'de> for Inline {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         fn refused<E: de::Error>() -> E {
             E::custom("expected a string (the value is not shown: it may be a secret)")
         }
         impl Visitor<'_> for V {
-            type Value = Secret;
+            type Value = Inline;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Inline, E> {
+                Ok(Inline(Secret::new(v)))
             }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Inline, E> {
                 Err(refused())
             }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Inline, E> {
                 Err(refused())
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Inline, E> {
                 Err(refused())
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Inline, E> {
                 Err(refused())
             }
         }
@@ -131,7 +121,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
 struct RawFile {
     tls_server_config: Option<RawTls>,
     http_server_config: Option<RawHttp>,
-    basic_auth_users: Option<Ordered<Secret>>,
+    basic_auth_users: Option<Ordered<Inline>>,
     rate_limit: Option<RawRateLimit>,
 }
 
@@ -232,7 +222,11 @@ impl WebConfig {
         {
             headers.push(header(&name, &value).map_err(err)?);
         }
-        let users = Users::new(raw.basic_auth_users.map(|o| o.0).unwrap_or_default());
+        let users = Users::new(
+            raw.basic_auth_users
+                .map(|o| o.0.into_iter().map(|(u, Inline(s))| (u, s)).collect())
+                .unwrap_or_default(),
+        );
         let rate_limit = match raw.rate_limit {
             None => RateLimit {
                 interval: None,
@@ -280,40 +274,6 @@ fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> 
     let n = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("http_server_config.headers: {name:?}: not a header name"))?;
     Ok((n, v))
-}
-
-/// serde echoes a value of the wrong type (`invalid type: string "…"`); a secret put under the
-/// wrong key must not reach an error message, so quoted values are cut out. Key names stay.
-fn redact_values(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut rest = msg;
-    loop {
-        let next = ["string \"", "invalid type: "]
-            .iter()
-            .filter_map(|m| rest.find(m).map(|i| (i, *m)))
-            .min();
-        let Some((i, marker)) = next else {
-            break;
-        };
-        let after = &rest[i + marker.len()..];
-        if marker == "string \"" {
-            out.push_str(&rest[..i + "string".len()]);
-            rest = after.find('"').map_or("", |j| &after[j + 1..]);
-            continue;
-        }
-        // `invalid type: integer `123`, expected …`: keep the kind, drop the value.
-        out.push_str(&rest[..i + marker.len()]);
-        match (after.find('`'), after.find(',')) {
-            (Some(a), comma) if comma.is_none_or(|c| a < c) => {
-                out.push_str(after[..a].trim_end());
-                let tail = &after[a + 1..];
-                rest = tail.find('`').map_or("", |j| &tail[j + 1..]);
-            }
-            _ => rest = after,
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// A Go `time.Duration` as YAML gives it: a string in Go syntax or an integer of nanoseconds.

@@ -36,9 +36,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use common::{samples, Sample};
+use futures_util::future::BoxFuture;
 use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
-use rtc_exporter::clouds::{BoxFuture, Device};
+use rtc_exporter::model::Device;
 use rtc_exporter::sim::scenario::{Call, Session};
 use rtc_exporter::sim::talkcloud::TalkSim;
 use rtc_exporter::sim::tencent_trtc::TrtcSim;

@@ -213,9 +213,12 @@ impl Sims {
         let mut parts = Vec::new();
         for (seed, vendor) in [(31, "talkcloud"), (32, "tencent_trtc")] {
             let entry = rtc_exporter::clouds::lookup(vendor).unwrap();
-            let s = SimServer::start((entry.simulator)(seed), "127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap();
+            let s = SimServer::start(
+                rtc_exporter::simulate::simulator(entry.name, seed).unwrap(),
+                "127.0.0.1:0".parse().unwrap(),
+            )
+            .await
+            .unwrap();
             let demo = s.sim.demo_target(&s.endpoint);
             let json = |key: &str| serde_json::to_string(&demo[key]).unwrap();
             parts.push(match vendor {

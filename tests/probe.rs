@@ -74,7 +74,7 @@ async fn probe_polls_each_vendor_once_shows_no_secret_and_exits_1_on_a_fault() {
     let dir = tempfile_dir();
     let mut servers = Vec::new();
     for (i, entry) in rtc_exporter::clouds::REGISTRY.iter().enumerate() {
-        let sim = (entry.simulator)(7 + i as u64);
+        let sim = rtc_exporter::simulate::simulator(entry.name, 7 + i as u64).unwrap();
         servers.push(
             SimServer::start(sim, "127.0.0.1:0".parse().unwrap())
                 .await

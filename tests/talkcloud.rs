@@ -12,7 +12,7 @@ use common::{all, get, scrape, value, wait_for, wait_polls};
 use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
 use rtc_exporter::clouds::talkcloud::LOOKBACK;
-use rtc_exporter::clouds::{Device, Role};
+use rtc_exporter::model::{Device, Role};
 use rtc_exporter::sim::talkcloud::{TalkSim, Truth, API};
 use rtc_exporter::sim::{Fault, SimServer};
 

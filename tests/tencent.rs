@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{all, config, scrape, value, wait_for};
 use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
-use rtc_exporter::clouds::Device;
+use rtc_exporter::model::Device;
 use rtc_exporter::sim::scenario::{Call, Session};
 use rtc_exporter::sim::tencent_trtc::{TrtcSim, USER_INFO};
 use rtc_exporter::sim::SimServer;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{scrape, start, value, wait_polls};
-use rtc_exporter::clouds::Device;
+use rtc_exporter::model::Device;
 use rtc_exporter::sim::volcengine_rtc::VolcSim;
 use rtc_exporter::sim::{Fault, SimServer};
 

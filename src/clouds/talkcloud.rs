@@ -87,14 +87,12 @@ use super::{
     Anomaly, Api, BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError,
     RoomObservation, SessionObs, TargetInfo, Vendor, VendorEntry,
 };
-use crate::config::{from_value, FieldError, Secret};
-use crate::sim::talkcloud::TalkSim;
+use crate::fields::{from_value, FieldError, Secret};
 
 /// The registry row.
 pub const ENTRY: VendorEntry = VendorEntry {
     name: "talkcloud",
     parse,
-    simulator: |seed| Arc::new(TalkSim::new(seed)),
 };
 
 const DEFAULT_ENDPOINT: &str = "https://global.talk-cloud.net";

@@ -77,14 +77,12 @@ use super::{
     Anomaly, Api, BoxFuture, CallError, DayFigures, Device, Observation, PollCtx, PollError,
     RoomObservation, SessionObs, TargetInfo, Vendor, VendorEntry,
 };
-use crate::config::{from_value, FieldError, PromDuration, Secret};
-use crate::sim::tencent_trtc::TrtcSim;
+use crate::fields::{from_value, FieldError, PromDuration, Secret};
 
 /// The registry row.
 pub const ENTRY: VendorEntry = VendorEntry {
     name: "tencent_trtc",
     parse,
-    simulator: |seed| Arc::new(TrtcSim::new(seed, 10)),
 };
 
 /// Lists calls.

@@ -32,14 +32,12 @@ use super::{
     Anomaly, BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError, RoomObservation,
     TargetInfo, Vendor, VendorEntry,
 };
-use crate::config::{from_value, FieldError, Secret};
-use crate::sim::ucloud_urtc::UrtcSim;
+use crate::fields::{from_value, FieldError, Secret};
 
 /// The registry row.
 pub const ENTRY: VendorEntry = VendorEntry {
     name: "ucloud_urtc",
     parse,
-    simulator: |seed| Arc::new(UrtcSim::new(seed, 12)),
 };
 
 const API: &str = "QueryURtcOnlineUsers";

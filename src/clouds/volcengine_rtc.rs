@@ -100,14 +100,12 @@ use super::{
     Anomaly, Api, BoxFuture, CallError, DayFigures, Device, DeviceCounts, Observation, PollCtx,
     PollError, RoomObservation, TargetInfo, Vendor, VendorEntry,
 };
-use crate::config::{from_value, FieldError, Secret};
-use crate::sim::volcengine_rtc::VolcSim;
+use crate::fields::{from_value, FieldError, Secret};
 
 /// The registry row.
 pub const ENTRY: VendorEntry = VendorEntry {
     name: "volcengine_rtc",
     parse,
-    simulator: |seed| Arc::new(VolcSim::new(seed, 10)),
 };
 
 /// Users in one room (the `api` label and the 40 QPS bucket).

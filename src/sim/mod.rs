@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::clouds::BoxFuture;
+use futures_util::future::BoxFuture;
 
 pub mod replay;
 pub mod scenario;
@@ -437,14 +437,4 @@ async fn answer(
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, content_type);
     Ok(resp)
-}
-
-/// Starts one simulator per registered vendor on `ip` (port 0 each), seeded with `seed`.
-pub async fn start_all(ip: std::net::IpAddr, seed: u64) -> std::io::Result<Vec<SimServer>> {
-    let mut out = Vec::new();
-    for (i, entry) in crate::clouds::REGISTRY.iter().enumerate() {
-        let sim = (entry.simulator)(seed.wrapping_add(i as u64));
-        out.push(SimServer::start(sim, SocketAddr::new(ip, 0)).await?);
-    }
-    Ok(out)
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{SimRequest, SimResponse, Simulator};
-use crate::clouds::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// One recorded answer.
 #[derive(Debug, Clone)]

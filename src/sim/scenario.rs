@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use crate::clouds::Device;
+use crate::model::Device;
 
 /// One stay of one user in a call.
 #[derive(Debug, Clone, PartialEq)]

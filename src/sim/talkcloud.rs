@@ -54,7 +54,8 @@ use chrono::DateTime;
 use serde_json::{json, Value};
 
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator};
-use crate::clouds::{BoxFuture, Device, DeviceCounts, Role, RoleCounts};
+use crate::model::{Device, DeviceCounts, Role, RoleCounts};
+use futures_util::future::BoxFuture;
 
 pub use classes::{ClassRoom, Stay};
 

@@ -39,7 +39,8 @@ use serde_json::{json, Map, Value};
 
 use super::scenario::{Call, Room, Scenario, Session, Shape};
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator, Throttle};
-use crate::clouds::{BoxFuture, Device, DeviceCounts};
+use crate::model::{Device, DeviceCounts};
+use futures_util::future::BoxFuture;
 
 /// Calls by creation time.
 pub const ROOM_INFO: &str = "DescribeRoomInfo";

@@ -20,7 +20,7 @@ use sha1::{Digest, Sha1};
 
 use super::scenario::{Scenario, Shape};
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator, Throttle};
-use crate::clouds::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// The API this simulator serves.
 pub const API: &str = "QueryURtcOnlineUsers";

@@ -47,7 +47,8 @@ use serde_json::{json, Value};
 
 use super::scenario::{Call, Room, Scenario, Session, Shape};
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator, Throttle};
-use crate::clouds::{BoxFuture, Device, DeviceCounts};
+use crate::model::{Device, DeviceCounts};
+use futures_util::future::BoxFuture;
 
 /// Users in one room.
 pub const GET_ROOM: &str = "GetRoomOnlineUsers";

@@ -234,7 +234,7 @@ mod tests {
     fn users(list: &[(&str, &str)]) -> Users {
         Users::new(
             list.iter()
-                .map(|(u, p)| (u.to_string(), Secret(bcrypt::hash(p, 4).unwrap())))
+                .map(|(u, p)| (u.to_string(), Secret::new(bcrypt::hash(p, 4).unwrap())))
                 .collect(),
         )
     }
@@ -255,7 +255,7 @@ mod tests {
         assert!(msg.contains("53 characters"), "{msg}");
         // A multi-byte character where the cost should be: an error, not a panic.
         assert!(bcrypt_cost(&format!("$2y$é{}", &good[6..])).is_err());
-        let u = Users::new(vec![("john".into(), Secret("doe".into()))]);
+        let u = Users::new(vec![("john".into(), Secret::new("doe"))]);
         assert_eq!(
             u.check_hashes().unwrap_err(),
             "basic_auth_users.john: hashedSecret too short to be a bcrypted password"
@@ -266,7 +266,7 @@ mod tests {
     fn unknown_users_cost_as_much_as_known_ones() {
         let u = Users::new(vec![(
             "a".into(),
-            Secret(bcrypt::hash_with_salt("x", 6, [0; 16]).unwrap().to_string()),
+            Secret::new(bcrypt::hash_with_salt("x", 6, [0; 16]).unwrap().to_string()),
         )]);
         assert_eq!(bcrypt_cost(&u.dummy), Ok(6));
         assert_eq!(bcrypt_cost(&Users::new(Vec::new()).dummy), Ok(10));
@@ -306,7 +306,7 @@ mod tests {
     #[tokio::test]
     async fn cache_key_injection() {
         let hash = bcrypt::hash("alicepw", 4).unwrap();
-        let u = Users::new(vec![("alice".into(), Secret(hash.clone()))]);
+        let u = Users::new(vec![("alice".into(), Secret::new(hash.clone()))]);
         let auth = Auth::new();
         assert!(
             !auth

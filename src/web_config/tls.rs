@@ -22,14 +22,14 @@ use rustls::{
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::Secret;
+use super::{Inline, Secret};
 
 /// `tls_server_config` as written, before paths are resolved.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {
     cert: Option<String>,
-    key: Option<Secret>,
+    key: Option<Inline>,
     client_ca: Option<String>,
     cert_file: Option<String>,
     key_file: Option<String>,
@@ -78,7 +78,7 @@ impl TlsSection {
         let path = |p: Option<String>| non_empty(p).map(|p| dir.join(p));
         TlsSection {
             cert: non_empty(r.cert),
-            key: r.key.filter(|k| !k.expose().is_empty()),
+            key: r.key.map(|Inline(k)| k).filter(|k| !k.expose().is_empty()),
             client_ca: non_empty(r.client_ca),
             cert_file: path(r.cert_file),
             key_file: path(r.key_file),

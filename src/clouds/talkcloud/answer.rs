@@ -7,6 +7,7 @@
 //! contradicts itself, is a [`CallError::Malformed`] naming the field (never a value: values may
 //! be user data, and an error message is logged and shown on `/`).
 
+use crate::fields::{cut, MAX_MESSAGE};
 use serde_json::{Map, Value};
 
 use crate::clouds::util::{code_label, id_string, lenient_i64, lenient_u64};
@@ -20,8 +21,6 @@ pub const PAGE: usize = 200;
 pub const NO_DATA: i64 = 4105;
 /// The codes counted under their own label (vendors.md §4); others count as `other`.
 pub const CODES: &[&str] = &["4101", "4102", "4007", "3001", "4108", "-1"];
-/// A vendor message longer than this is cut (it reaches logs and the `/` page).
-const MAX_MESSAGE: usize = 200;
 
 /// One stay of one user, as a record of `logininfo` or `uptablelist` gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,20 +188,13 @@ fn message(o: &Map<String, Value>, secret: &str) -> String {
         .iter()
         .find_map(|k| o.get(*k).and_then(Value::as_str))
         .unwrap_or_default();
-    let mut m = if secret.is_empty() {
+    let m = if secret.is_empty() {
         raw.to_string()
     } else {
         raw.replace(secret, "<redacted>")
     };
-    if m.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !m.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        m.truncate(cut);
-        m.push('…');
-    }
-    m
+    // It reaches logs and the `/` page.
+    cut(&m, MAX_MESSAGE)
 }
 
 /// Reads one answer. `secret` (the key) is cut out of any vendor message.
