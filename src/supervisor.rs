@@ -582,7 +582,10 @@ impl Fleet {
             fleet.lock().insert(t.name.clone(), s);
         }
         if config.global.state_file.is_some() {
+            // Served from the first scrape, before the first write (and with no target that
+            // would publish): the board rendered before they were registered.
             fleet.plumbing.metrics.enable_state();
+            fleet.board.refresh();
         }
         let me = fleet.clone();
         *fleet.saver.lock().unwrap_or_else(|p| p.into_inner()) =
