@@ -5,7 +5,9 @@
 //! the directory; a reader sees the old file or the new one, never a mix. Loading is lenient
 //! the other way: a missing file is a first start, an unreadable or damaged one is logged and
 //! ignored (never fatal), and a target whose entry does not match (another day, another time
-//! zone, another vendor, app or credentials) starts afresh with a log line.
+//! zone, another vendor, app or credentials) starts afresh with a log line. A file that could
+//! not be used (unreadable, damaged, another format version) is kept as `<name>.damaged`
+//! before the first write replaces it.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -106,6 +108,33 @@ fn dir_of(path: &Path) -> PathBuf {
     }
 }
 
+/// Where a damaged state file is kept before the first write replaces it: `<name>.damaged`
+/// beside it.
+pub fn damaged_copy(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "state".into());
+    name.push(".damaged");
+    path.with_file_name(name)
+}
+
+/// Keeps the damaged file at `path` as [`damaged_copy`], replacing an older copy: renamed, so
+/// its bytes stay exactly as they were, also when they cannot be read. Returns the copy, or
+/// `None` when the file is gone (nothing to keep).
+pub fn keep_damaged(path: &Path) -> Result<Option<PathBuf>, String> {
+    let copy = damaged_copy(path);
+    match std::fs::rename(path, &copy) {
+        Ok(()) => Ok(Some(copy)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "cannot keep the damaged {} as {}: {e}",
+            path.display(),
+            copy.display()
+        )),
+    }
+}
+
 /// Removes temporary files a killed process left beside `path`; returns how many.
 pub fn remove_leftovers(path: &Path) -> usize {
     let prefix = temp_prefix(path);
@@ -170,6 +199,34 @@ mod tests {
         // No temporary file is left behind.
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_file_is_kept_beside_it_replacing_an_older_copy() {
+        let dir = std::env::temp_dir().join(format!("rtc-state-keep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        assert_eq!(damaged_copy(&path), dir.join("state.json.damaged"));
+        std::fs::write(dir.join("state.json.damaged"), b"older").unwrap();
+        std::fs::write(&path, b"\x00garbage").unwrap();
+        assert_eq!(
+            keep_damaged(&path).unwrap(),
+            Some(dir.join("state.json.damaged"))
+        );
+        assert_eq!(
+            std::fs::read(dir.join("state.json.damaged")).unwrap(),
+            b"\x00garbage"
+        );
+        assert!(!path.exists());
+        // Gone meanwhile: nothing to keep.
+        assert_eq!(keep_damaged(&path).unwrap(), None);
+        // A copy that cannot be made is an error (here: the copy's name is a folder).
+        std::fs::write(&path, b"again").unwrap();
+        std::fs::remove_file(dir.join("state.json.damaged")).unwrap();
+        std::fs::create_dir_all(dir.join("state.json.damaged/x")).unwrap();
+        assert!(keep_damaged(&path).unwrap_err().contains("cannot keep"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"again");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

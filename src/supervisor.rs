@@ -556,6 +556,9 @@ pub struct Fleet {
     saver: Mutex<Option<JoinHandle<()>>>,
     stopping: watch::Sender<bool>,
     rng: Mutex<fastrand::Rng>,
+    /// A state file that could not be used, to keep as `<name>.damaged` before the first write
+    /// replaces it.
+    damaged: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl Fleet {
@@ -572,6 +575,7 @@ impl Fleet {
             saver: Mutex::new(None),
             stopping: watch::channel(false).0,
             rng: Mutex::new(fastrand::Rng::new()),
+            damaged: Mutex::new(None),
         });
         let file = fleet.load_state(&config.global);
         for t in &config.targets {
@@ -689,10 +693,27 @@ impl Fleet {
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(error = %e, "state file ignored; today's figures start afresh");
+                // Unreadable or damaged, or of another format version: kept before it is replaced
+                // (a path that is not a file is not ours to move; writing there fails anyway).
+                let keep = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+                if keep {
+                    self.keep_before_writing(path);
+                    tracing::warn!(
+                        error = %e,
+                        copy = %state::damaged_copy(path).display(),
+                        "state file ignored; today's figures start afresh; it is kept as the copy before the first write replaces it"
+                    );
+                } else {
+                    tracing::warn!(error = %e, "state file ignored; today's figures start afresh");
+                }
                 None
             }
         }
+    }
+
+    /// The state file at `path` is to be kept as `<name>.damaged` before it is first replaced.
+    fn keep_before_writing(&self, path: &std::path::Path) {
+        *self.damaged.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
     }
 
     fn restored(&self, file: &StateFile, t: &Target, global: &Global) -> Option<Ledger> {
@@ -708,7 +729,17 @@ impl Fleet {
             Ok(Some(saved)) => match Ledger::restore(saved.ledger.clone()) {
                 Ok(l) => Some(l),
                 Err(e) => {
-                    tracing::warn!(target_name = %t.name, error = %e, "saved figures damaged; ignored");
+                    // The next write would lose them for good: the file is kept first.
+                    let copy = global.state_file.as_deref().map(|p| {
+                        self.keep_before_writing(p);
+                        state::damaged_copy(p).display().to_string()
+                    });
+                    tracing::warn!(
+                        target_name = %t.name,
+                        error = %e,
+                        copy = copy.as_deref().unwrap_or_default(),
+                        "saved figures damaged; ignored; the state file is kept as the copy before the first write replaces it"
+                    );
                     None
                 }
             },
@@ -854,7 +885,30 @@ impl Fleet {
             written_at: now.timestamp(),
             targets,
         };
-        let written = tokio::task::spawn_blocking(move || state::write(&path, &file)).await;
+        // A file that could not be used is kept before this write replaces it; if it cannot
+        // be kept, it is not replaced (the next write tries again).
+        let keep = {
+            let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+            damaged.take_if(|d| *d == path).is_some()
+        };
+        let at = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            if keep {
+                if let Some(copy) = state::keep_damaged(&path).map_err(|e| (true, e))? {
+                    tracing::info!(copy = %copy.display(), "the damaged state file is kept");
+                }
+            }
+            state::write(&path, &file).map_err(|e| (false, e))
+        })
+        .await;
+        let written = match written {
+            Ok(Err((true, e))) => {
+                self.keep_before_writing(&at);
+                Ok(Err(format!("{e}; the damaged file is not replaced")))
+            }
+            Ok(r) => Ok(r.map_err(|(_, e)| e)),
+            Err(e) => Err(e),
+        };
         let metrics = &self.plumbing.metrics;
         match written {
             Ok(Ok(())) => metrics
