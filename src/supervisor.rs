@@ -577,6 +577,13 @@ impl Fleet {
             rng: Mutex::new(fastrand::Rng::new()),
             damaged: Mutex::new(None),
         });
+        if config.global.state_file.is_some() {
+            // Served from the first scrape, before the first write (and with no target that
+            // would publish): the board rendered before they were registered. Before any
+            // target starts, so this render never shows a poll's counters without its data.
+            fleet.plumbing.metrics.enable_state();
+            fleet.board.refresh();
+        }
         let file = fleet.load_state(&config.global);
         for t in &config.targets {
             let ledger = file
@@ -584,12 +591,6 @@ impl Fleet {
                 .and_then(|f| fleet.restored(f, t, &config.global));
             let s = fleet.supervise(t.clone(), &config.global, ledger);
             fleet.lock().insert(t.name.clone(), s);
-        }
-        if config.global.state_file.is_some() {
-            // Served from the first scrape, before the first write (and with no target that
-            // would publish): the board rendered before they were registered.
-            fleet.plumbing.metrics.enable_state();
-            fleet.board.refresh();
         }
         let me = fleet.clone();
         *fleet.saver.lock().unwrap_or_else(|p| p.into_inner()) =
