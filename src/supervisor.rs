@@ -209,6 +209,28 @@ impl Supervisor {
         }
     }
 
+    /// Whether its day's figures still hold in `tz` (a reload that changes the zone): the same
+    /// zone, no day yet, or a day that is still today's date there. Otherwise they are dropped,
+    /// and the log says which day, and why.
+    fn day_holds_in(&self, tz: chrono_tz::Tz) -> bool {
+        let from = self.global.timezone;
+        if from == tz {
+            return true;
+        }
+        let Some(day) = self.lock().ledger.day() else {
+            return true;
+        };
+        let today = Day::at(self.plumbing.clock.now(), tz).date;
+        let (name, from, to) = (&self.target.name, from.name(), tz.name());
+        if day == today {
+            tracing::info!(target_name = %name, %day, from, to, "time zone changed: the day's figures are kept, it is still today there");
+            true
+        } else {
+            tracing::warn!(target_name = %name, %day, %today, from, to, "time zone changed: the day's figures are dropped, it is no longer today there");
+            false
+        }
+    }
+
     fn take_ledger(&self) -> Ledger {
         std::mem::take(&mut self.lock().ledger)
     }
@@ -536,7 +558,8 @@ pub struct ReloadReport {
     pub unchanged: Vec<String>,
     /// Targets restarted with their day's figures.
     pub restarted: Vec<String>,
-    /// Targets restarted afresh (another vendor, app or credentials).
+    /// Targets restarted afresh (another vendor, app or credentials; or a new time zone where
+    /// their day is no longer today).
     pub replaced: Vec<String>,
     /// New targets.
     pub added: Vec<String>,
@@ -728,7 +751,18 @@ impl Fleet {
             today,
         ) {
             Ok(Some(saved)) => match Ledger::restore(saved.ledger.clone()) {
-                Ok(l) => Some(l),
+                Ok(l) => {
+                    if file.timezone != global.timezone.name() {
+                        tracing::info!(
+                            target_name = %t.name,
+                            day = %saved.ledger.date,
+                            from = %file.timezone,
+                            to = global.timezone.name(),
+                            "saved in another time zone: the day's figures are kept, it is still today there"
+                        );
+                    }
+                    Some(l)
+                }
                 Err(e) => {
                     // The next write would lose them for good: the file is kept first.
                     let copy = global.state_file.as_deref().map(|p| {
@@ -763,7 +797,6 @@ impl Fleet {
         // Only the global keys that shape polls or the day restart targets (the zone also
         // decides what "today" is); the default interval is in each target's schedule.
         let global_changed = !old_global.polls_alike(&new_global);
-        let same_day_meaning = old_global.timezone == new_global.timezone;
         if old_global.state_file != new_global.state_file {
             tracing::info!("state_file changed: the next write goes to the new path");
         }
@@ -795,7 +828,7 @@ impl Fleet {
                     s.halt(deadline).await;
                     let same = s.target.identity == t.identity
                         && s.target.vendor == t.vendor
-                        && same_day_meaning;
+                        && s.day_holds_in(new_global.timezone);
                     let ledger = same.then(|| s.take_ledger());
                     if s.target.vendor != t.vendor {
                         self.plumbing.metrics.forget_target(&t.name);
