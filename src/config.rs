@@ -380,7 +380,7 @@ impl<'de> Deserialize<'de> for Capacity {
 /// What the config expects of a target's rooms, exported beside its series so that one alert
 /// rule serves every room: capacities and warning ratios, the licensed concurrency, the
 /// scheduled classes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Expected {
     /// Room capacities and warning ratios.
     pub capacity: Capacity,

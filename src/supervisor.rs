@@ -182,18 +182,23 @@ impl Supervisor {
         self.saved.notify_one();
     }
 
-    /// What the config now expects of its rooms (a reload that restarts nothing).
-    fn set_expected(&self, expected: Arc<crate::config::Expected>) {
+    /// What the config now expects of its rooms (a reload that restarts nothing). Returns
+    /// whether that changed (applied in place), else nothing happens.
+    fn set_expected(&self, expected: Arc<crate::config::Expected>) -> bool {
         let day = Day::at(self.plumbing.clock.now(), self.global.timezone);
         let view = {
             let mut st = self.lock();
             let RunState { ledger, view } = &mut *st;
+            if view.expected == expected {
+                return false;
+            }
             view.expected = expected;
             // The rooms' capacities are in their rows: the same figures, new capacities.
             self.rerender(ledger, view, &day);
             view.clone()
         };
         self.board.publish(view);
+        true
     }
 
     /// The view's data again from the ledger as it is (no new reading), where it has data.
@@ -556,6 +561,9 @@ pub fn limits<'a>(target: &'a Target, global: &Global) -> Limits<'a> {
 pub struct ReloadReport {
     /// Targets kept running untouched.
     pub unchanged: Vec<String>,
+    /// Targets kept running whose render-only keys (`capacity`, `max_users`, `classes`,
+    /// `global.capacity_warning_ratio`) changed: applied without a restart.
+    pub applied_in_place: Vec<String>,
     /// Targets restarted with their day's figures.
     pub restarted: Vec<String>,
     /// Targets restarted afresh (another vendor, app or credentials; or a new time zone where
@@ -821,8 +829,11 @@ impl Fleet {
                         && !global_changed =>
                 {
                     // What only shapes rendering (warning ratios) applies without a restart.
-                    s.set_expected(t.expected.clone());
-                    report.unchanged.push(t.name.clone());
+                    if s.set_expected(t.expected.clone()) {
+                        report.applied_in_place.push(t.name.clone());
+                    } else {
+                        report.unchanged.push(t.name.clone());
+                    }
                 }
                 Some(s) => {
                     s.halt(deadline).await;
