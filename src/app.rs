@@ -137,6 +137,7 @@ pub async fn reload(fleet: &Fleet, path: &Path) -> Result<ReloadReport, String> 
             fleet.refresh();
             tracing::info!(
                 unchanged = report.unchanged.len(),
+                applied_in_place = ?report.applied_in_place,
                 restarted = ?report.restarted,
                 replaced = ?report.replaced,
                 added = ?report.added,

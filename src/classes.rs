@@ -29,6 +29,15 @@ pub struct Class {
     cron: croner::Cron,
 }
 
+/// Compared as configured: the parsed expression follows from `schedule`.
+impl PartialEq for Class {
+    fn eq(&self, other: &Self) -> bool {
+        self.rooms == other.rooms
+            && self.schedule == other.schedule
+            && self.duration == other.duration
+    }
+}
+
 impl Class {
     /// A class from its parts; the expression must already have parsed.
     pub fn new(
@@ -60,7 +69,7 @@ impl Class {
 }
 
 /// Every class of a target, in the zone of the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Classes {
     tz: Tz,
     list: Vec<Class>,

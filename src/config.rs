@@ -47,7 +47,8 @@ pub struct Global {
     pub max_rooms: usize,
     /// A vendor answer larger than this fails its request (`too_large`).
     pub max_response_bytes: usize,
-    /// Where today's figures are kept across restarts, if anywhere.
+    /// Where today's figures are kept across restarts, if anywhere; resolved at load (a
+    /// relative path is beside the config file: [`beside`]).
     pub state_file: Option<PathBuf>,
     /// The share of a room's capacity from which it counts as near capacity, where the target
     /// or room sets none.
@@ -190,7 +191,7 @@ impl<'de> Deserialize<'de> for Capacity {
 /// What the config expects of a target's rooms, exported beside its series so that one alert
 /// rule serves every room: capacities and warning ratios, the licensed concurrency, the
 /// scheduled classes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Expected {
     /// Room capacities and warning ratios.
     pub capacity: Capacity,
@@ -323,7 +324,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         ));
     }
 
-    let global = parse_global(raw_global, &file, &mut errors);
+    let mut global = parse_global(raw_global, &file, &mut errors);
+    global.state_file = global.state_file.map(|p| beside(path, p));
 
     let mut targets = Vec::new();
     match raw_targets {
@@ -384,6 +386,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     } else {
         Err(ConfigError { errors })
     }
+}
+
+/// A path written in the config file: a relative one resolves against the directory of the
+/// config file, as Prometheus resolves `rule_files`, not against the working directory; made
+/// absolute where the working directory is known, so `--config.check` shows where it is.
+pub fn beside(config: &Path, written: PathBuf) -> PathBuf {
+    if written.is_absolute() {
+        return written;
+    }
+    let joined = config.parent().unwrap_or(Path::new("")).join(written);
+    std::path::absolute(&joined).unwrap_or(joined)
 }
 
 fn key_name(k: &Value) -> String {
@@ -946,6 +959,38 @@ mod tests {
         assert!(PromDuration::parse("5x").is_err());
         assert!(PromDuration::parse("").is_err());
         assert!(PromDuration::parse("s").is_err());
+    }
+
+    #[test]
+    fn a_relative_state_file_is_beside_the_config_file() {
+        let text = |p: &str| format!("global:\n  state_file: {p}\ntargets: []\n");
+        let at = |config: &str, written: &str| {
+            parse(&text(written), Path::new(config))
+                .unwrap()
+                .global
+                .state_file
+                .unwrap()
+        };
+        assert_eq!(
+            at("/etc/rtc-exporter/exporter.yaml", "state.json"),
+            PathBuf::from("/etc/rtc-exporter/state.json")
+        );
+        assert_eq!(
+            at("/etc/rtc-exporter/exporter.yaml", "state/today.json"),
+            PathBuf::from("/etc/rtc-exporter/state/today.json")
+        );
+        // An absolute path stays as written.
+        assert_eq!(
+            at("/etc/rtc-exporter/exporter.yaml", "/var/lib/x/state.json"),
+            PathBuf::from("/var/lib/x/state.json")
+        );
+        // A config file named without a folder is in the working directory.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(at("exporter.yaml", "state.json"), cwd.join("state.json"));
+        assert_eq!(
+            at("conf/exporter.yaml", "state.json"),
+            cwd.join("conf/state.json")
+        );
     }
 
     #[test]

@@ -369,6 +369,10 @@ fn main() -> ExitCode {
                     cli.config_file.display(),
                     c.targets.len()
                 );
+                if let Some(p) = &c.global.state_file {
+                    // Resolved: a relative path is beside the config file.
+                    println!("global.state_file: {}", p.display());
+                }
                 for w in c.warnings() {
                     println!("warning: {w}");
                 }

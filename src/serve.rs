@@ -429,11 +429,23 @@ fn unit_or_empty(n: u64, unit: &str) -> String {
     }
 }
 
+/// The state column of a target: its class and text. A partial poll (some rooms failed, the
+/// target up) says how many rooms fail, so it does not read as plain "up".
+fn state_cell(polled: bool, up: bool, rooms_failed: u64) -> (&'static str, String) {
+    match (polled, up, rooms_failed) {
+        (false, _, _) => ("", "pending".into()),
+        (true, true, 0) => ("up", "up".into()),
+        (true, true, 1) => ("partial", "up, 1 room failing".into()),
+        (true, true, n) => ("partial", format!("up, {n} rooms failing")),
+        (true, false, _) => ("down", "down".into()),
+    }
+}
+
 fn landing(site: &Site) -> Response<Full<Bytes>> {
     let snap = site.board.snapshot();
     let mut h = String::with_capacity(2048);
     h.push_str("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>rtc-exporter</title>");
-    h.push_str("<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}.down{color:#b00}.up{color:#070}</style></head><body>");
+    h.push_str("<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}.down{color:#b00}.up{color:#070}.partial{color:#a60}</style></head><body>");
     let _ = write!(
         h,
         "<h1>rtc-exporter</h1><p>version {} ({})</p><ul><li><a href=\"",
@@ -445,11 +457,7 @@ fn landing(site: &Site) -> Response<Full<Bytes>> {
     h.push_str("<h2>Targets</h2><table><tr><th>target</th><th>vendor</th><th>state</th><th>rooms</th><th>users</th><th>last success</th><th>interval</th><th>next poll</th><th>poll duration</th><th>failures in a row</th><th>last error</th></tr>");
     let now = site.board.now().timestamp_millis() as f64 / 1000.0;
     for t in snap.targets.values() {
-        let (class, state) = match (t.polled, t.up) {
-            (false, _) => ("", "pending"),
-            (true, true) => ("up", "up"),
-            (true, false) => ("down", "down"),
-        };
+        let (class, state) = state_cell(t.polled, t.up, t.rooms_failed);
         h.push_str("<tr><td>");
         html_escape(&t.name, &mut h);
         let _ = write!(
@@ -509,6 +517,22 @@ mod tests {
         assert_eq!(age(3600.0), "1h");
         assert_eq!(age(5400.0), "1h30m");
         assert_eq!(age(86_400.0 * 2.0 + 3.0 * 3600.0), "2d3h");
+    }
+
+    #[test]
+    fn a_partially_failing_target_is_up_with_its_failing_rooms() {
+        assert_eq!(state_cell(false, false, 0), ("", "pending".to_string()));
+        assert_eq!(state_cell(true, true, 0), ("up", "up".to_string()));
+        assert_eq!(
+            state_cell(true, true, 1),
+            ("partial", "up, 1 room failing".to_string())
+        );
+        assert_eq!(
+            state_cell(true, true, 3),
+            ("partial", "up, 3 rooms failing".to_string())
+        );
+        // Down: every room the day knows failed; the count adds nothing.
+        assert_eq!(state_cell(true, false, 4), ("down", "down".to_string()));
     }
 
     #[test]

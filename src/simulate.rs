@@ -85,7 +85,7 @@ pub fn config_yaml(servers: &[SimServer]) -> Result<String, serde_yaml::Error> {
            poll_timeout: 8s\n  \
            request_timeout: 5s\n  \
            stale_after: 3\n  \
-           state_file: rtc-exporter-state.json   # today's figures across restarts\n\
+           state_file: rtc-exporter-state.json   # today's figures across restarts; beside this file\n\
          targets:\n",
     );
     for line in targets.lines() {

@@ -4,8 +4,11 @@
 //! Written atomically: a temporary file beside it, fsync, rename over the old one, fsync of
 //! the directory; a reader sees the old file or the new one, never a mix. Loading is lenient
 //! the other way: a missing file is a first start, an unreadable or damaged one is logged and
-//! ignored (never fatal), and a target whose entry does not match (another day, another time
-//! zone, another vendor, app or credentials) starts afresh with a log line.
+//! ignored (never fatal), and a target whose entry does not match (another day, also a day
+//! that is no longer today after a change of time zone; another vendor, app or credentials)
+//! starts afresh with a log line. A file that could
+//! not be used (unreadable, damaged, another format version) is kept as `<name>.damaged`
+//! before the first write replaces it.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -67,7 +70,8 @@ pub fn load(path: &Path) -> Result<Option<StateFile>, String> {
     Ok(Some(file))
 }
 
-/// The entry of one target if it is usable for `today` in `timezone`, else why not.
+/// The entry of one target if it is usable for `today` in `timezone`, else why not. An entry
+/// saved in another zone is usable while its day is still today's date in `timezone`.
 pub fn entry_for<'a>(
     file: &'a StateFile,
     name: &str,
@@ -79,16 +83,16 @@ pub fn entry_for<'a>(
     let Some(t) = file.targets.get(name) else {
         return Ok(None);
     };
-    if file.timezone != timezone {
-        return Err(format!(
-            "saved in time zone {}, configured {timezone}",
-            file.timezone
-        ));
-    }
     if t.vendor != vendor || t.identity != format!("{identity:016x}") {
         return Err("saved for another vendor, app or credentials".into());
     }
     if t.ledger.date != today {
+        if file.timezone != timezone {
+            return Err(format!(
+                "saved for {} in time zone {}; the zone is now {timezone}, where today is {today}",
+                t.ledger.date, file.timezone
+            ));
+        }
         return Err(format!("saved for {}, today is {today}", t.ledger.date));
     }
     Ok(Some(t))
@@ -106,6 +110,33 @@ fn dir_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+/// Where a damaged state file is kept before the first write replaces it: `<name>.damaged`
+/// beside it.
+pub fn damaged_copy(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "state".into());
+    name.push(".damaged");
+    path.with_file_name(name)
+}
+
+/// Keeps the damaged file at `path` as [`damaged_copy`], replacing an older copy: renamed, so
+/// its bytes stay exactly as they were, also when they cannot be read. Returns the copy, or
+/// `None` when the file is gone (nothing to keep).
+pub fn keep_damaged(path: &Path) -> Result<Option<PathBuf>, String> {
+    let copy = damaged_copy(path);
+    match std::fs::rename(path, &copy) {
+        Ok(()) => Ok(Some(copy)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "cannot keep the damaged {} as {}: {e}",
+            path.display(),
+            copy.display()
+        )),
     }
 }
 
@@ -173,6 +204,76 @@ mod tests {
         // No temporary file is left behind.
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_entry_of_another_zone_is_used_while_its_day_is_still_today() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let ledger: SavedLedger = serde_json::from_value(serde_json::json!({
+            "date": "2026-11-20", "peak": 3, "accumulated": 4, "users": [], "rooms": {}
+        }))
+        .unwrap();
+        let file = StateFile {
+            version: VERSION,
+            timezone: "Asia/Shanghai".into(),
+            written_at: 1,
+            targets: BTreeMap::from([(
+                "a".to_string(),
+                SavedTarget {
+                    vendor: "ucloud_urtc".into(),
+                    identity: format!("{:016x}", 7u64),
+                    ledger,
+                    cursors: None,
+                },
+            )]),
+        };
+        let entry = |tz: &str, today: NaiveDate| entry_for(&file, "a", "ucloud_urtc", 7, tz, today);
+        assert!(entry("Asia/Shanghai", day).unwrap().is_some());
+        // Still 2026-11-20 in UTC: kept.
+        assert!(entry("UTC", day).unwrap().is_some());
+        // Already the 21st where the zone now is: dropped, and said why.
+        let next = day.succ_opt().unwrap();
+        assert_eq!(
+            entry("Pacific/Kiritimati", next).unwrap_err(),
+            "saved for 2026-11-20 in time zone Asia/Shanghai; the zone is now Pacific/Kiritimati, where today is 2026-11-21"
+        );
+        assert_eq!(
+            entry("Asia/Shanghai", next).unwrap_err(),
+            "saved for 2026-11-20, today is 2026-11-21"
+        );
+        // Another account is refused whatever the zone.
+        assert!(entry_for(&file, "a", "ucloud_urtc", 8, "UTC", day).is_err());
+        assert!(entry_for(&file, "b", "ucloud_urtc", 7, "UTC", day)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_damaged_file_is_kept_beside_it_replacing_an_older_copy() {
+        let dir = std::env::temp_dir().join(format!("rtc-state-keep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        assert_eq!(damaged_copy(&path), dir.join("state.json.damaged"));
+        std::fs::write(dir.join("state.json.damaged"), b"older").unwrap();
+        std::fs::write(&path, b"\x00garbage").unwrap();
+        assert_eq!(
+            keep_damaged(&path).unwrap(),
+            Some(dir.join("state.json.damaged"))
+        );
+        assert_eq!(
+            std::fs::read(dir.join("state.json.damaged")).unwrap(),
+            b"\x00garbage"
+        );
+        assert!(!path.exists());
+        // Gone meanwhile: nothing to keep.
+        assert_eq!(keep_damaged(&path).unwrap(), None);
+        // A copy that cannot be made is an error (here: the copy's name is a folder).
+        std::fs::write(&path, b"again").unwrap();
+        std::fs::remove_file(dir.join("state.json.damaged")).unwrap();
+        std::fs::create_dir_all(dir.join("state.json.damaged/x")).unwrap();
+        assert!(keep_damaged(&path).unwrap_err().contains("cannot keep"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"again");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -197,18 +197,23 @@ impl Supervisor {
         self.saved.notify_one();
     }
 
-    /// What the config now expects of its rooms (a reload that restarts nothing).
-    fn set_expected(&self, expected: Arc<crate::config::Expected>) {
+    /// What the config now expects of its rooms (a reload that restarts nothing). Returns
+    /// whether that changed (applied in place), else nothing happens.
+    fn set_expected(&self, expected: Arc<crate::config::Expected>) -> bool {
         let day = Day::at(self.plumbing.clock.now(), self.global.timezone);
         let view = {
             let mut st = self.lock();
             let RunState { ledger, view, .. } = &mut *st;
+            if view.expected == expected {
+                return false;
+            }
             view.expected = expected;
             // The rooms' capacities are in their rows: the same figures, new capacities.
             self.rerender(ledger, view, &day);
             view.clone()
         };
         self.board.publish(view);
+        true
     }
 
     /// The view's data again from the ledger as it is (no new reading), where it has data.
@@ -221,6 +226,28 @@ impl Supervisor {
                 &limits_of(&view.expected, &self.global),
             );
             view.data = Some(Arc::new(data));
+        }
+    }
+
+    /// Whether its day's figures still hold in `tz` (a reload that changes the zone): the same
+    /// zone, no day yet, or a day that is still today's date there. Otherwise they are dropped,
+    /// and the log says which day, and why.
+    fn day_holds_in(&self, tz: chrono_tz::Tz) -> bool {
+        let from = self.global.timezone;
+        if from == tz {
+            return true;
+        }
+        let Some(day) = self.lock().ledger.day() else {
+            return true;
+        };
+        let today = Day::at(self.plumbing.clock.now(), tz).date;
+        let (name, from, to) = (&self.target.name, from.name(), tz.name());
+        if day == today {
+            tracing::info!(target_name = %name, %day, from, to, "time zone changed: the day's figures are kept, it is still today there");
+            true
+        } else {
+            tracing::warn!(target_name = %name, %day, %today, from, to, "time zone changed: the day's figures are dropped, it is no longer today there");
+            false
         }
     }
 
@@ -578,9 +605,13 @@ pub fn limits<'a>(target: &'a Target, global: &Global) -> Limits<'a> {
 pub struct ReloadReport {
     /// Targets kept running untouched.
     pub unchanged: Vec<String>,
+    /// Targets kept running whose render-only keys (`capacity`, `max_users`, `classes`,
+    /// `global.capacity_warning_ratio`) changed: applied without a restart.
+    pub applied_in_place: Vec<String>,
     /// Targets restarted with their day's figures.
     pub restarted: Vec<String>,
-    /// Targets restarted afresh (another vendor, app or credentials).
+    /// Targets restarted afresh (another vendor, app or credentials; or a new time zone where
+    /// their day is no longer today).
     pub replaced: Vec<String>,
     /// New targets.
     pub added: Vec<String>,
@@ -600,6 +631,9 @@ pub struct Fleet {
     saver: Mutex<Option<JoinHandle<()>>>,
     stopping: watch::Sender<bool>,
     rng: Mutex<fastrand::Rng>,
+    /// A state file that could not be used, to keep as `<name>.damaged` before the first write
+    /// replaces it.
+    damaged: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl Fleet {
@@ -616,7 +650,15 @@ impl Fleet {
             saver: Mutex::new(None),
             stopping: watch::channel(false).0,
             rng: Mutex::new(fastrand::Rng::new()),
+            damaged: Mutex::new(None),
         });
+        if config.global.state_file.is_some() {
+            // Served from the first scrape, before the first write (and with no target that
+            // would publish): the board rendered before they were registered. Before any
+            // target starts, so this render never shows a poll's counters without its data.
+            fleet.plumbing.metrics.enable_state();
+            fleet.board.refresh();
+        }
         let file = fleet.load_state(&config.global);
         for t in &config.targets {
             let ledger = file
@@ -627,9 +669,6 @@ impl Fleet {
             }
             let s = fleet.supervise(t.clone(), &config.global, ledger, None);
             fleet.lock().insert(t.name.clone(), s);
-        }
-        if config.global.state_file.is_some() {
-            fleet.plumbing.metrics.enable_state();
         }
         let me = fleet.clone();
         *fleet.saver.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -741,10 +780,27 @@ impl Fleet {
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(error = %e, "state file ignored; today's figures start afresh");
+                // Unreadable or damaged, or of another format version: kept before it is replaced
+                // (a path that is not a file is not ours to move; writing there fails anyway).
+                let keep = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+                if keep {
+                    self.keep_before_writing(path);
+                    tracing::warn!(
+                        error = %e,
+                        copy = %state::damaged_copy(path).display(),
+                        "state file ignored; today's figures start afresh; it is kept as the copy before the first write replaces it"
+                    );
+                } else {
+                    tracing::warn!(error = %e, "state file ignored; today's figures start afresh");
+                }
                 None
             }
         }
+    }
+
+    /// The state file at `path` is to be kept as `<name>.damaged` before it is first replaced.
+    fn keep_before_writing(&self, path: &std::path::Path) {
+        *self.damaged.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
     }
 
     fn restored(&self, file: &StateFile, t: &Target, global: &Global) -> Option<Ledger> {
@@ -758,9 +814,30 @@ impl Fleet {
             today,
         ) {
             Ok(Some(saved)) => match Ledger::restore(saved.ledger.clone()) {
-                Ok(l) => Some(l),
+                Ok(l) => {
+                    if file.timezone != global.timezone.name() {
+                        tracing::info!(
+                            target_name = %t.name,
+                            day = %saved.ledger.date,
+                            from = %file.timezone,
+                            to = global.timezone.name(),
+                            "saved in another time zone: the day's figures are kept, it is still today there"
+                        );
+                    }
+                    Some(l)
+                }
                 Err(e) => {
-                    tracing::warn!(target_name = %t.name, error = %e, "saved figures damaged; ignored");
+                    // The next write would lose them for good: the file is kept first.
+                    let copy = global.state_file.as_deref().map(|p| {
+                        self.keep_before_writing(p);
+                        state::damaged_copy(p).display().to_string()
+                    });
+                    tracing::warn!(
+                        target_name = %t.name,
+                        error = %e,
+                        copy = copy.as_deref().unwrap_or_default(),
+                        "saved figures damaged; ignored; the state file is kept as the copy before the first write replaces it"
+                    );
                     None
                 }
             },
@@ -783,7 +860,6 @@ impl Fleet {
         // Only the global keys that shape polls or the day restart targets (the zone also
         // decides what "today" is); the default interval is in each target's schedule.
         let global_changed = !old_global.polls_alike(&new_global);
-        let same_day_meaning = old_global.timezone == new_global.timezone;
         if old_global.state_file != new_global.state_file {
             tracing::info!("state_file changed: the next write goes to the new path");
         }
@@ -808,14 +884,17 @@ impl Fleet {
                         && !global_changed =>
                 {
                     // What only shapes rendering (warning ratios) applies without a restart.
-                    s.set_expected(t.expected.clone());
-                    report.unchanged.push(t.name.clone());
+                    if s.set_expected(t.expected.clone()) {
+                        report.applied_in_place.push(t.name.clone());
+                    } else {
+                        report.unchanged.push(t.name.clone());
+                    }
                 }
                 Some(s) => {
                     s.halt(deadline).await;
                     let same = s.target.identity == t.identity
                         && s.target.vendor == t.vendor
-                        && same_day_meaning;
+                        && s.day_holds_in(new_global.timezone);
                     let ledger = same.then(|| s.take_ledger());
                     // The same account's reading goes on where it stood (vendor cursors).
                     if s.target.identity == t.identity && s.target.vendor == t.vendor {
@@ -915,7 +994,30 @@ impl Fleet {
             written_at: now.timestamp(),
             targets,
         };
-        let written = tokio::task::spawn_blocking(move || state::write(&path, &file)).await;
+        // A file that could not be used is kept before this write replaces it; if it cannot
+        // be kept, it is not replaced (the next write tries again).
+        let keep = {
+            let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+            damaged.take_if(|d| *d == path).is_some()
+        };
+        let at = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            if keep {
+                if let Some(copy) = state::keep_damaged(&path).map_err(|e| (true, e))? {
+                    tracing::info!(copy = %copy.display(), "the damaged state file is kept");
+                }
+            }
+            state::write(&path, &file).map_err(|e| (false, e))
+        })
+        .await;
+        let written = match written {
+            Ok(Err((true, e))) => {
+                self.keep_before_writing(&at);
+                Ok(Err(format!("{e}; the damaged file is not replaced")))
+            }
+            Ok(r) => Ok(r.map_err(|(_, e)| e)),
+            Err(e) => Err(e),
+        };
         let metrics = &self.plumbing.metrics;
         match written {
             Ok(Ok(())) => metrics

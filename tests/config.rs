@@ -436,3 +436,37 @@ fn config_check_warns_where_request_timeout_is_over_poll_timeout() {
     assert!(!equal.contains("request_timeout"), "{equal}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn config_check_prints_the_state_file_resolved_beside_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("rtc-state-path-{}", std::process::id()));
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(
+        dir.join("etc/exporter.yaml"),
+        "global:\n  state_file: state/today.json\ntargets: []\n",
+    )
+    .unwrap();
+    // Run from another folder, the config named relative to it: the state file is beside the
+    // config file, not in the working directory.
+    let out = exporter()
+        .current_dir(&elsewhere)
+        .args(["--config.check", "--config.file", "../etc/exporter.yaml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("global.state_file: "))
+        .unwrap_or_else(|| panic!("no state file line: {stdout}"));
+    assert_eq!(
+        std::fs::canonicalize(Path::new(line).parent().unwrap().parent().unwrap()).unwrap(),
+        std::fs::canonicalize(dir.join("etc")).unwrap(),
+        "{line}"
+    );
+    assert!(line.ends_with("state/today.json"), "{line}");
+    assert!(Path::new(line).is_absolute(), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -245,9 +245,10 @@ async fn a_reload_of_render_only_keys_just_after_midnight_restarts_nothing() {
     std::fs::write(&path, config("0.75", 500)).unwrap();
     let report = exporter.reload().await.unwrap();
     assert_eq!(
-        report.unchanged,
+        report.applied_in_place,
         vec!["urtc".to_string(), "talk".to_string()]
     );
+    assert!(report.unchanged.is_empty(), "{report:?}");
     assert!(
         report.restarted.is_empty() && report.replaced.is_empty(),
         "{report:?}"

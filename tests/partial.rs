@@ -95,6 +95,12 @@ async fn one_dead_room_leaves_the_target_up_fresh_and_not_backed_off() {
         &[("target", "talk"), ("code", "4007")]
     )
     .is_some_and(|n| n >= 4.0));
+    // The landing page says so too: up, with the room failing, not plain "up".
+    let (_, page) = common::get(&base, "/").await;
+    assert!(
+        page.contains("<td class=\"partial\">up, 1 room failing</td>"),
+        "{page}"
+    );
     exporter.stop().await.unwrap();
 }
 

@@ -1,0 +1,267 @@
+//! The state file (`global.state_file`, README "Restarts and reloads"): where a relative path
+//! resolves, its metrics from the first scrape, what becomes of a damaged file, and a saved day
+//! read in another time zone.
+
+mod common;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{free_port, scrape, terminate, try_scrape, value, wait_for, wait_polls};
+use rtc_exporter::app;
+use rtc_exporter::sim::replay::{Recorded, Replay};
+use rtc_exporter::sim::SimServer;
+
+/// One call in progress: room 111 (123 now, peak 200, 300 in the day).
+const URTC: &str = r#"{"RetCode": 0, "TotalCount": 1, "Data": [
+  {"RoomId": "111", "CallId": "c1", "RoomStatus": true, "CurrentAmount": 123, "PeekAmount": 200, "AccumulationAmount": 300}]}"#;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "rtc-state-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A UCloud simulator that answers every request with [`URTC`].
+async fn urtc() -> SimServer {
+    let r = Replay::new(
+        "ucloud_urtc",
+        vec![Recorded {
+            api: "QueryURtcOnlineUsers".into(),
+            when: None,
+            status: 200,
+            body: URTC.as_bytes().to_vec(),
+        }],
+    );
+    SimServer::start(Arc::new(r), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A cron target: polled once at start, next at noon.
+fn urtc_target(endpoint: &str) -> String {
+    format!(
+        "  - name: urtc\n    vendor: ucloud_urtc\n    schedule: \"0 0 12 * * *\"\n    endpoint: {endpoint}\n    app_id: a\n    credentials: {{public_key: p, private_key: k}}\n"
+    )
+}
+
+async fn start_file(path: &Path) -> app::Running {
+    let config = rtc_exporter::config::load(path).unwrap_or_else(|e| panic!("config: {e}"));
+    app::start(config, &["127.0.0.1:0".to_string()], "/metrics")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_state_metrics_are_served_from_the_first_scrape() {
+    let dir = temp_dir("metrics");
+    let state = dir.join("state.json");
+    // No target: nothing polls, so nothing publishes or writes.
+    let running = common::start(&format!(
+        "global:\n  state_file: {}\ntargets: []\n",
+        state.display()
+    ))
+    .await;
+    let text = scrape(&running.url()).await;
+    assert_eq!(
+        value(&text, "rtc_exporter_state_write_failures_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rtc_exporter_state_last_write_timestamp_seconds",
+            &[]
+        ),
+        Some(0.0),
+        "never written yet"
+    );
+    assert!(!state.exists(), "no write happened before the scrape");
+    running.stop().await.unwrap();
+
+    // A target whose vendor never answers: scraped before any poll completes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let running = common::start(&format!(
+        "global:\n  state_file: {}\ntargets:\n{}",
+        state.display(),
+        urtc_target(&endpoint)
+    ))
+    .await;
+    let text = scrape(&running.url()).await;
+    assert_eq!(
+        value(
+            &text,
+            "rtc_exporter_polls_total",
+            &[("target", "urtc"), ("result", "success")]
+        )
+        .unwrap_or(0.0)
+            + value(
+                &text,
+                "rtc_exporter_polls_total",
+                &[("target", "urtc"), ("result", "failure")]
+            )
+            .unwrap_or(0.0),
+        0.0,
+        "no poll has completed"
+    );
+    assert_eq!(
+        value(&text, "rtc_exporter_state_write_failures_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(value(
+        &text,
+        "rtc_exporter_state_last_write_timestamp_seconds",
+        &[]
+    )
+    .is_some());
+    drop(silent);
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_relative_state_file_is_written_beside_the_config_file() {
+    let dir = temp_dir("relative");
+    let sim = urtc().await;
+    let config = dir.join("exporter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  state_file: state.json\ntargets:\n{}",
+            urtc_target(&sim.endpoint)
+        ),
+    )
+    .unwrap();
+    let running = start_file(&config).await;
+    wait_polls(&running.url(), "urtc", "success", 1.0).await;
+    running.stop().await.unwrap();
+    assert!(dir.join("state.json").is_file(), "beside the config file");
+    assert!(
+        !Path::new("state.json").exists(),
+        "not in the working directory"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the binary on `config` until its target has been polled, then stops it with SIGTERM
+/// (which writes the state file); returns its log.
+async fn run_until_polled(config: &Path) -> String {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"))
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("a poll", Duration::from_secs(30), || {
+        let base = base.clone();
+        async move {
+            let text = try_scrape(&base).await?;
+            let polls = value(
+                &text,
+                "rtc_exporter_polls_total",
+                &[("target", "urtc"), ("result", "success")],
+            )?;
+            (polls >= 1.0).then_some(())
+        }
+    })
+    .await;
+    let status = terminate(&mut child);
+    let mut logs = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut logs);
+    }
+    assert!(status.success(), "{status:?}\n{logs}");
+    logs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_that_cannot_be_used_is_kept_beside_it_before_the_first_write() {
+    let dir = temp_dir("damaged");
+    let sim = urtc().await;
+    let config = dir.join("exporter.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  state_file: state.json\ntargets:\n{}",
+            urtc_target(&sim.endpoint)
+        ),
+    )
+    .unwrap();
+    let state = dir.join("state.json");
+    let copy = dir.join("state.json.damaged");
+    let valid = |path: &Path| {
+        let file = rtc_exporter::state::load(path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("{} written", path.display()));
+        assert!(file.targets.contains_key("urtc"), "{file:?}");
+    };
+
+    // A first start writes a good file and keeps nothing.
+    run_until_polled(&config).await;
+    valid(&state);
+    assert!(!copy.exists());
+    let good = std::fs::read(&state).unwrap();
+
+    // A target's saved figures that do not hold together (a user key twice), garbage, and a
+    // file of another format version: each is kept as the copy, replacing the older copy,
+    // before the first write replaces it with a good file.
+    let mut twice: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    twice["targets"]["urtc"]["ledger"]["users"] = serde_json::json!([7, 7]);
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "a damaged entry",
+            serde_json::to_vec(&twice).unwrap(),
+            "saved figures damaged",
+        ),
+        (
+            "garbage",
+            b"\x00{\"version\": 1, \"targ not json".to_vec(),
+            "state file ignored",
+        ),
+        (
+            "another format version",
+            br#"{"version": 99, "timezone": "UTC", "written_at": 1, "targets": {}}"#.to_vec(),
+            "state file ignored",
+        ),
+    ];
+    for (what, bytes, said) in cases {
+        std::fs::write(&copy, b"an older copy").unwrap();
+        std::fs::write(&state, &bytes).unwrap();
+        let logs = run_until_polled(&config).await;
+        assert_eq!(
+            String::from_utf8_lossy(&std::fs::read(&copy).unwrap()),
+            String::from_utf8_lossy(&bytes),
+            "{what}: the copy"
+        );
+        valid(&state);
+        let line = logs
+            .lines()
+            .find(|l| l.contains(said))
+            .unwrap_or_else(|| panic!("{what}: no line saying {said:?}:\n{logs}"));
+        assert!(
+            line.contains("level=warn") && line.contains(&copy.display().to_string()),
+            "{what}: the warning names the copy: {line}"
+        );
+        eprintln!("{line}");
+    }
+
+    // A good file is replaced with no copy.
+    std::fs::remove_file(&copy).unwrap();
+    run_until_polled(&config).await;
+    valid(&state);
+    assert!(!copy.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
