@@ -10,6 +10,8 @@ use tokio::sync::watch;
 
 use futures_util::future::BoxFuture;
 
+use crate::lock::lock;
+
 /// Where "now" comes from, and how to wait for a wall-clock time.
 pub trait Clock: Send + Sync + 'static {
     /// The current wall-clock time.
@@ -66,14 +68,14 @@ impl ManualClock {
     /// Sets the time, waking whoever waits for it.
     pub fn set(&self, unix_seconds: i64) {
         let t = DateTime::from_timestamp(unix_seconds, 0).unwrap_or_default();
-        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        *lock(&self.now) = t;
         self.moved.send_replace(t);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.now)
     }
 
     fn sleep_until(&self, at: DateTime<Utc>) -> BoxFuture<'_, ()> {

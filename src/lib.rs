@@ -42,6 +42,7 @@ pub mod clouds;
 pub mod config;
 pub mod fields;
 pub mod ledger;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod probe;

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::clock::Clock;
 use crate::config::Expected;
+use crate::lock::lock;
 use crate::metrics::{self, SelfMetrics};
 use crate::model::{DeviceCounts, RoleCounts, TargetInfo};
 
@@ -173,21 +174,21 @@ impl Board {
 
     /// Replaces one target's view and swaps in a newly rendered snapshot.
     pub fn publish(&self, view: TargetView) {
-        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut views = lock(&self.views);
         views.insert(view.name.clone(), Arc::new(view));
         self.swap(&views);
     }
 
     /// Keeps only the targets named (the others left the config) and re-renders.
     pub fn retain(&self, names: &std::collections::BTreeSet<String>) {
-        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut views = lock(&self.views);
         views.retain(|name, _| names.contains(name));
         self.swap(&views);
     }
 
     /// Re-renders with the current views (fresh self-metrics and process figures).
     pub fn refresh(&self) {
-        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let views = lock(&self.views);
         self.swap(&views);
     }
 

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::clouds::{Plumbing, PollCtx, PollError};
 use crate::config::{Config, Global, Target};
 use crate::ledger::{Day, Ledger, Limits};
+use crate::lock::lock;
 use crate::metrics::PollResult;
 use crate::model::Observation;
 use crate::schedule::Schedule;
@@ -144,7 +145,7 @@ impl Supervisor {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Starts its schedule: an interval target's first poll after `phase`; a cron target's
@@ -154,14 +155,14 @@ impl Supervisor {
         let stop = self.stop.subscribe();
         let span = tracing::info_span!("target", target_name = %self.target.name, vendor = self.target.vendor);
         let handle = tokio::spawn(me.run(stop, phase, at_once).instrument(span));
-        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        *lock(&self.task) = Some(handle);
     }
 
     /// Stops its schedule and waits for a poll in flight, at most until `deadline` (then the
     /// poll is abandoned: nothing it did is published).
     async fn halt(&self, deadline: Instant) {
         let _ = self.stop.send(true);
-        let handle = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = lock(&self.task).take();
         if let Some(mut h) = handle {
             if tokio::time::timeout_at(deadline, &mut h).await.is_err() {
                 tracing::warn!(target_name = %self.target.name, "poll still running at stop; abandoned");
@@ -395,7 +396,7 @@ impl Supervisor {
     /// only when the whole poll succeeded. A failed poll is logged once, here.
     pub async fn poll_once(&self) -> u32 {
         let started = Instant::now();
-        *self.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
+        *lock(&self.last_poll) = Some(started);
         let now = self.plumbing.clock.now();
         let ctx = poll_ctx(&self.target, &self.global, self.plumbing.clone(), now);
         let (obs, whole) = poll_target(&self.target, &self.global, &ctx).await;
@@ -671,8 +672,7 @@ impl Fleet {
             fleet.lock().insert(t.name.clone(), s);
         }
         let me = fleet.clone();
-        *fleet.saver.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(tokio::spawn(async move { me.keep_saving().await }));
+        *lock(&fleet.saver) = Some(tokio::spawn(async move { me.keep_saving().await }));
         let me = fleet.clone();
         tokio::spawn(async move { me.keep_rolling().await });
         fleet
@@ -707,14 +707,11 @@ impl Fleet {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Supervisor>>> {
-        self.supervisors.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.supervisors)
     }
 
     fn global(&self) -> Global {
-        self.global
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.global).clone()
     }
 
     /// Re-renders `/metrics` (after a change of the self-metrics, such as a reload).
@@ -742,14 +739,14 @@ impl Fleet {
         ledger: Option<Ledger>,
         previous: Option<&Supervisor>,
     ) -> Arc<Supervisor> {
-        let last = previous.and_then(|p| *p.last_poll.lock().unwrap_or_else(|e| e.into_inner()));
+        let last = previous.and_then(|p| *lock(&p.last_poll));
         let phase = match (&target.schedule, last) {
             (Schedule::Interval(every), Some(last)) => {
                 (last + *every).saturating_duration_since(Instant::now())
             }
-            (Schedule::Interval(every), None) => (*every)
-                .min(MAX_PHASE)
-                .mul_f64(self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64()),
+            (Schedule::Interval(every), None) => {
+                (*every).min(MAX_PHASE).mul_f64(lock(&self.rng).f64())
+            }
             (Schedule::Cron(_), _) => Duration::ZERO,
         };
         let s = Supervisor::new(
@@ -800,7 +797,7 @@ impl Fleet {
 
     /// The state file at `path` is to be kept as `<name>.damaged` before it is first replaced.
     fn keep_before_writing(&self, path: &std::path::Path) {
-        *self.damaged.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
+        *lock(&self.damaged) = Some(path.to_path_buf());
     }
 
     fn restored(&self, file: &StateFile, t: &Target, global: &Global) -> Option<Ledger> {
@@ -875,7 +872,7 @@ impl Fleet {
                 report.removed.push(name.clone());
             }
         }
-        *self.global.lock().unwrap_or_else(|p| p.into_inner()) = new_global.clone();
+        *lock(&self.global) = new_global.clone();
         for t in &config.targets {
             match old.get(&t.name) {
                 Some(s)
@@ -946,7 +943,7 @@ impl Fleet {
             s.halt(deadline).await;
         }
         let _ = self.stopping.send(true);
-        let saver = self.saver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let saver = lock(&self.saver).take();
         if let Some(h) = saver {
             let _ = h.await;
         }
@@ -997,7 +994,7 @@ impl Fleet {
         // A file that could not be used is kept before this write replaces it; if it cannot
         // be kept, it is not replaced (the next write tries again).
         let keep = {
-            let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+            let mut damaged = lock(&self.damaged);
             damaged.take_if(|d| *d == path).is_some()
         };
         let at = path.clone();

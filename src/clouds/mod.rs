@@ -19,6 +19,7 @@ use governor::{Quota, RateLimiter};
 
 use crate::clock::{Clock, SystemClock};
 use crate::fields::FieldError;
+use crate::lock::lock;
 use crate::metrics::SelfMetrics;
 
 pub use anomaly::{Anomaly, Found};
@@ -111,7 +112,7 @@ pub struct Progress(Mutex<Observation>);
 impl Progress {
     /// Takes everything reported so far.
     pub fn take(&self) -> Observation {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *lock(&self.0))
     }
 }
 
@@ -248,14 +249,14 @@ impl PollCtx {
 
     /// Reports one refreshed room.
     pub fn room_done(&self, room: RoomObservation) {
-        let mut p = self.progress.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = lock(&self.progress.0);
         p.rooms.push(room);
     }
 
     /// Reports a room whose refresh failed (the request was counted and logged where it was
     /// made): it keeps its last values.
     pub fn room_failed(&self, room: &str, error: &CallError) {
-        let mut p = self.progress.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = lock(&self.progress.0);
         p.failed.push(room.to_string());
         if p.first_error.is_none() {
             p.first_error = Some(format!("room {room}: {error}"));
@@ -400,7 +401,7 @@ impl Bucket {
     /// Notes the rate `target` asks for; the bucket paces at the lowest of its targets'.
     fn ask(&self, target: &str, qps: f64) {
         let qps = qps.max(0.001);
-        let mut p = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = lock(&self.pacing);
         if p.asked.get(target) == Some(&qps) {
             return;
         }
@@ -410,7 +411,7 @@ impl Bucket {
 
     /// Forgets the targets not in `keep`.
     fn retain(&self, keep: &dyn Fn(&str) -> bool) {
-        let mut p = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = lock(&self.pacing);
         let before = p.asked.len();
         p.asked.retain(|t, _| keep(t));
         if p.asked.len() != before {
@@ -421,7 +422,7 @@ impl Bucket {
     /// The rate it paces at now.
     #[cfg(test)]
     fn qps(&self) -> f64 {
-        self.pacing.lock().unwrap_or_else(|p| p.into_inner()).qps
+        lock(&self.pacing).qps
     }
 }
 
@@ -450,19 +451,14 @@ impl Bucket {
     /// Waits out a pause, then for a turn at the pacing.
     async fn wait_turn(&self) {
         loop {
-            let until = self.pause.lock().unwrap_or_else(|p| p.into_inner()).until;
+            let until = lock(&self.pause).until;
             match until {
                 Some(t) if t > tokio::time::Instant::now() => tokio::time::sleep_until(t).await,
                 _ => break,
             }
         }
         let clock = DefaultClock::default();
-        let limiter = self
-            .pacing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .limiter
-            .clone();
+        let limiter = lock(&self.pacing).limiter.clone();
         while let Err(not_until) = limiter.check() {
             tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
         }
@@ -471,7 +467,7 @@ impl Bucket {
     /// After an answer: a throttle pauses the bucket (1 s, doubling, at most 30 s, jittered);
     /// any other answer ends the run of strikes.
     fn answered(&self, throttled: bool) {
-        let mut p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = lock(&self.pause);
         if !throttled {
             p.strikes = 0;
             return;
@@ -549,7 +545,7 @@ impl Plumbing {
     /// Whether an anomaly of `kind` on `target` is the first in [`ANOMALY_LOG_EVERY`].
     fn first_this_hour(&self, target: &str, kind: Anomaly) -> bool {
         let now = std::time::Instant::now();
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut warned = lock(&self.warned);
         match warned.get_mut(&(target.to_string(), kind)) {
             Some(at) if now.duration_since(*at) < ANOMALY_LOG_EVERY => false,
             Some(at) => {
@@ -584,7 +580,7 @@ impl Plumbing {
         qps: f64,
     ) -> Arc<Bucket> {
         let bucket = {
-            let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(&self.limiters);
             map.entry((vendor, api, account.to_string()))
                 .or_insert_with(|| Arc::new(Bucket::new()))
                 .clone()
@@ -597,7 +593,7 @@ impl Plumbing {
 
     /// Forgets the rates asked by targets not in `keep` (removed by a reload).
     pub fn retain_targets(&self, keep: &std::collections::BTreeSet<String>) {
-        let map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let map = lock(&self.limiters);
         for bucket in map.values() {
             bucket.retain(&|t| keep.contains(t));
         }

@@ -72,7 +72,7 @@ pub mod answer;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -88,6 +88,7 @@ use super::{
     RoomObservation, SessionObs, TargetInfo, Vendor, VendorEntry,
 };
 use crate::fields::{from_value, FieldError, Secret};
+use crate::lock::lock;
 
 /// The registry row.
 pub const ENTRY: VendorEntry = VendorEntry {
@@ -441,10 +442,6 @@ impl fmt::Debug for Talkcloud {
             .field("rooms", &self.rooms)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// (user, enter time) of the records still open (the stage included).

@@ -7,6 +7,8 @@ use bytes::Bytes;
 
 use super::anomaly::Found;
 
+use crate::lock::lock;
+
 /// One request and its answer, as sent and received.
 #[derive(Debug, Clone)]
 pub struct Exchange {
@@ -40,25 +42,19 @@ pub struct Tap {
 impl Tap {
     /// Records one exchange.
     pub fn exchange(&self, e: Exchange) {
-        self.exchanges
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(e);
+        lock(&self.exchanges).push(e);
     }
 
     /// Records one anomaly.
     pub fn anomaly(&self, f: Found) {
-        self.anomalies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(f);
+        lock(&self.anomalies).push(f);
     }
 
     /// Everything recorded so far.
     pub fn take(&self) -> (Vec<Exchange>, Vec<Found>) {
         (
-            std::mem::take(&mut *self.exchanges.lock().unwrap_or_else(|p| p.into_inner())),
-            std::mem::take(&mut *self.anomalies.lock().unwrap_or_else(|p| p.into_inner())),
+            std::mem::take(&mut *lock(&self.exchanges)),
+            std::mem::take(&mut *lock(&self.anomalies)),
         )
     }
 }

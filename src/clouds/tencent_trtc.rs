@@ -61,7 +61,7 @@
 pub mod sign;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -78,6 +78,7 @@ use super::{
     RoomObservation, SessionObs, TargetInfo, Vendor, VendorEntry,
 };
 use crate::fields::{from_value, FieldError, PromDuration, Secret};
+use crate::lock::lock;
 
 /// The registry row.
 pub const ENTRY: VendorEntry = VendorEntry {
@@ -240,10 +241,6 @@ pub struct TencentTrtc {
     s: Settings,
     delay: i64,
     state: Mutex<State>,
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Reads `Response`: `Error` first, then the payload.

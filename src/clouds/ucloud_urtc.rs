@@ -33,6 +33,7 @@ use super::{
     TargetInfo, Vendor, VendorEntry,
 };
 use crate::fields::{from_value, FieldError, Secret};
+use crate::lock::lock;
 
 /// The registry row.
 pub const ENTRY: VendorEntry = VendorEntry {
@@ -363,7 +364,7 @@ impl UcloudUrtc {
         ctx: &PollCtx,
         rows: impl Iterator<Item = &'r CallRow>,
     ) -> Result<(), CallError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = lock(&self.seen);
         if seen.0 != Some(ctx.today()) {
             *seen = (Some(ctx.today()), HashSet::new());
         }

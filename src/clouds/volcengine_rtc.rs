@@ -84,9 +84,9 @@
 pub mod sign;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat};
 use chrono_tz::Tz;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
@@ -101,6 +101,7 @@ use super::{
     PollError, RoomObservation, TargetInfo, Vendor, VendorEntry,
 };
 use crate::fields::{from_value, FieldError, Secret};
+use crate::lock::lock;
 
 /// The registry row.
 pub const ENTRY: VendorEntry = VendorEntry {
@@ -961,10 +962,6 @@ struct State {
     poll_cursor: Option<String>,
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// One configured Volcengine RTC target.
 pub struct VolcengineRtc {
     conf: Arc<Conf>,
@@ -1028,7 +1025,7 @@ impl<'a> Client<'a> {
         body: Vec<u8>,
     ) -> reqwest::RequestBuilder {
         // Years 0000-9999 only; the clock is in them.
-        let x_date = sign::x_date(Utc::now().timestamp()).unwrap_or_default();
+        let x_date = sign::x_date(self.ctx.wall_now().timestamp()).unwrap_or_default();
         let signed = sign::sign(
             &sign::Request {
                 method: method.as_str(),

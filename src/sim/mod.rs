@@ -23,6 +23,8 @@ use tokio::sync::watch;
 
 use futures_util::future::BoxFuture;
 
+use crate::lock::lock;
+
 pub mod replay;
 pub mod scenario;
 pub mod talkcloud;
@@ -246,23 +248,15 @@ pub struct Faults(Mutex<HashMap<String, Fault>>);
 impl Faults {
     /// Sets the fault of one API (replacing any).
     pub fn set(&self, api: &str, fault: Fault) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(api.to_string(), fault);
+        lock(&self.0).insert(api.to_string(), fault);
     }
     /// Clears every fault.
     pub fn clear(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        lock(&self.0).clear();
     }
     /// The fault of one API (none: the default).
     pub fn get(&self, api: &str) -> Fault {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(api)
-            .cloned()
-            .unwrap_or_default()
+        lock(&self.0).get(api).cloned().unwrap_or_default()
     }
 }
 
@@ -276,23 +270,23 @@ pub struct SimClock {
 impl SimClock {
     /// Unix seconds now, as the simulator sees it.
     pub fn now(&self) -> i64 {
-        let frozen = *self.frozen.lock().unwrap_or_else(|p| p.into_inner());
+        let frozen = *lock(&self.frozen);
         frozen.unwrap_or_else(|| chrono::Utc::now().timestamp()) + self.skew()
     }
     /// Freezes the scenario at `t`.
     pub fn freeze(&self, t: i64) {
-        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        *lock(&self.frozen) = Some(t);
     }
     /// Lets time run again.
     pub fn thaw(&self) {
-        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *lock(&self.frozen) = None;
     }
     /// Shifts the simulator's clock against the real one (a vendor with a wrong clock).
     pub fn set_skew(&self, seconds: i64) {
-        *self.skew.lock().unwrap_or_else(|p| p.into_inner()) = seconds;
+        *lock(&self.skew) = seconds;
     }
     fn skew(&self) -> i64 {
-        *self.skew.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.skew)
     }
 }
 
@@ -307,7 +301,7 @@ pub struct Throttle {
 impl Throttle {
     /// Takes a token; `false` means the vendor would answer with its throttle error.
     pub fn allow(&self, account: &str, api: &str, qps: f64) -> bool {
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = lock(&self.buckets);
         let now = Instant::now();
         let cap = qps.max(1.0);
         let entry = b

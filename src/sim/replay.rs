@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use super::{SimRequest, SimResponse, Simulator};
 use futures_util::future::BoxFuture;
 
+use crate::lock::lock;
+
 /// One recorded answer.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -43,7 +45,7 @@ impl Replay {
 
     /// The APIs asked so far, in order.
     pub fn asked(&self) -> Vec<String> {
-        self.asked.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.asked).clone()
     }
 }
 
@@ -69,10 +71,7 @@ impl Simulator for Replay {
     fn handle<'a>(&'a self, req: SimRequest) -> BoxFuture<'a, SimResponse> {
         Box::pin(async move {
             let api = api_of(&req);
-            self.asked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(api.clone());
+            lock(&self.asked).push(api.clone());
             let text = format!("{}&{}", req.query, String::from_utf8_lossy(&req.body));
             let candidates: Vec<usize> = self
                 .answers
@@ -88,7 +87,7 @@ impl Simulator for Replay {
                     format!("replay: no recorded answer for {api}").into_bytes(),
                 );
             };
-            let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+            let mut served = lock(&self.served);
             let n = served.entry(candidates.clone()).or_default();
             let pick = candidates.get(*n).copied().unwrap_or(last);
             *n += 1;

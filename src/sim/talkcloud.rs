@@ -54,6 +54,7 @@ use chrono::DateTime;
 use serde_json::{json, Value};
 
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator};
+use crate::lock::lock;
 use crate::model::{Device, DeviceCounts, Role, RoleCounts};
 use futures_util::future::BoxFuture;
 
@@ -166,7 +167,7 @@ impl TalkSim {
 
     /// The requests that passed the key and room checks, in order.
     pub fn log(&self) -> Vec<Logged> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.log).clone()
     }
 
     /// Users of `room` who entered at or before `t1` and left within (`t1`, `t2`].
@@ -321,15 +322,12 @@ impl TalkSim {
             Ok(w) => w,
             Err(resp) => return resp,
         };
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Logged {
-                serial: room.serial.clone(),
-                start,
-                end,
-                page,
-            });
+        lock(&self.log).push(Logged {
+            serial: room.serial.clone(),
+            start,
+            end,
+            page,
+        });
         let at = end.min(now);
         let in_window: Vec<&Stay> = room
             .stays

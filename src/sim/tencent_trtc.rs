@@ -39,6 +39,7 @@ use serde_json::{json, Map, Value};
 
 use super::scenario::{Call, Room, Scenario, Session, Shape};
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator, Throttle};
+use crate::lock::lock;
 use crate::model::{Device, DeviceCounts};
 use futures_util::future::BoxFuture;
 
@@ -148,19 +149,16 @@ impl TrtcSim {
 
     /// The SecretKey (tests and the demo configure the exporter with it).
     pub fn secret_key(&self) -> String {
-        self.secret_key
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.secret_key).clone()
     }
 
     /// Replaces the SecretKey (the exporter's then no longer signs right).
     pub fn set_secret_key(&self, k: &str) {
-        *self.secret_key.lock().unwrap_or_else(|p| p.into_inner()) = k.to_string();
+        *lock(&self.secret_key) = k.to_string();
     }
 
     fn lock(&self) -> MutexGuard<'_, Scenario> {
-        self.scenario.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.scenario)
     }
 
     /// Adds a call to `room` (creating the room if needed), keeping its calls in start order.
@@ -195,18 +193,13 @@ impl TrtcSim {
     /// Makes `DescribeUserInfo` for the calls of `room` answer the error `code` (one room
     /// failing while the others answer); `None` clears it.
     pub fn fail_room(&self, failing: Option<(&str, &str)>) {
-        *self.failing_room.lock().unwrap_or_else(|p| p.into_inner()) =
+        *lock(&self.failing_room) =
             failing.map(|(room, code)| (room.to_string(), code.to_string()));
     }
 
     /// Requests per action answered so far (every status).
     pub fn requests(&self, action: &str) -> u64 {
-        self.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(action)
-            .copied()
-            .unwrap_or(0)
+        lock(&self.requests).get(action).copied().unwrap_or(0)
     }
 
     /// Ground truth for the local day starting at `day_start`, evaluated at time `at`.
@@ -298,12 +291,7 @@ impl TrtcSim {
     /// [`Simulator::handle`] adds).
     fn respond(&self, req: &SimRequest) -> SimResponse {
         let action = req.header("x-tc-action").unwrap_or_default();
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(action.clone())
-            .or_default() += 1;
+        *lock(&self.requests).entry(action.clone()).or_default() += 1;
         let fault = self.faults.get(&action);
         match self.answer(req, &action, &fault) {
             Ok(resp) => resp,
@@ -470,7 +458,7 @@ impl TrtcSim {
             Some(Value::String(c)) => c.as_str(),
             Some(_) => return Err(err("InvalidParameter", "CommId must be a String")),
         };
-        if let Some((room, code)) = &*self.failing_room.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some((room, code)) = &*lock(&self.failing_room) {
             if comm_id.contains(&format!("_{room}_")) {
                 return Err(err(code, "injected fault for this room"));
             }

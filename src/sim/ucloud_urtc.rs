@@ -22,6 +22,8 @@ use super::scenario::{Scenario, Shape};
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator, Throttle};
 use futures_util::future::BoxFuture;
 
+use crate::lock::lock;
+
 /// The API this simulator serves.
 pub const API: &str = "QueryURtcOnlineUsers";
 const QPS: f64 = 10.0;
@@ -86,29 +88,23 @@ impl UrtcSim {
 
     /// The private key (tests and the demo configure the exporter with it).
     pub fn private_key(&self) -> String {
-        self.private_key
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.private_key).clone()
     }
 
     /// Replaces the account's private key (the exporter's then no longer signs right).
     pub fn set_private_key(&self, key: &str) {
-        *self.private_key.lock().unwrap_or_else(|p| p.into_inner()) = key.to_string();
+        *lock(&self.private_key) = key.to_string();
     }
 
     /// Ends `room`'s running call now (as the scenario clock says).
     pub fn end_room(&self, room: &str) -> bool {
         let t = self.clock.now();
-        self.scenario
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .end_call(room, t)
+        lock(&self.scenario).end_call(room, t)
     }
 
     /// The window of the last successful answer: (StartTime, the time it was evaluated at).
     pub fn last_window(&self) -> Option<(i64, i64)> {
-        *self.last_window.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.last_window)
     }
 
     /// Ground truth per room for the window [from, at], calls aggregated as the exporter
@@ -137,7 +133,7 @@ impl UrtcSim {
     }
 
     fn entries(&self, from: i64, at: i64) -> Vec<(String, CallEntry)> {
-        let scenario = self.scenario.lock().unwrap_or_else(|p| p.into_inner());
+        let scenario = lock(&self.scenario);
         let mut list = Vec::new();
         for room in &scenario.rooms {
             for call in &room.calls {
@@ -241,7 +237,7 @@ impl UrtcSim {
             .into_iter()
             .filter(|(room, _)| room_filter.is_none_or(|f| f == room))
             .collect();
-        *self.last_window.lock().unwrap_or_else(|p| p.into_inner()) = Some((start, at));
+        *lock(&self.last_window) = Some((start, at));
         let mut entries = entries;
         if fault.duplicate_rows {
             let again: Vec<_> = entries.iter().take(3).cloned().collect();

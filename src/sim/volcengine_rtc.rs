@@ -47,6 +47,7 @@ use serde_json::{json, Value};
 
 use super::scenario::{Call, Room, Scenario, Session, Shape};
 use super::{Fault, Faults, SimClock, SimRequest, SimResponse, Simulator, Throttle};
+use crate::lock::lock;
 use crate::model::{Device, DeviceCounts};
 use futures_util::future::BoxFuture;
 
@@ -209,7 +210,7 @@ impl VolcSim {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Scenario> {
-        self.scenario.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.scenario)
     }
 
     /// Ground truth of one room now.

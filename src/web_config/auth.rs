@@ -14,6 +14,8 @@ use tokio::sync::Semaphore;
 
 use super::Secret;
 
+use crate::lock::lock;
+
 /// At most this many remembered logins; when full, a tenth is dropped (as exporter-toolkit).
 pub(crate) const CACHE_SIZE: usize = 100;
 
@@ -196,14 +198,11 @@ impl Auth {
     }
 
     fn remembers(&self, key: &[u8; 32]) -> bool {
-        self.remembered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(key)
+        lock(&self.remembered).contains(key)
     }
 
     fn remember(&self, key: [u8; 32]) {
-        let mut set = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = lock(&self.remembered);
         if set.len() >= CACHE_SIZE {
             let victims: Vec<[u8; 32]> = set.iter().take(CACHE_SIZE / 10).copied().collect();
             for v in victims {
@@ -215,10 +214,7 @@ impl Auth {
 
     #[cfg(test)]
     fn remembered_len(&self) -> usize {
-        self.remembered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        lock(&self.remembered).len()
     }
 }
 
