@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::SelfMetrics;
-use crate::serve::{self, ServeError, Site};
+use crate::serve::{self, RequestLimit, ServeError, Site, Slots};
 use crate::sim::{self, SimServer};
 use crate::snapshot::Board;
 use crate::supervisor::{self, Fleet, ReloadReport};
@@ -217,9 +217,9 @@ async fn launch(
         board: board.clone(),
         telemetry_path: options.telemetry_path.clone(),
         web,
-        connections: Arc::new(Semaphore::new(
-            options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
-        )),
+        connections: Slots::new(options.max_connections),
+        scrapes: RequestLimit::new(options.max_requests),
+        header_timeout: options.header_timeout,
         reload: reloader,
     });
     let mut others = Vec::new();

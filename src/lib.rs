@@ -18,7 +18,8 @@
 //! clock     the one wall clock polls and renders read (tests drive it)
 //! snapshot  immutable per-target views, swapped whole; exposition rendered once per swap
 //! metrics   self-metrics registry and the text renderer
-//! serve     hyper: /metrics, /, /-/healthy, /-/ready, /-/reload
+//! serve     hyper: /metrics, /, /-/healthy, /-/ready, /-/reload; connection slots (idle ones
+//!           give way), the scrape limit, header and idle timeouts
 //! web_config --web.config.file (exporter-toolkit format): TLS via rustls, basic auth (bcrypt),
 //!           response headers, rate limit; re-read when the file changes
 //! sim       simulated vendor servers on loopback (demo, tests, benchmarks)
