@@ -226,6 +226,7 @@ async fn launch(
         connections: Slots::new(options.max_connections),
         scrapes: RequestLimit::new(options.max_requests),
         header_timeout: options.header_timeout,
+        response_timeout: options.response_timeout,
         reload: reloader,
     });
     // Every target shows its first view (the day so far, from the state file) before the first

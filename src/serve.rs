@@ -15,6 +15,8 @@
 //!   (the TLS handshake included, then again for the first request), and after each response
 //!   (HTTP/1 keep-alive; an HTTP/2 connection with no stream open). Otherwise it is closed.
 //! - HTTP/2 pings a connection with streams open; an unanswered ping closes it.
+//! - A connection with requests in flight without a pause for the response timeout (a client
+//!   that does not take its response) is closed, its slots freed.
 //! - `--web.max-requests` bounds the scrapes of the telemetry path in flight (until the whole
 //!   body is sent), after the web config's gate, as node_exporter does; over it, 503 at once.
 
@@ -45,7 +47,7 @@ use crate::snapshot::Board;
 use crate::web_config::{Gate, Guard};
 
 mod slots;
-pub use slots::{Busy, Conn, Slot, Slots};
+pub use slots::{Busy, Check, Conn, Slot, Slots};
 
 /// Default of `--web.max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
@@ -66,6 +68,10 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an HTTP/2 connection closed for idleness (GOAWAY sent) may take to go; then it is
 /// dropped.
 const H2_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Default response timeout: how long a connection may have requests in flight without a
+/// pause (a response its client does not take: a zero HTTP/2 window, a reader that stalls).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// net/http's answer to plain HTTP on a TLS port.
 const HTTP_ON_TLS_PORT: &[u8] =
@@ -142,6 +148,8 @@ pub struct ServeOptions {
     pub max_requests: usize,
     /// How long a client may take to send a request head (see [`DEFAULT_HEADER_TIMEOUT`]).
     pub header_timeout: Duration,
+    /// How long a response may take to be taken (see [`DEFAULT_RESPONSE_TIMEOUT`]).
+    pub response_timeout: Duration,
     /// `--web.enable-lifecycle`: `POST /-/reload` reloads the config.
     pub enable_lifecycle: bool,
 }
@@ -156,6 +164,7 @@ impl ServeOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_requests: DEFAULT_MAX_REQUESTS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             enable_lifecycle: false,
         }
     }
@@ -197,6 +206,8 @@ pub struct Site {
     pub scrapes: Option<RequestLimit>,
     /// See [`ServeOptions::header_timeout`].
     pub header_timeout: Duration,
+    /// See [`ServeOptions::response_timeout`].
+    pub response_timeout: Duration,
     /// `POST /-/reload`, with `--web.enable-lifecycle`; `None`: 403 as Prometheus answers.
     pub reload: Option<Reloader>,
 }
@@ -298,7 +309,7 @@ async fn serve_http<I>(io: I, site: Arc<Site>, h2: bool, conn: Arc<Conn>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let header_timeout = site.header_timeout;
+    let (header_timeout, response_timeout) = (site.header_timeout, site.response_timeout);
     conn.touch();
     let requests = conn.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -314,44 +325,56 @@ where
             .keep_alive_interval(H2_PING_EVERY)
             .keep_alive_timeout(H2_PING_TIMEOUT)
             .serve_connection(io, svc);
-        close_when_idle(c, &conn, header_timeout).await
+        watch(c, &conn, Some(header_timeout), response_timeout).await
     } else {
         // hyper's header timeout runs from the start of every request head it waits for: the
         // first, and the next one on a keep-alive connection (its idle timeout).
-        hyper::server::conn::http1::Builder::new()
+        let c = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(io, svc)
-            .await
+            .serve_connection(io, svc);
+        watch(c, &conn, None, response_timeout).await
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
-/// Serves an HTTP/2 connection until it has had no stream open for `idle` (GOAWAY, then closed
-/// after [`H2_CLOSE_GRACE`] at most): hyper has no idle timeout for HTTP/2.
-async fn close_when_idle<C>(conn: C, state: &Conn, idle: Duration) -> Result<(), C::Error>
+/// Serves a connection until it ends, or until it has had no request in flight for `idle`
+/// (HTTP/2, which hyper gives no idle timeout: GOAWAY, then dropped after [`H2_CLOSE_GRACE`] at
+/// most), or requests in flight without a pause for `response` (dropped: its client does not
+/// take what it asked for, and would hold its slots for ever).
+async fn watch<C>(
+    conn: C,
+    state: &Conn,
+    idle: Option<Duration>,
+    response: Duration,
+) -> Result<(), C::Error>
 where
     C: GracefulConnection,
 {
     tokio::pin!(conn);
     loop {
-        let deadline = state.idle_deadline(idle);
-        // While a request is in flight, look again after `idle`.
-        let wake = deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
-        tokio::select! {
-            r = conn.as_mut() => return r,
-            () = tokio::time::sleep_until(wake) => {}
-        }
-        if deadline.is_some() && state.idle_deadline(idle) == deadline {
-            break;
+        match state.check(idle, response, tokio::time::Instant::now()) {
+            Check::Until(at) => tokio::select! {
+                r = conn.as_mut() => return r,
+                () = tokio::time::sleep_until(at) => {}
+            },
+            Check::Idle => {
+                conn.as_mut().graceful_shutdown();
+                return tokio::time::timeout(H2_CLOSE_GRACE, conn)
+                    .await
+                    .unwrap_or(Ok(()));
+            }
+            Check::Stuck => {
+                tracing::debug!(
+                    seconds = response.as_secs_f64(),
+                    "a response not taken in time; connection closed"
+                );
+                return Ok(());
+            }
         }
     }
-    conn.as_mut().graceful_shutdown();
-    tokio::time::timeout(H2_CLOSE_GRACE, conn)
-        .await
-        .unwrap_or(Ok(()))
 }
 
 /// `r` with a body that holds `busy` and the scrape's permit, if any, until it is sent.

@@ -2,8 +2,8 @@
 //! fixtures (each `tests/fixtures/web/*.bad.yml` fails with exactly its `# error:` line), HTTPS
 //! with basic auth, client certificates, changes on disk without a restart, TLS versions, ciphers
 //! and curves, HTTP/2 by ALPN, the connection and request limits, idle, silent and slow clients
-//! (closed by the header timeout, never keeping a scrape waiting), and a real Prometheus scraping
-//! through TLS.
+//! (closed by the header timeout, never keeping a scrape waiting), clients that do not take their
+//! response (closed by the response timeout), and a real Prometheus scraping through TLS.
 
 mod common;
 
@@ -973,6 +973,56 @@ async fn max_requests_answers_503_at_once_beyond_the_scrapes_in_flight() {
     let r = https_get(addr, client, "/metrics", None).await.unwrap();
     assert_eq!(r.status, 200);
     drop(stalled);
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client that does not take its response (here an HTTP/2 window of 0) holds its scrape
+/// slot only until the response timeout (1 s here): then its connection is closed.
+#[tokio::test]
+async fn a_response_not_taken_in_time_frees_its_slots() {
+    let (dir, pki) = (scratch("response-timeout"), pki());
+    write_pki(&dir, &pki);
+    let running = start_with(
+        &dir,
+        Some(TLS),
+        ServeOptions {
+            max_requests: 1,
+            response_timeout: Duration::from_secs(1),
+            ..options()
+        },
+    )
+    .await;
+    let addr = running.addrs[0];
+    let client = Client::new().config(&pki);
+    let stalled = stalled_scrape(addr, &pki).await;
+    assert_eq!(stalled.status, 200);
+    let held = https_get(addr, client.clone(), "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(held.status, 503, "the stalled scrape holds the only slot");
+    let served = wait_for(
+        "the stalled scrape to be dropped",
+        Duration::from_secs(15),
+        || {
+            let client = client.clone();
+            async move {
+                let r = https_get(addr, client, "/metrics", None).await.ok()?;
+                (r.status == 200).then_some(r)
+            }
+        },
+    )
+    .await;
+    assert!(served.body.contains("rtc_exporter_build_info"));
+    wait_for(
+        "the stalled connection to close",
+        Duration::from_secs(15),
+        || {
+            let closed = stalled.driver.is_finished();
+            async move { closed.then_some(()) }
+        },
+    )
+    .await;
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -116,7 +116,21 @@ pub struct Conn {
 
 struct Activity {
     in_flight: usize,
+    /// Since when no request has been in flight (meaningful while none is).
     idle_since: Instant,
+    /// Since when some request has been in flight without a pause (while one is).
+    busy_since: Instant,
+}
+
+/// What a connection's watch finds: wait (until then), or close it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Nothing is due before this time.
+    Until(Instant),
+    /// No request for the idle time.
+    Idle,
+    /// Requests in flight without a pause for the response timeout.
+    Stuck,
 }
 
 impl Conn {
@@ -125,6 +139,7 @@ impl Conn {
             activity: Mutex::new(Activity {
                 in_flight: 0,
                 idle_since: Instant::now(),
+                busy_since: Instant::now(),
             }),
             asked: AtomicBool::new(false),
             close: Notify::new(),
@@ -141,7 +156,11 @@ impl Conn {
 
     /// Marks a request in flight until the returned guard drops (with its response body).
     pub fn busy(self: &Arc<Self>) -> Busy {
-        self.activity().in_flight += 1;
+        let mut a = self.activity();
+        if a.in_flight == 0 {
+            a.busy_since = Instant::now();
+        }
+        a.in_flight += 1;
         Busy(self.clone())
     }
 
@@ -153,11 +172,21 @@ impl Conn {
         }
     }
 
-    /// When the connection will have been idle for `idle`; `None` while a request is in
-    /// flight.
-    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+    /// Whether the connection is due to close at `now`: idle for `idle` (when given), or
+    /// with requests in flight without a pause for `response`.
+    pub fn check(&self, idle: Option<Duration>, response: Duration, now: Instant) -> Check {
         let a = self.activity();
-        (a.in_flight == 0).then(|| a.idle_since + idle)
+        let (due, verdict) = match (a.in_flight, idle) {
+            (0, Some(idle)) => (a.idle_since + idle, Check::Idle),
+            // Nothing to watch while idle: look again later.
+            (0, None) => return Check::Until(now + response),
+            (_, _) => (a.busy_since + response, Check::Stuck),
+        };
+        if now >= due {
+            verdict
+        } else {
+            Check::Until(due)
+        }
     }
 
     /// Resolves when the connection is asked to give its slot up while no request is in
@@ -234,16 +263,23 @@ mod tests {
     }
 
     #[test]
-    fn the_idle_clock_runs_only_without_a_request_in_flight() {
+    fn the_idle_clock_runs_without_a_request_in_flight_and_the_response_clock_with_one() {
         let conn = Arc::new(Conn::new());
-        let idle = Duration::from_secs(10);
-        assert!(conn.idle_deadline(idle).is_some());
+        let (idle, response) = (Duration::from_secs(10), Duration::from_secs(60));
+        let t0 = Instant::now();
+        let check = |at: Duration| conn.check(Some(idle), response, t0 + at);
+        assert!(matches!(check(Duration::ZERO), Check::Until(_)));
+        assert_eq!(check(idle + Duration::from_secs(1)), Check::Idle);
         let a = conn.busy();
         let b = conn.busy();
-        assert_eq!(conn.idle_deadline(idle), None);
+        assert!(matches!(check(idle * 2), Check::Until(_)), "busy, not idle");
         drop(a);
-        assert_eq!(conn.idle_deadline(idle), None);
+        assert_eq!(check(response * 2), Check::Stuck, "one still in flight");
         drop(b);
-        assert!(conn.idle_deadline(idle).is_some());
+        assert_eq!(check(response * 2), Check::Idle);
+        assert!(matches!(
+            conn.check(None, response, t0 + response * 2),
+            Check::Until(_)
+        ));
     }
 }
