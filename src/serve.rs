@@ -359,6 +359,7 @@ where
             Check::Until(at) => tokio::select! {
                 r = conn.as_mut() => return r,
                 () = tokio::time::sleep_until(at) => {}
+                () = state.turned() => {}
             },
             Check::Idle => {
                 conn.as_mut().graceful_shutdown();

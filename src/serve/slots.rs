@@ -112,6 +112,8 @@ pub struct Conn {
     /// Asked to give its slot up (not asked twice).
     asked: AtomicBool,
     close: Notify,
+    /// Turned busy or idle: what [`Conn::check`] answers may have changed.
+    turned: Notify,
 }
 
 struct Activity {
@@ -143,6 +145,7 @@ impl Conn {
             }),
             asked: AtomicBool::new(false),
             close: Notify::new(),
+            turned: Notify::new(),
         }
     }
 
@@ -159,6 +162,7 @@ impl Conn {
         let mut a = self.activity();
         if a.in_flight == 0 {
             a.busy_since = Instant::now();
+            self.turned.notify_one();
         }
         a.in_flight += 1;
         Busy(self.clone())
@@ -189,6 +193,11 @@ impl Conn {
         }
     }
 
+    /// Resolves when the connection turns busy or idle (at once if it did since the last call).
+    pub async fn turned(&self) {
+        self.turned.notified().await;
+    }
+
     /// Resolves when the connection is asked to give its slot up while no request is in
     /// flight; asked while one is, it declines and may be asked again.
     pub async fn closing(&self) {
@@ -211,6 +220,7 @@ impl Drop for Busy {
         a.in_flight = a.in_flight.saturating_sub(1);
         if a.in_flight == 0 {
             a.idle_since = Instant::now();
+            self.0.turned.notify_one();
         }
     }
 }
