@@ -54,14 +54,27 @@ async fn measure(label: &str, running: &app::Running) {
             percentile(&times, 0.99).as_secs_f64() * 1e6,
         );
     }
+    // One change at a time, each waited for: the render and gzip on the board's thread.
     let t = Instant::now();
     let renders = 200;
     for _ in 0..renders {
         running.board.refresh();
+        running.board.rendered().await;
     }
     println!(
-        "{label:<28} render once per swap: {:.1} µs",
+        "{label:<28} render + gzip, one change at a time: {:.1} µs",
         t.elapsed().as_secs_f64() * 1e6 / renders as f64
+    );
+    // A burst: as many changes at once, rendered together.
+    let (before, t) = (running.board.renders(), Instant::now());
+    for _ in 0..renders {
+        running.board.refresh();
+    }
+    running.board.rendered().await;
+    println!(
+        "{label:<28} a burst of {renders} changes: {} renders, {:.1} ms",
+        running.board.renders() - before,
+        t.elapsed().as_secs_f64() * 1e3
     );
 }
 

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::clouds::Plumbing;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::SelfMetrics;
-use crate::serve::{self, ServeError, Site};
+use crate::serve::{self, RequestLimit, ServeError, Site, Slots};
 use crate::sim::SimServer;
 use crate::snapshot::Board;
 use crate::supervisor::{self, Fleet, ReloadReport};
@@ -23,6 +23,9 @@ pub use crate::serve::ServeOptions;
 /// How often the exposition is re-rendered without a poll, so `process_*` and the request
 /// counters stay fresh for slow schedules.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(15);
+
+/// How long serving waits at start for every target's first view.
+const FIRST_VIEWS: Duration = Duration::from_secs(1);
 
 /// Errors starting the exporter.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +79,7 @@ impl Running {
     /// Reloads the config file (SIGHUP, `POST /-/reload`): see [`reload`].
     pub async fn reload(&self) -> Result<ReloadReport, String> {
         match &self.config_file {
-            Some(path) => reload(&self.fleet, path).await,
+            Some(path) => reload(&self.fleet, &self.board, path).await,
             None => Err("no config file to reload (demo)".into()),
         }
     }
@@ -120,8 +123,9 @@ pub async fn start_with(config: Config, options: ServeOptions) -> Result<Running
 
 /// Reads `path` again and applies it. A bad file keeps the running config: every error is
 /// logged as `--config.check` prints it, and `rtc_exporter_config_last_reload_successful`
-/// turns 0; a good one turns it 1 and stamps the success time.
-pub async fn reload(fleet: &Fleet, path: &Path) -> Result<ReloadReport, String> {
+/// turns 0; a good one turns it 1 and stamps the success time. Returns once `board` shows the
+/// outcome, so a scrape after the answer sees it.
+pub async fn reload(fleet: &Fleet, board: &Board, path: &Path) -> Result<ReloadReport, String> {
     let metrics = fleet.metrics();
     let loaded = {
         let path = path.to_path_buf();
@@ -135,6 +139,7 @@ pub async fn reload(fleet: &Fleet, path: &Path) -> Result<ReloadReport, String> 
             metrics.reload_ok.set(1.0);
             metrics.reload_ok_at.set(now_seconds());
             fleet.refresh();
+            board.rendered().await;
             tracing::info!(
                 unchanged = report.unchanged.len(),
                 applied_in_place = ?report.applied_in_place,
@@ -149,6 +154,7 @@ pub async fn reload(fleet: &Fleet, path: &Path) -> Result<ReloadReport, String> 
         Err(e) => {
             metrics.reload_ok.set(0.0);
             fleet.refresh();
+            board.rendered().await;
             for line in &e.errors {
                 tracing::error!(error = %line, "config reload failed; the running config stays");
             }
@@ -202,10 +208,10 @@ async fn launch(
     let config_file: Option<PathBuf> = Some(config.path.clone()).filter(|p| p.is_file());
     let reloader: Option<serve::Reloader> = match (&config_file, options.enable_lifecycle) {
         (Some(path), true) => {
-            let (fleet, path) = (fleet.clone(), path.clone());
+            let (fleet, board, path) = (fleet.clone(), board.clone(), path.clone());
             Some(Arc::new(move || {
-                let (fleet, path) = (fleet.clone(), path.clone());
-                Box::pin(async move { reload(&fleet, &path).await.map(|_| ()) })
+                let (fleet, board, path) = (fleet.clone(), board.clone(), path.clone());
+                Box::pin(async move { reload(&fleet, &board, &path).await.map(|_| ()) })
             }))
         }
         _ => None,
@@ -218,11 +224,15 @@ async fn launch(
         board: board.clone(),
         telemetry_path: options.telemetry_path.clone(),
         web,
-        connections: Arc::new(Semaphore::new(
-            options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
-        )),
+        connections: Slots::new(options.max_connections),
+        scrapes: RequestLimit::new(options.max_requests),
+        header_timeout: options.header_timeout,
+        response_timeout: options.response_timeout,
         reload: reloader,
     });
+    // Every target shows its first view (the day so far, from the state file) before the first
+    // scrape is answered; a target that never publishes delays serving by a second at most.
+    let _ = tokio::time::timeout(FIRST_VIEWS, board.published()).await;
     let mut others = Vec::new();
     for l in listeners {
         others.push(tokio::spawn(serve::serve(l, site.clone(), stopped.clone())));

@@ -18,9 +18,11 @@
 //!           and the exact sweep where a vendor gives join and leave times
 //! classes   scheduled classes: which rooms the config expects in use now (cron + duration)
 //! clock     the one wall clock polls and renders read (tests drive it)
-//! snapshot  immutable per-target views, swapped whole; exposition rendered once per swap
+//! snapshot  immutable per-target views; the board's render thread renders the exposition and
+//!           its gzip once per batch of changes and swaps the snapshot whole
 //! metrics   self-metrics registry and the text renderer
-//! serve     hyper: /metrics, /, /-/healthy, /-/ready, /-/reload
+//! serve     hyper: /metrics, /, /-/healthy, /-/ready, /-/reload; connection slots (idle ones
+//!           give way), the scrape limit, header and idle timeouts
 //! web_config --web.config.file (exporter-toolkit format): TLS via rustls, basic auth (bcrypt),
 //!           response headers, rate limit; re-read when the file changes
 //! sim       simulated vendor servers on loopback (demo, tests, benchmarks)
@@ -29,8 +31,8 @@
 //! probe     `probe`: one poll of one target, every request, answer and anomaly shown
 //! ```
 //!
-//! A scrape never waits on a vendor: polls build a new snapshot, the snapshot is rendered to
-//! bytes once, and `/metrics` serves the latest bytes.
+//! A scrape never waits on a vendor or a render: polls publish views, a render thread turns
+//! them into bytes once per batch of changes, and `/metrics` serves the latest bytes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]

@@ -47,13 +47,17 @@ struct Cli {
     /// it changes.
     #[arg(long = "web.config.file")]
     web_config_file: Option<PathBuf>,
-    /// Connections served at once, over all listen addresses; more wait to be accepted.
+    /// Connections open at once, over all listen addresses; a new one takes the slot of the
+    /// oldest idle one, or waits while every one has a request in flight.
     #[arg(
         long = "web.max-connections",
         default_value_t = 512,
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     max_connections: u32,
+    /// Scrapes of the telemetry path served at once; over it, 503 at once. 0: no limit.
+    #[arg(long = "web.max-requests", default_value_t = 40)]
+    max_requests: u32,
     /// Enable `POST /-/reload` (and PUT), as Prometheus's flag does. SIGHUP always reloads.
     #[arg(long = "web.enable-lifecycle")]
     enable_lifecycle: bool,
@@ -138,6 +142,7 @@ fn unused_flags(matches: &ArgMatches, command: &Command) -> Vec<&'static str> {
             ("config_check", "--config.check"),
             ("web_config_file", "--web.config.file"),
             ("max_connections", "--web.max-connections"),
+            ("max_requests", "--web.max-requests"),
         ],
         Command::Probe { .. } => &[
             ("config_check", "--config.check"),
@@ -145,6 +150,7 @@ fn unused_flags(matches: &ArgMatches, command: &Command) -> Vec<&'static str> {
             ("telemetry_path", "--web.telemetry-path"),
             ("web_config_file", "--web.config.file"),
             ("max_connections", "--web.max-connections"),
+            ("max_requests", "--web.max-requests"),
             ("enable_lifecycle", "--web.enable-lifecycle"),
         ],
         Command::Simulate { .. } => &[
@@ -154,6 +160,7 @@ fn unused_flags(matches: &ArgMatches, command: &Command) -> Vec<&'static str> {
             ("telemetry_path", "--web.telemetry-path"),
             ("web_config_file", "--web.config.file"),
             ("max_connections", "--web.max-connections"),
+            ("max_requests", "--web.max-requests"),
         ],
     };
     unused
@@ -433,6 +440,7 @@ fn main() -> ExitCode {
                 let options = app::ServeOptions {
                     web_config: web_config_file,
                     max_connections: cli.max_connections as usize,
+                    max_requests: cli.max_requests as usize,
                     enable_lifecycle: cli.enable_lifecycle,
                     ..app::ServeOptions::new(&listen, &cli.telemetry_path)
                 };

@@ -64,10 +64,48 @@ pub fn interval_seconds(schedule: &Schedule, tz: Tz, now: DateTime<Utc>) -> f64 
 }
 
 /// The first run of `cron` in zone `tz` strictly after `after`.
+///
+/// croner may answer a time that its expression does not name next to a DST gap (from
+/// 23:58 before a midnight that clocks skip, `0 0 12 * * *` gave the gap's end, 01:00): an
+/// answer is taken only where the expression matches it, or where it stands for a time the
+/// gap skipped that the expression names (such a run is moved to the gap's end); otherwise
+/// the search goes on after it.
 pub fn next_cron(cron: &croner::Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    cron.find_next_occurrence(&after.with_timezone(&tz), false)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    let mut from = after;
+    for _ in 0..16 {
+        let next = cron
+            .find_next_occurrence(&from.with_timezone(&tz), false)
+            .ok()?
+            .with_timezone(&Utc);
+        if next <= from {
+            return None;
+        }
+        if cron
+            .is_time_matching(&next.with_timezone(&tz))
+            .unwrap_or(false)
+            || names_a_skipped_time(cron, tz, next)
+        {
+            return Some(next);
+        }
+        from = next;
+    }
+    None
+}
+
+/// Whether `at` ends a DST gap (the wall clock jumped forward to it) in which the expression
+/// names a local time.
+fn names_a_skipped_time(cron: &croner::Cron, tz: Tz, at: DateTime<Utc>) -> bool {
+    let one = chrono::Duration::seconds(1);
+    let before = (at - one).with_timezone(&tz).naive_local() + one;
+    let after = at.with_timezone(&tz).naive_local();
+    if after <= before {
+        return false;
+    }
+    // The skipped wall-clock times [before, after), read as UTC (a zone without gaps).
+    let Ok(first) = cron.find_next_occurrence(&before.and_utc(), true) else {
+        return false;
+    };
+    first.naive_utc() < after
 }
 
 /// The least time from the start of the last poll to the next one, after `failures` failed
@@ -136,5 +174,38 @@ mod tests {
         let after = next_cron(&gap, tz, twice).unwrap();
         assert_eq!(twice, at("2026-10-25T00:30:00Z"));
         assert_eq!(after, at("2026-10-26T01:30:00Z"));
+    }
+}
+
+#[cfg(test)]
+mod dst {
+    use super::*;
+
+    fn at(unix: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(unix, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_noon_run_is_at_noon_on_a_day_whose_midnight_clocks_skip() {
+        // America/Santiago, 2026-09-06: 00:00 does not exist, the day begins at 01:00 -03
+        // (04:00 UTC); noon is 15:00 UTC.
+        let tz = chrono_tz::America::Santiago;
+        let noon = parse_cron("0 0 12 * * *").unwrap();
+        assert_eq!(
+            next_cron(&noon, tz, at(1_788_667_200 - 120)),
+            Some(at(1_788_667_200 + 11 * 3600))
+        );
+        // A run named inside the gap moves to its end.
+        let half_past = parse_cron("0 30 0 * * *").unwrap();
+        assert_eq!(
+            next_cron(&half_past, tz, at(1_788_667_200 - 120)),
+            Some(at(1_788_667_200))
+        );
+        // Every hour: 01:00 (the gap's end) is a run of its own.
+        let hourly = parse_cron("0 0 * * * *").unwrap();
+        assert_eq!(
+            next_cron(&hourly, tz, at(1_788_667_200 - 120)),
+            Some(at(1_788_667_200))
+        );
     }
 }

@@ -4,8 +4,21 @@
 //!
 //! With `--web.config.file`, every request first passes the [`Guard`] (rate limit, headers,
 //! basic auth), and when the file enables TLS every connection is a rustls handshake first
-//! (HTTP/2 when ALPN picks it). At most `--web.max-connections` connections are served at once;
-//! more wait in the listener's accept queue.
+//! (HTTP/2 when ALPN picks it).
+//!
+//! What a client can hold, and for how long:
+//! - `--web.max-connections` bounds the connections open at once, but only a connection with a
+//!   request in flight keeps a newcomer out: when every slot is taken, the oldest idle one
+//!   (handshake or request head still coming, keep-alive, HTTP/2 without a stream) is closed
+//!   for the newcomer ([`Slots`]).
+//! - A connection must send a whole request head within the header timeout: after it opens
+//!   (the TLS handshake included, then again for the first request), and after each response
+//!   (HTTP/1 keep-alive; an HTTP/2 connection with no stream open). Otherwise it is closed.
+//! - HTTP/2 pings a connection with streams open; an unanswered ping closes it.
+//! - A connection with requests in flight without a pause for the response timeout (a client
+//!   that does not take its response) is closed, its slots freed.
+//! - `--web.max-requests` bounds the scrapes of the telemetry path in flight (until the whole
+//!   body is sent), after the web config's gate, as node_exporter does; over it, 503 at once.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -15,27 +28,50 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE,
-    VARY, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING,
+    CONTENT_LENGTH, CONTENT_TYPE, VARY, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::snapshot::Board;
 use crate::web_config::{Gate, Guard};
 
+mod slots;
+pub use slots::{Busy, Check, Conn, Slot, Slots};
+
 /// Default of `--web.max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
-/// How long a client may take to send its request headers; over TLS, also the budget of the
-/// whole handshake.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `--web.max-requests`, node_exporter's.
+pub const DEFAULT_MAX_REQUESTS: usize = 40;
+
+/// Default header timeout: how long a client may take to send a request head, counted from
+/// the connection's start (and, over TLS, the whole handshake within it) or from the end of its
+/// last response.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2: how often a connection with a stream open is pinged, and how long the answer may
+/// take before the connection is closed.
+const H2_PING_EVERY: Duration = Duration::from_secs(10);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an HTTP/2 connection closed for idleness (GOAWAY sent) may take to go; then it is
+/// dropped.
+const H2_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Default response timeout: how long a connection may have requests in flight without a
+/// pause (a response its client does not take: a zero HTTP/2 window, a reader that stalls).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// net/http's answer to plain HTTP on a TLS port.
 const HTTP_ON_TLS_PORT: &[u8] =
@@ -108,21 +144,52 @@ pub struct ServeOptions {
     pub web_config: Option<PathBuf>,
     /// `--web.max-connections`, over all listen addresses (at least 1).
     pub max_connections: usize,
+    /// `--web.max-requests`: scrapes of the telemetry path in flight at once; 0: no limit.
+    pub max_requests: usize,
+    /// How long a client may take to send a request head (see [`DEFAULT_HEADER_TIMEOUT`]).
+    pub header_timeout: Duration,
+    /// How long a response may take to be taken (see [`DEFAULT_RESPONSE_TIMEOUT`]).
+    pub response_timeout: Duration,
     /// `--web.enable-lifecycle`: `POST /-/reload` reloads the config.
     pub enable_lifecycle: bool,
 }
 
 impl ServeOptions {
-    /// Plain HTTP on `listen` with the default connection limit.
+    /// Plain HTTP on `listen` with the default limits and timeouts.
     pub fn new(listen: &[String], telemetry_path: &str) -> Self {
         ServeOptions {
             listen: listen.to_vec(),
             telemetry_path: telemetry_path.to_string(),
             web_config: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             enable_lifecycle: false,
         }
     }
+}
+
+/// `--web.max-requests`: scrapes in flight, each holding a permit until its body is sent.
+pub struct RequestLimit {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl RequestLimit {
+    /// At most `max` at once; `None` for 0 (no limit).
+    pub fn new(max: usize) -> Option<Self> {
+        (max > 0).then(|| RequestLimit {
+            permits: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            max,
+        })
+    }
+}
+
+/// A scrape's permit, carried from the handler to its response body.
+#[derive(Clone)]
+struct InFlight {
+    _permit: Arc<OwnedSemaphorePermit>,
 }
 
 /// What the server needs to answer.
@@ -133,8 +200,14 @@ pub struct Site {
     pub telemetry_path: String,
     /// `--web.config.file`, checked at startup; `None`: plain HTTP, no authentication.
     pub web: Option<Arc<Guard>>,
-    /// One permit per connection being served, shared by every listener.
-    pub connections: Arc<Semaphore>,
+    /// `--web.max-connections`: one slot per open connection, shared by every listener.
+    pub connections: Arc<Slots>,
+    /// `--web.max-requests`; `None`: no limit.
+    pub scrapes: Option<RequestLimit>,
+    /// See [`ServeOptions::header_timeout`].
+    pub header_timeout: Duration,
+    /// See [`ServeOptions::response_timeout`].
+    pub response_timeout: Duration,
     /// `POST /-/reload`, with `--web.enable-lifecycle`; `None`: 403 as Prometheus answers.
     pub reload: Option<Reloader>,
 }
@@ -143,18 +216,11 @@ pub struct Site {
 pub type Reloader =
     Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
-/// Serves `listener` until `shutdown` turns true. A connection is accepted only once a permit of
-/// `site.connections` is free: beyond the limit, new connections wait in the kernel's accept
-/// queue while admitted ones keep being served.
+/// Serves `listener` until `shutdown` turns true. Each connection accepted is served once it
+/// has a slot of `site.connections` (see [`Slots::admit`]): beyond the limit, it waits while
+/// admitted ones keep being served.
 pub async fn serve(listener: TcpListener, site: Arc<Site>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let permit = tokio::select! {
-            p = site.connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.changed() => return,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
@@ -167,20 +233,31 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, mut shutdown: watch::
                 continue;
             }
         };
+        let slot = tokio::select! {
+            s = site.connections.admit() => s,
+            _ = shutdown.changed() => return,
+        };
         let site = site.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            match site.web.clone().filter(|w| w.tls()) {
-                Some(web) => serve_tls(stream, web, site).await,
-                None => serve_http(stream, site, false).await,
+            let conn = slot.conn();
+            let served = async {
+                match site.web.clone().filter(|w| w.tls()) {
+                    Some(web) => serve_tls(stream, web, site, conn.clone()).await,
+                    None => serve_http(stream, site, false, conn.clone()).await,
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = conn.closing() => tracing::debug!("idle connection closed for a new one"),
             }
+            drop(slot);
         });
     }
 }
 
 /// One TLS connection: the file as it is now decides the TLS settings of this handshake.
-async fn serve_tls(stream: TcpStream, web: Arc<Guard>, site: Arc<Site>) {
-    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+async fn serve_tls(stream: TcpStream, web: Arc<Guard>, site: Arc<Site>, conn: Arc<Conn>) {
+    let deadline = tokio::time::Instant::now() + site.header_timeout;
     // A TLS connection starts with a handshake record (0x16); a letter is plain HTTP, answered
     // with 400 as net/http does.
     let mut first = [0u8; 1];
@@ -220,34 +297,102 @@ async fn serve_tls(stream: TcpStream, web: Arc<Guard>, site: Arc<Site>) {
         Err(_) => return,
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-    serve_http(tls, site, h2).await;
+    serve_http(tls, site, h2, conn).await;
 }
 
+/// A response body, holding what must live until it is sent: the connection's request in
+/// flight and, for a scrape, its `--web.max-requests` permit.
+type Body = BoxBody<Bytes, Infallible>;
+
 /// HTTP/1.1 (or HTTP/2 when ALPN chose it) on one connection.
-async fn serve_http<I>(io: I, site: Arc<Site>, h2: bool)
+async fn serve_http<I>(io: I, site: Arc<Site>, h2: bool, conn: Arc<Conn>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (header_timeout, response_timeout) = (site.header_timeout, site.response_timeout);
+    conn.touch();
+    let requests = conn.clone();
     let svc = hyper::service::service_fn(move |req| {
+        // Called on the connection's task as the request head is read: in flight from now.
+        let busy = requests.busy();
         let site = site.clone();
-        async move { Ok::<_, Infallible>(respond(&site, req).await) }
+        async move { Ok::<_, Infallible>(holding(respond(&site, req).await, busy)) }
     });
     let io = TokioIo::new(io);
     let result = if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let c = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .serve_connection(io, svc)
-            .await
+            .keep_alive_interval(H2_PING_EVERY)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .serve_connection(io, svc);
+        watch(c, &conn, Some(header_timeout), response_timeout).await
     } else {
-        hyper::server::conn::http1::Builder::new()
+        // hyper's header timeout runs from the start of every request head it waits for: the
+        // first, and the next one on a keep-alive connection (its idle timeout).
+        let c = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(io, svc)
-            .await
+            .header_read_timeout(header_timeout)
+            .serve_connection(io, svc);
+        watch(c, &conn, None, response_timeout).await
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// Serves a connection until it ends, or until it has had no request in flight for `idle`
+/// (HTTP/2, which hyper gives no idle timeout: GOAWAY, then dropped after [`H2_CLOSE_GRACE`] at
+/// most), or requests in flight without a pause for `response` (dropped: its client does not
+/// take what it asked for, and would hold its slots for ever).
+async fn watch<C>(
+    conn: C,
+    state: &Conn,
+    idle: Option<Duration>,
+    response: Duration,
+) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(conn);
+    loop {
+        match state.check(idle, response, tokio::time::Instant::now()) {
+            Check::Until(at) => tokio::select! {
+                r = conn.as_mut() => return r,
+                () = tokio::time::sleep_until(at) => {}
+                () = state.turned() => {}
+            },
+            Check::Idle => {
+                conn.as_mut().graceful_shutdown();
+                return tokio::time::timeout(H2_CLOSE_GRACE, conn)
+                    .await
+                    .unwrap_or(Ok(()));
+            }
+            Check::Stuck => {
+                tracing::debug!(
+                    seconds = response.as_secs_f64(),
+                    "a response not taken in time; connection closed"
+                );
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `r` with a body that holds `busy` and the scrape's permit, if any, until it is sent.
+fn holding(r: Response<Full<Bytes>>, busy: Busy) -> Response<Body> {
+    let (mut parts, body) = r.into_parts();
+    let permit = parts.extensions.remove::<InFlight>();
+    // The mapped body no longer tells its length: say it, or HTTP/1 would be chunked.
+    if let Some(len) = body.size_hint().exact() {
+        parts.headers.entry(CONTENT_LENGTH).or_insert(len.into());
+    }
+    let body = body
+        .map_frame(move |frame| {
+            let _held = (&busy, &permit);
+            frame
+        })
+        .boxed();
+    Response::from_parts(parts, body)
 }
 
 /// The web config's gate, then the handler.
@@ -274,10 +419,15 @@ async fn respond(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// A refusal as Go's `http.Error` writes it: the status text and `nosniff`.
 fn refusal(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut r = text(
+    refusal_with(
         status,
         format!("{}\n", status.canonical_reason().unwrap_or("")),
-    );
+    )
+}
+
+/// Go's `http.Error` with its own message.
+fn refusal_with(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    let mut r = text(status, message);
     r.headers_mut()
         .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     r
@@ -359,6 +509,24 @@ async fn handle(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
     let path = req.uri().path();
     if path == site.telemetry_path {
+        let permit = match &site.scrapes {
+            None => None,
+            Some(limit) => match limit.permits.clone().try_acquire_owned() {
+                Ok(p) => Some(InFlight {
+                    _permit: Arc::new(p),
+                }),
+                // promhttp's answer (Go's http.Error).
+                Err(_) => {
+                    return refusal_with(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "Limit of concurrent requests reached ({}), try again later.\n",
+                            limit.max
+                        ),
+                    )
+                }
+            },
+        };
         let snap = site.board.snapshot();
         let gzip = accepts_gzip(req.headers()) && !snap.gzip.is_empty();
         let body = if gzip {
@@ -372,6 +540,9 @@ async fn handle(site: &Site, req: Request<Incoming>) -> Response<Full<Bytes>> {
         h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
         if gzip {
             h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        if let Some(p) = permit {
+            r.extensions_mut().insert(p);
         }
         return r;
     }

@@ -698,6 +698,7 @@ impl Fleet {
                 _ = clock.sleep_until(wake) => {}
                 _ = stopping.changed() => return,
             }
+
             let now = clock.now();
             let all: Vec<Arc<Supervisor>> = self.lock().values().cloned().collect();
             for s in all {

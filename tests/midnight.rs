@@ -187,6 +187,26 @@ async fn the_day_rolls_where_dst_skips_midnight() {
         figure(&text, "rtc_accumulated_users", &[("target", "urtc")]),
         Some(123.0)
     );
+    // The noon target is not polled at the day's first instant (croner answered 01:00 for
+    // `0 0 12 * * *` there): the next poll is at noon, 15:00 UTC.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = common::scrape(&base).await;
+    assert_eq!(
+        figure(
+            &text,
+            "rtc_exporter_polls_total",
+            &[("target", "urtc"), ("result", "success")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        figure(
+            &text,
+            "rtc_exporter_target_next_poll_timestamp_seconds",
+            &[("target", "urtc")]
+        ),
+        Some((first.timestamp() + 11 * 3600) as f64)
+    );
     exporter.stop().await.unwrap();
 }
 

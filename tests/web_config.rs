@@ -1,7 +1,9 @@
-//! `--web.config.file` and `--web.max-connections` over real sockets: fixtures (each
-//! `tests/fixtures/web/*.bad.yml` fails with exactly its `# error:` line), HTTPS with basic auth,
-//! client certificates, changes on disk without a restart, TLS versions, ciphers and curves,
-//! HTTP/2 by ALPN, the connection limit, and a real Prometheus scraping through TLS.
+//! `--web.config.file`, `--web.max-connections` and `--web.max-requests` over real sockets:
+//! fixtures (each `tests/fixtures/web/*.bad.yml` fails with exactly its `# error:` line), HTTPS
+//! with basic auth, client certificates, changes on disk without a restart, TLS versions, ciphers
+//! and curves, HTTP/2 by ALPN, the connection and request limits, idle, silent and slow clients
+//! (closed by the header timeout, never keeping a scrape waiting), clients that do not take their
+//! response (closed by the response timeout), and a real Prometheus scraping through TLS.
 
 mod common;
 
@@ -123,6 +125,16 @@ fn config_check_checks_the_web_config_file() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "0 connections is refused");
+    for bad in ["--web.max-requests=-1", "--web.max-requests=many"] {
+        let out = exporter().args([bad, "--config.check"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+    let out = exporter()
+        .args(["--web.max-requests=3", "demo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "the demo takes no limits");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not use --web.max-requests"));
 }
 
 /// A bad file stops the binary before it serves, naming the file and the key.
@@ -835,58 +847,407 @@ async fn tls_versions_ciphers_and_curves() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Beyond `--web.max-connections`, a new connection waits unaccepted while the admitted one is
-/// still served; it is served once a slot frees.
-#[tokio::test]
-async fn max_connections_keeps_new_connections_waiting() {
-    let running = app::start_with(
-        common::config(EXPORTER),
-        ServeOptions {
-            max_connections: 1,
-            ..ServeOptions::new(&["127.0.0.1:0".to_string()], "/metrics")
-        },
-    )
-    .await
-    .unwrap();
-    let addr = running.addrs[0];
-    let mut first = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(
-        exchange(&mut first, "/-/healthy", None)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+/// An exporter on loopback with these serving options (plain HTTP unless `web` is given).
+async fn start_with(dir: &Path, web: Option<&str>, options: ServeOptions) -> Running {
+    let options = ServeOptions {
+        web_config: web.map(|w| write_web(dir, w)),
+        ..options
+    };
+    app::start_with(common::config(EXPORTER), options)
+        .await
+        .expect("exporter starts")
+}
 
-    let mut second = TcpStream::connect(addr).await.unwrap();
-    second
-        .write_all(request("/-/healthy", None, false).as_bytes())
+fn options() -> ServeOptions {
+    ServeOptions::new(&["127.0.0.1:0".to_string()], "/metrics")
+}
+
+/// The ALPN `h2` client.
+fn h2_client(pki: &Pki) -> Arc<ClientConfig> {
+    let mut c = Client::new();
+    c.alpn = vec![b"h2".to_vec()];
+    c.config(pki)
+}
+
+/// A scrape over HTTP/2 whose body cannot move (the client grants no flow-control window): its
+/// response head arrives and the request stays in flight until this is dropped.
+struct StalledScrape {
+    status: u16,
+    _body: h2::RecvStream,
+    _send: h2::client::SendRequest<bytes::Bytes>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StalledScrape {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+async fn stalled_scrape(addr: SocketAddr, pki: &Pki) -> StalledScrape {
+    let tls = handshake(addr, h2_client(pki)).await.unwrap();
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tls)
         .await
         .unwrap();
-    let mut waiting = Box::pin(read_reply(&mut second));
-    // Not answered while the first connection holds the only slot (no answer can come: the
-    // connection is not even accepted), ...
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut waiting)
-            .await
-            .is_err(),
-        "the second connection was served beyond the limit"
-    );
-    // ... while the first keeps being served.
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    let request = hyper::Request::get(format!("https://{addr}/metrics"))
+        .body(())
+        .unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    StalledScrape {
+        status: response.status().as_u16(),
+        _body: response.into_body(),
+        _send: send,
+        driver,
+    }
+}
+
+/// `--web.max-requests` counts scrapes until their body is sent, over every connection: beyond
+/// it a scrape gets promhttp's 503 at once, other paths are served, and a slot frees when a
+/// scrape ends.
+#[tokio::test]
+async fn max_requests_answers_503_at_once_beyond_the_scrapes_in_flight() {
+    let (dir, pki) = (scratch("max-requests"), pki());
+    write_pki(&dir, &pki);
+    let running = start_with(
+        &dir,
+        Some(TLS),
+        ServeOptions {
+            max_requests: 2,
+            ..options()
+        },
+    )
+    .await;
+    let addr = running.addrs[0];
+    let client = Client::new().config(&pki);
+    let first = stalled_scrape(addr, &pki).await;
+    let second = stalled_scrape(addr, &pki).await;
+    assert_eq!((first.status, second.status), (200, 200));
+    let refused = https_get(addr, client.clone(), "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 503);
     assert_eq!(
-        exchange(&mut first, "/-/healthy", None)
+        refused.body,
+        "Limit of concurrent requests reached (2), try again later.\n"
+    );
+    assert_eq!(refused.header("x-content-type-options"), Some("nosniff"));
+    let health = https_get(addr, client.clone(), "/-/healthy", None)
+        .await
+        .unwrap();
+    assert_eq!(health.status, 200, "only scrapes count");
+    drop(first);
+    let served = wait_for("a scrape slot to free", Duration::from_secs(10), || {
+        let client = client.clone();
+        async move {
+            let r = https_get(addr, client, "/metrics", None).await.ok()?;
+            (r.status == 200).then_some(r)
+        }
+    })
+    .await;
+    assert!(served.body.contains("rtc_exporter_build_info"));
+    drop(second);
+    running.stop().await.unwrap();
+
+    // 0: no limit.
+    let running = start_with(
+        &dir,
+        Some(TLS),
+        ServeOptions {
+            max_requests: 0,
+            ..options()
+        },
+    )
+    .await;
+    let addr = running.addrs[0];
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(stalled_scrape(addr, &pki).await);
+    }
+    let r = https_get(addr, client, "/metrics", None).await.unwrap();
+    assert_eq!(r.status, 200);
+    drop(stalled);
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client that does not take its response (here an HTTP/2 window of 0) holds its scrape
+/// slot only until the response timeout (1 s here): then its connection is closed.
+#[tokio::test]
+async fn a_response_not_taken_in_time_frees_its_slots() {
+    let (dir, pki) = (scratch("response-timeout"), pki());
+    write_pki(&dir, &pki);
+    let running = start_with(
+        &dir,
+        Some(TLS),
+        ServeOptions {
+            max_requests: 1,
+            response_timeout: Duration::from_secs(1),
+            ..options()
+        },
+    )
+    .await;
+    let addr = running.addrs[0];
+    let client = Client::new().config(&pki);
+    let stalled = stalled_scrape(addr, &pki).await;
+    assert_eq!(stalled.status, 200);
+    let held = https_get(addr, client.clone(), "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(held.status, 503, "the stalled scrape holds the only slot");
+    let served = wait_for(
+        "the stalled scrape to be dropped",
+        Duration::from_secs(15),
+        || {
+            let client = client.clone();
+            async move {
+                let r = https_get(addr, client, "/metrics", None).await.ok()?;
+                (r.status == 200).then_some(r)
+            }
+        },
+    )
+    .await;
+    assert!(served.body.contains("rtc_exporter_build_info"));
+    wait_for(
+        "the stalled connection to close",
+        Duration::from_secs(15),
+        || {
+            let closed = stalled.driver.is_finished();
+            async move { closed.then_some(()) }
+        },
+    )
+    .await;
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Beyond `--web.max-connections`, an idle connection gives its slot to a newcomer, while one
+/// with a request in flight keeps it: the newcomer then waits, unserved, and is served once
+/// the request ends.
+#[tokio::test]
+async fn max_connections_keep_a_newcomer_waiting_only_behind_requests_in_flight() {
+    let (dir, pki) = (scratch("max-connections"), pki());
+    write_pki(&dir, &pki);
+    let running = start_with(
+        &dir,
+        Some(TLS),
+        ServeOptions {
+            max_connections: 1,
+            ..options()
+        },
+    )
+    .await;
+    let addr = running.addrs[0];
+    let client = Client::new().config(&pki);
+
+    // An idle keep-alive connection holds the only slot; a newcomer is served at once and the
+    // idle one is closed for it.
+    let mut idle = handshake(addr, client.clone()).await.unwrap();
+    assert_eq!(
+        exchange(&mut idle, "/-/healthy", None)
             .await
             .unwrap()
             .status,
         200
     );
-    drop(first);
+    let newcomer = tokio::time::timeout(
+        Duration::from_secs(10),
+        https_get(addr, client.clone(), "/-/healthy", None),
+    )
+    .await
+    .expect("served beside an idle connection")
+    .unwrap();
+    assert_eq!(newcomer.status, 200);
+    tokio::time::timeout(Duration::from_secs(10), until_closed(&mut idle, b""))
+        .await
+        .expect("the idle connection is closed");
+
+    // A scrape in flight holds the slot: a newcomer waits, not even through its handshake...
+    let stalled = stalled_scrape(addr, &pki).await;
+    assert_eq!(stalled.status, 200);
+    let mut waiting = Box::pin(https_get(addr, client.clone(), "/-/healthy", None));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "a newcomer was served beyond the limit"
+    );
+    // ... until the scrape ends.
+    drop(stalled);
     let reply = tokio::time::timeout(Duration::from_secs(30), waiting)
         .await
-        .expect("served once the first connection closed")
+        .expect("served once the scrape ended")
         .unwrap();
     assert_eq!(reply.status, 200);
     running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends `dribble` a byte a second and reads whatever comes, until the server closes the
+/// connection (end of stream or an error).
+async fn until_closed<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, dribble: &[u8]) {
+    let mut dribble = dribble.iter();
+    loop {
+        if let Some(b) = dribble.next() {
+            if s.write_all(&[*b]).await.is_err() || s.flush().await.is_err() {
+                return;
+            }
+        }
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+}
+
+/// The start of a ClientHello: a handshake record announcing 200 bytes, one sent.
+const HELLO_START: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01];
+/// What a slowloris sends, a byte a second: a request head that never ends.
+const SLOWLORIS: &[u8] =
+    b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-a: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+/// The HTTP/2 client preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The kinds of connections that hold a slot without a request in flight, each as a task that
+/// keeps it open (dribbling) until the server closes it. `tls`: the exporter serves TLS.
+async fn hostile(addr: SocketAddr, pki: &Pki, tls: bool) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let spawn =
+        |tasks: &mut Vec<_>, f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            tasks.push(tokio::spawn(f))
+        };
+    for _ in 0..2 {
+        // A TCP connection that sends nothing.
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        spawn(
+            &mut tasks,
+            Box::pin(async move { until_closed(&mut tcp, b"").await }),
+        );
+        if tls {
+            // A TLS handshake that never completes.
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(HELLO_START).await.unwrap();
+            spawn(
+                &mut tasks,
+                Box::pin(async move { until_closed(&mut tcp, b"").await }),
+            );
+            // A slowloris over TLS (the server may have closed it for a newcomer already).
+            if let Ok(mut s) = handshake(addr, Client::new().config(pki)).await {
+                spawn(
+                    &mut tasks,
+                    Box::pin(async move { until_closed(&mut s, SLOWLORIS).await }),
+                );
+            }
+            // HTTP/2: the preface, then nothing.
+            if let Ok(mut s) = handshake(addr, h2_client(pki)).await {
+                let _ = s.write_all(H2_PREFACE).await;
+                spawn(
+                    &mut tasks,
+                    Box::pin(async move { until_closed(&mut s, b"").await }),
+                );
+            }
+            // A keep-alive client after one request.
+            if let Ok(mut s) = handshake(addr, Client::new().config(pki)).await {
+                let _ = exchange(&mut s, "/-/healthy", None).await;
+                spawn(
+                    &mut tasks,
+                    Box::pin(async move { until_closed(&mut s, b"").await }),
+                );
+            }
+        } else {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            spawn(
+                &mut tasks,
+                Box::pin(async move { until_closed(&mut tcp, SLOWLORIS).await }),
+            );
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let _ = exchange(&mut tcp, "/-/healthy", None).await;
+            spawn(
+                &mut tasks,
+                Box::pin(async move { until_closed(&mut tcp, b"").await }),
+            );
+        }
+    }
+    tasks
+}
+
+/// More idle and slow connections than `--web.max-connections=2` (silent TCP, a TLS handshake
+/// that never completes, slowloris, an HTTP/2 preface alone, idle keep-alive clients), all
+/// still open on the client's side, and header timeouts far from over: scrapes are answered.
+#[tokio::test]
+async fn idle_and_slow_connections_never_keep_a_scrape_waiting() {
+    let (dir, pki) = (scratch("hostile"), pki());
+    write_pki(&dir, &pki);
+    let limited = || ServeOptions {
+        max_connections: 2,
+        ..options()
+    };
+    for tls in [true, false] {
+        let running = start_with(&dir, tls.then_some(TLS), limited()).await;
+        let addr = running.addrs[0];
+        let tasks = hostile(addr, &pki, tls).await;
+        for _ in 0..3 {
+            let scrape = async {
+                if tls {
+                    https_get(addr, Client::new().config(&pki), "/metrics", None).await
+                } else {
+                    let mut tcp = TcpStream::connect(addr).await?;
+                    exchange(&mut tcp, "/metrics", None).await
+                }
+            };
+            let r = tokio::time::timeout(Duration::from_secs(10), scrape)
+                .await
+                .unwrap_or_else(|_| panic!("tls {tls}: a scrape not answered within 10 s"))
+                .unwrap();
+            assert_eq!(r.status, 200);
+            assert!(r.body.contains("rtc_exporter_build_info"));
+        }
+        for t in tasks {
+            t.abort();
+        }
+        running.stop().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With room to spare (no newcomer asks for their slots), connections that send no request
+/// are closed by the header timeout (1 s here): silent TCP, an unfinished TLS handshake, a
+/// slowloris, HTTP/2 with the preface alone or nothing at all, keep-alive after a response.
+#[tokio::test]
+async fn silent_slow_and_idle_connections_are_closed_after_the_header_timeout() {
+    let (dir, pki) = (scratch("header-timeout"), pki());
+    write_pki(&dir, &pki);
+    let quick = || ServeOptions {
+        header_timeout: Duration::from_secs(1),
+        ..options()
+    };
+    for tls in [true, false] {
+        let running = start_with(&dir, tls.then_some(TLS), quick()).await;
+        let addr = running.addrs[0];
+        let mut tasks = hostile(addr, &pki, tls).await;
+        if tls {
+            let mut s = handshake(addr, h2_client(&pki)).await.unwrap();
+            tasks.push(tokio::spawn(async move { until_closed(&mut s, b"").await }));
+        }
+        let n = tasks.len();
+        for (i, t) in tasks.into_iter().enumerate() {
+            tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("tls {tls}: connection {i} of {n} still open after 20 s")
+                })
+                .unwrap();
+        }
+        running.stop().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 struct KillOnDrop(Child);
