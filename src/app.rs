@@ -8,13 +8,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::board::Board;
 use crate::clock::{Clock, SystemClock};
 use crate::clouds::Plumbing;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::SelfMetrics;
 use crate::serve::{self, RequestLimit, ServeError, Site, Slots};
 use crate::sim::SimServer;
-use crate::snapshot::Board;
 use crate::supervisor::{self, Fleet, ReloadReport};
 use crate::web_config::{Guard, WebConfigError};
 

@@ -5,7 +5,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
 use tokio::sync::watch;
 
 use futures_util::future::BoxFuture;
@@ -85,6 +86,19 @@ impl Clock for ManualClock {
             let _ = rx.wait_for(|t| *t >= at).await;
         })
     }
+}
+
+/// Midnight of `date` in `tz` (the earliest instant of that date, across DST gaps).
+pub fn local_midnight(tz: Tz, date: NaiveDate) -> DateTime<Tz> {
+    let mut t = date.and_time(chrono::NaiveTime::MIN);
+    for _ in 0..48 {
+        if let Some(dt) = tz.from_local_datetime(&t).earliest() {
+            return dt;
+        }
+        t += chrono::Duration::minutes(30);
+    }
+    Utc.from_utc_datetime(&date.and_time(chrono::NaiveTime::MIN))
+        .with_timezone(&tz)
 }
 
 #[cfg(test)]

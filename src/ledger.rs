@@ -142,7 +142,7 @@ impl Day {
         let date = now.with_timezone(&tz).date_naive();
         Day {
             date,
-            start: crate::clouds::local_midnight(tz, date).timestamp(),
+            start: crate::clock::local_midnight(tz, date).timestamp(),
             now: now.timestamp(),
         }
     }

@@ -38,10 +38,12 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
+pub mod board;
 pub mod classes;
 pub mod clock;
 pub mod clouds;
 pub mod config;
+pub mod exposition;
 pub mod fields;
 pub mod ledger;
 pub mod lock;

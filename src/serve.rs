@@ -43,7 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::snapshot::Board;
+use crate::board::Board;
 use crate::web_config::{Gate, Guard};
 
 mod slots;

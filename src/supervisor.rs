@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::board::Board;
 use crate::clouds::{Plumbing, PollCtx, PollError};
 use crate::config::{Config, Global, Target};
 use crate::ledger::{Day, Ledger, Limits};
@@ -25,7 +26,7 @@ use crate::metrics::PollResult;
 use crate::model::Observation;
 use crate::schedule::Schedule;
 use crate::schedule::{backoff_gap, interval_seconds, next_cron};
-use crate::snapshot::{Board, TargetView};
+use crate::snapshot::TargetView;
 use crate::state::{self, SavedTarget, StateFile};
 
 /// How long shutdown (and a reload that restarts a target) waits for a poll in flight.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{Quota, RateLimiter};
@@ -270,7 +270,7 @@ impl PollCtx {
         let detail = detail.into();
         self.plumbing
             .metrics
-            .record_anomaly(&self.target, self.vendor, api, kind);
+            .record_anomaly(&self.target, self.vendor, api, kind.label());
         if self.plumbing.first_this_hour(&self.target, kind) {
             tracing::warn!(
                 target_name = %self.target,
@@ -333,18 +333,7 @@ impl PollCtx {
     }
 }
 
-/// Midnight of `date` in `tz` (the earliest instant of that date, across DST gaps).
-pub fn local_midnight(tz: Tz, date: NaiveDate) -> DateTime<Tz> {
-    let mut t = date.and_time(chrono::NaiveTime::MIN);
-    for _ in 0..48 {
-        if let Some(dt) = tz.from_local_datetime(&t).earliest() {
-            return dt;
-        }
-        t += chrono::Duration::minutes(30);
-    }
-    Utc.from_utc_datetime(&date.and_time(chrono::NaiveTime::MIN))
-        .with_timezone(&tz)
-}
+pub use crate::clock::local_midnight;
 
 type Limiter = RateLimiter<
     governor::state::NotKeyed,
@@ -704,13 +693,23 @@ impl Api<'_> {
         }
         self.limiter
             .answered(result.as_ref().err().is_some_and(CallError::is_throttle));
+        let failed = result.as_ref().err();
         self.ctx.plumbing.metrics.record_request(
             &self.ctx.target,
             self.ctx.vendor,
             api,
             elapsed,
-            result.as_ref().err(),
+            failed.map(|e| (e.outcome(), e.code_label())),
         );
+        match failed {
+            None => {
+                tracing::debug!(target_name = %self.ctx.target, api, seconds = elapsed, "vendor request ok")
+            }
+            // Debug only: the poll that made the request logs its failure once.
+            Some(e) => {
+                tracing::debug!(target_name = %self.ctx.target, api, outcome = e.outcome(), error = %e, "vendor request failed")
+            }
+        }
         result
     }
 }
@@ -745,6 +744,26 @@ fn throttle_on_429(e: CallError, status: Option<u16>) -> CallError {
 }
 
 impl CallError {
+    /// The `outcome` label of `rtc_exporter_vendor_requests_total` for this failure.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            e if e.is_throttle() => "throttled",
+            CallError::Timeout { .. } => "timeout",
+            CallError::Transport { .. } => "transport",
+            CallError::Malformed { .. } => "malformed",
+            CallError::TooLarge { .. } => "too_large",
+            _ => "error",
+        }
+    }
+
+    /// The `code` label of `rtc_exporter_vendor_errors_total`, for a vendor error.
+    pub fn code_label(&self) -> Option<&str> {
+        match self {
+            CallError::Vendor { label, .. } => Some(label),
+            _ => None,
+        }
+    }
+
     /// The vendor said "too many requests": a throttle code, or HTTP 429 without one. The
     /// account's bucket pauses.
     pub fn is_throttle(&self) -> bool {

@@ -1,0 +1,156 @@
+//! The house has no import circle: among the modules of `src/` (a file `src/x.rs` and a folder
+//! `src/x/` are the module `x`), every `crate::` reference outside the test modules points one
+//! way, and no vendor client (`src/clouds/`) names a simulator (`crate::sim`) or the pairing of
+//! the two (`crate::simulate`). Run it alone: `cargo test --test layout`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every `.rs` file under `dir`.
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The module a file belongs to (`src/clouds/talkcloud/answer.rs` -> `clouds`).
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// The modules `text` names as `crate::x`, outside comments and test modules (a test module
+/// starts at a `#[cfg(test)]` in the first column and runs to the end of the file, as the
+/// house writes them).
+fn references(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.starts_with("#[cfg(test)]") {
+            break;
+        }
+        let code = line.split("//").next().unwrap_or_default();
+        let mut rest = code;
+        while let Some(i) = rest.find("crate::") {
+            let after = &rest[i + "crate::".len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                out.insert(name);
+            }
+            rest = after;
+        }
+    }
+    out
+}
+
+fn graph() -> (
+    BTreeMap<String, BTreeSet<String>>,
+    Vec<(PathBuf, BTreeSet<String>)>,
+) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    all.sort();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut per_file = Vec::new();
+    for file in all {
+        let module = module_of(&src, &file);
+        if module == "main" || module == "lib" {
+            continue;
+        }
+        let refs = references(&std::fs::read_to_string(&file).unwrap());
+        let edges = graph.entry(module.clone()).or_default();
+        edges.extend(refs.iter().filter(|r| **r != module).cloned());
+        per_file.push((file, refs));
+    }
+    (graph, per_file)
+}
+
+/// A circle through `graph`, if there is one.
+fn circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == node) {
+            let mut c = path[i..].to_vec();
+            c.push(node.to_string());
+            return Some(c);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(c) = visit(node, graph, &mut Vec::new(), &mut done) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_modules_of_src_form_no_circle() {
+    let (graph, _) = graph();
+    assert!(graph.len() > 10, "{graph:?}");
+    if let Some(c) = circle(&graph) {
+        panic!("import circle: {}", c.join(" -> "));
+    }
+}
+
+#[test]
+fn no_vendor_client_names_a_simulator() {
+    let (_, per_file) = graph();
+    let clients: Vec<_> = per_file
+        .iter()
+        .filter(|(f, _)| f.components().any(|c| c.as_os_str() == "clouds"))
+        .collect();
+    assert!(clients.len() >= 5);
+    for (file, refs) in clients {
+        assert!(
+            !refs.contains("sim") && !refs.contains("simulate"),
+            "{} imports a simulator: {refs:?}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn the_check_finds_a_circle_where_there_is_one() {
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("a", vec!["b"]),
+        ("b", vec!["c"]),
+        ("c", vec!["a"]),
+        ("d", vec![]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(circle(&graph).unwrap().len(), 4);
+    assert!(references("use crate::a::X; // crate::b\n#[cfg(test)]\nuse crate::c;").len() == 1);
+}
