@@ -56,15 +56,17 @@ fn references(text: &str) -> BTreeSet<String> {
     out
 }
 
-fn graph() -> (
-    BTreeMap<String, BTreeSet<String>>,
-    Vec<(PathBuf, BTreeSet<String>)>,
-) {
+/// Module -> the modules it names.
+type Graph = BTreeMap<String, BTreeSet<String>>;
+/// Each file and the modules it names.
+type Files = Vec<(PathBuf, BTreeSet<String>)>;
+
+fn graph() -> (Graph, Files) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut all = Vec::new();
     files(&src, &mut all);
     all.sort();
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut graph = Graph::new();
     let mut per_file = Vec::new();
     for file in all {
         let module = module_of(&src, &file);
