@@ -85,20 +85,35 @@ fn bool_value(b: bool) -> f64 {
     }
 }
 
+/// The targets, by name.
+type Targets = BTreeMap<String, Arc<TargetView>>;
+
+/// The targets that have data, with it.
+fn with_data(
+    targets: &Targets,
+) -> impl Iterator<Item = (&Arc<TargetView>, &crate::snapshot::TargetData)> {
+    targets
+        .values()
+        .filter_map(|t| t.data.as_deref().map(|d| (t, d)))
+}
+
 /// Renders the whole exposition: domain series, target state, build info, self-metrics.
 /// `now` decides which classes are scheduled.
-pub fn render(
-    targets: &BTreeMap<String, Arc<TargetView>>,
-    self_metrics: &SelfMetrics,
-    now: DateTime<Utc>,
-) -> Vec<u8> {
+pub fn render(targets: &Targets, self_metrics: &SelfMetrics, now: DateTime<Utc>) -> Vec<u8> {
     let mut out = String::with_capacity(4096);
-    let with_data = || {
-        targets
-            .values()
-            .filter_map(|t| t.data.as_ref().map(|d| (t, d)))
-    };
+    rooms(&mut out, targets);
+    classes(&mut out, targets, now);
+    totals(&mut out, targets);
+    devices_failures_roles_watched(&mut out, targets);
+    info(&mut out, targets);
+    state(&mut out, targets);
+    let mut bytes = out.into_bytes();
+    self_metrics.encode(&mut bytes);
+    bytes
+}
 
+/// Each room's users, peak, accumulated, activity, capacity and warning ratio.
+fn rooms(out: &mut String, targets: &Targets) {
     type RoomField = fn(&crate::snapshot::RoomRow) -> Option<f64>;
     let room_families: [(&str, &str, RoomField); 6] = [
         ("rtc_room_users", "Users in the room now (visible + invisible). Bots (recording, CDN push, ASR) are excluded where the vendor marks them; volcengine_rtc marks them only in Property=true answers, asked for with devices: true.", |r| Some(r.users as f64)),
@@ -109,8 +124,8 @@ pub fn render(
         ("rtc_room_capacity", "Configured capacity of the room.", |r| r.capacity.map(|v| v as f64)),
     ];
     for (name, help, field) in room_families {
-        let mut f = Family::new(&mut out, name, "gauge", help);
-        for (t, d) in with_data() {
+        let mut f = Family::new(out, name, "gauge", help);
+        for (t, d) in with_data(targets) {
             for r in &d.rooms {
                 if let Some(v) = field(r) {
                     f.sample(
@@ -124,12 +139,12 @@ pub fn render(
 
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "rtc_room_capacity_warning_ratio",
             "gauge",
             "Share of the room's capacity from which it counts as near capacity (capacity.rooms.ROOM.warning_ratio, capacity.warning_ratio or global.capacity_warning_ratio); rooms that have a capacity.",
         );
-        for (t, d) in with_data() {
+        for (t, d) in with_data(targets) {
             for r in d.rooms.iter().filter(|r| r.capacity.is_some()) {
                 f.sample(
                     &[("target", &t.name), ("vendor", t.vendor), ("room", &r.room)],
@@ -138,9 +153,13 @@ pub fn render(
             }
         }
     }
+}
+
+/// Whether a class is scheduled now in each room the classes name or cover.
+fn classes(out: &mut String, targets: &Targets, now: DateTime<Utc>) {
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "rtc_room_class_scheduled",
             "gauge",
             "1 while a class is scheduled in the room (classes: in global.timezone), else 0. Rooms named in classes always; rooms matched by a glob once the vendor has shown them today.",
@@ -168,7 +187,10 @@ pub fn render(
             }
         }
     }
+}
 
+/// Each target's totals and its licensed users.
+fn totals(out: &mut String, targets: &Targets) {
     type TotalField = fn(&crate::snapshot::TargetData) -> f64;
     let totals: [(&str, &str, TotalField); 4] = [
         ("rtc_rooms", "Rooms in progress now, including rooms beyond max_rooms.", |d| d.rooms_active as f64),
@@ -177,14 +199,14 @@ pub fn render(
         ("rtc_accumulated_users", "Users of the target today (local day): distinct user ids across rooms (exact for tencent_trtc and talkcloud, observed for volcengine_rtc), plus the vendor's per-room accumulated counts for ucloud_urtc (a user in two rooms then counts twice).", |d| d.accumulated as f64),
     ];
     for (name, help, field) in totals {
-        let mut f = Family::new(&mut out, name, "gauge", help);
-        for (t, d) in with_data() {
+        let mut f = Family::new(out, name, "gauge", help);
+        for (t, d) in with_data(targets) {
             f.sample(&[("target", &t.name), ("vendor", t.vendor)], field(d));
         }
     }
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "rtc_target_max_users",
             "gauge",
             "Concurrent users the target's account is licensed or billed for (max_users); compare with rtc_users.",
@@ -195,14 +217,18 @@ pub fn render(
             }
         }
     }
+}
+
+/// Users by device, rooms whose refresh fails, users by role, watched users.
+fn devices_failures_roles_watched(out: &mut String, targets: &Targets) {
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "rtc_device_users",
             "gauge",
             "Users now by device type, where the vendor tells. volcengine_rtc: each room's last Property=true refresh (1 QPS, round robin, so a figure can be older than the poll) plus watched users online outside those rooms.",
         );
-        for (t, d) in with_data() {
+        for (t, d) in with_data(targets) {
             for (device, n) in d.devices.iter().flatten() {
                 f.sample(
                     &[
@@ -217,12 +243,12 @@ pub fn render(
     }
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "rtc_exporter_room_refresh_failures",
             "gauge",
             "Failed refreshes in a row of a room whose last refresh failed (its figures are its last good ones, or gone after stale_after); rooms that refresh have no series.",
         );
-        for (t, d) in with_data() {
+        for (t, d) in with_data(targets) {
             for (room, n) in &d.failing_rooms {
                 f.sample(
                     &[("target", &t.name), ("vendor", t.vendor), ("room", room)],
@@ -233,12 +259,12 @@ pub fn render(
     }
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "rtc_room_role_users",
             "gauge",
             "Users in the room now by role, where the vendor tells roles (talkcloud): teacher, assistant, student, viewer, inspector, other.",
         );
-        for (t, d) in with_data() {
+        for (t, d) in with_data(targets) {
             for r in &d.rooms {
                 for (role, n) in r.roles.iter().flatten() {
                     f.sample(
@@ -256,12 +282,12 @@ pub fn render(
     }
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "rtc_user_online",
             "gauge",
             "Watched users: 1 online, 0 not.",
         );
-        for (t, d) in with_data() {
+        for (t, d) in with_data(targets) {
             for (user, online) in &d.watched {
                 f.sample(
                     &[("target", &t.name), ("vendor", t.vendor), ("user", user)],
@@ -270,9 +296,13 @@ pub fn render(
             }
         }
     }
+}
+
+/// Each target's static facts and the exporter's build.
+fn info(out: &mut String, targets: &Targets) {
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "rtc_target_info",
             "gauge",
             "Static facts of a target; always 1.",
@@ -291,7 +321,7 @@ pub fn render(
     }
     {
         let mut f = Family::new(
-            &mut out,
+            out,
             "rtc_exporter_build_info",
             "gauge",
             "Build of the exporter; always 1.",
@@ -301,6 +331,10 @@ pub fn render(
             1.0,
         );
     }
+}
+
+/// Each target's polling state.
+fn state(out: &mut String, targets: &Targets) {
     type StateField = fn(&TargetView) -> Option<f64>;
     let state: [(&str, &str, StateField); 8] = [
         (
@@ -345,16 +379,13 @@ pub fn render(
         ),
     ];
     for (name, help, field) in state {
-        let mut f = Family::new(&mut out, name, "gauge", help);
+        let mut f = Family::new(out, name, "gauge", help);
         for t in targets.values() {
             if let Some(v) = field(t) {
                 f.sample(&[("target", &t.name), ("vendor", t.vendor)], v);
             }
         }
     }
-    let mut bytes = out.into_bytes();
-    self_metrics.encode(&mut bytes);
-    bytes
 }
 
 #[cfg(test)]
