@@ -86,7 +86,7 @@ impl Board {
             .into_iter()
             .map(|v| (v.name.clone(), Arc::new(v)))
             .collect();
-        let snapshot = render_snapshot(views.clone(), &metrics, clock.now());
+        let snapshot = render_snapshot(views.clone(), own(&metrics), clock.now());
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 unpublished: views.keys().cloned().collect(),
@@ -119,6 +119,16 @@ impl Board {
         self.shared.clock.now()
     }
 
+    /// Replaces one target's view and, in the same instant as far as any snapshot can tell,
+    /// runs `count` (a poll counting itself); a new snapshot follows.
+    pub fn publish_counted(&self, view: TargetView, count: impl FnOnce()) {
+        self.change(|p| {
+            p.unpublished.remove(&view.name);
+            p.views.insert(view.name.clone(), Arc::new(view));
+            count();
+        });
+    }
+
     /// Replaces one target's view; a new snapshot follows.
     pub fn publish(&self, view: TargetView) {
         self.change(|p| {
@@ -147,7 +157,8 @@ impl Board {
         if p.closed {
             // No render thread (it could not start): render here, in order, under the lock.
             let (changes, views) = (p.changes, p.views.clone());
-            self.shared.render(views, changes);
+            self.shared
+                .render(views, own(&self.shared.metrics), changes);
         } else {
             self.shared.wake.notify_one();
         }
@@ -212,7 +223,7 @@ impl Shared {
     /// The render thread: waits for changes, takes every one made so far, renders them once.
     fn keep_rendering(&self) {
         loop {
-            let (views, changes) = {
+            let (views, own, changes) = {
                 let mut p = self.lock();
                 while p.taken == p.changes && !p.closed {
                     p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
@@ -221,17 +232,20 @@ impl Shared {
                     return;
                 }
                 p.taken = p.changes;
-                (p.views.clone(), p.changes)
+                // The views and the exporter's own counters as of one instant: a poll counts
+                // itself under this lock as it publishes its view (`publish_counted`), so no
+                // snapshot shows a poll's count without its figures.
+                (p.views.clone(), own(&self.metrics), p.changes)
             };
-            self.render(views, changes);
+            self.render(views, own, changes);
         }
     }
 
     /// Renders `views` (the first `changes` changes) and swaps the snapshot in. A render that
     /// panics keeps the last snapshot, and the thread and whoever waits for it go on.
-    fn render(&self, views: BTreeMap<String, Arc<TargetView>>, changes: u64) {
+    fn render(&self, views: BTreeMap<String, Arc<TargetView>>, own: Vec<u8>, changes: u64) {
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            render_snapshot(views, &self.metrics, self.clock.now())
+            render_snapshot(views, own, self.clock.now())
         }));
         match rendered {
             Ok(snapshot) => {
@@ -244,13 +258,20 @@ impl Shared {
     }
 }
 
+/// The exporter's own counters in the text format, as they stand.
+fn own(metrics: &SelfMetrics) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 * 1024);
+    metrics.encode(&mut out);
+    out
+}
+
 /// The exposition of `targets` at `now`, plain and gzip-compressed.
 fn render_snapshot(
     targets: BTreeMap<String, Arc<TargetView>>,
-    metrics: &SelfMetrics,
+    own: Vec<u8>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Snapshot {
-    let text = exposition::render(&targets, metrics, now);
+    let text = exposition::render(&targets, own, now);
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(text.len() / 4),
         flate2::Compression::fast(),

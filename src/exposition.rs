@@ -1,6 +1,7 @@
 //! The text exposition of a snapshot: the domain series (`rtc_*`) and per-target state
 //! written by hand from the [`TargetView`]s, in a fixed order (targets and rooms sorted) so
-//! output is stable, then the exporter's own counters ([`SelfMetrics`]).
+//! output is stable, then the exporter's own counters
+//! ([`crate::metrics::SelfMetrics`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,7 +9,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::metrics::SelfMetrics;
 use crate::snapshot::TargetView;
 
 /// Escapes a label value for the text format.
@@ -97,9 +97,10 @@ fn with_data(
         .filter_map(|t| t.data.as_deref().map(|d| (t, d)))
 }
 
-/// Renders the whole exposition: domain series, target state, build info, self-metrics.
-/// `now` decides which classes are scheduled.
-pub fn render(targets: &Targets, self_metrics: &SelfMetrics, now: DateTime<Utc>) -> Vec<u8> {
+/// Renders the whole exposition: domain series, target state, build info, then `own` (the
+/// exporter's own counters, already in the text format). `now` decides which classes are
+/// scheduled.
+pub fn render(targets: &Targets, own: Vec<u8>, now: DateTime<Utc>) -> Vec<u8> {
     let mut out = String::with_capacity(4096);
     rooms(&mut out, targets);
     classes(&mut out, targets, now);
@@ -108,7 +109,7 @@ pub fn render(targets: &Targets, self_metrics: &SelfMetrics, now: DateTime<Utc>)
     info(&mut out, targets);
     state(&mut out, targets);
     let mut bytes = out.into_bytes();
-    self_metrics.encode(&mut bytes);
+    bytes.extend_from_slice(&own);
     bytes
 }
 

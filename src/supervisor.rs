@@ -407,106 +407,125 @@ impl Supervisor {
             start: ctx.day_start(),
             now: now.timestamp(),
         };
-        let failures = {
+        let (failures, view, result) = {
             let mut st = self.lock();
             st.cursors = self.target.client.cursors();
             let RunState { ledger, view, .. } = &mut *st;
             view.polled = true;
             view.last_duration = Some(elapsed);
-            let answered = !obs.rooms.is_empty() || whole.is_ok();
-            // A poll that began before local midnight and ended after the roll is
-            // yesterday's: its figures are not folded into the new day (the next poll's are).
-            let yesterdays = ledger.day().is_some_and(|d| d > day.date);
-            if yesterdays {
-                tracing::debug!("poll began before local midnight: not folded into the new day");
-            } else if answered {
-                let data = ledger.apply(
-                    &day,
-                    &obs,
-                    whole.is_ok(),
-                    &limits_of(&view.expected, &self.global),
-                );
-                view.rooms_failed = data.rooms_failed;
-                view.rooms_dropped = data.rooms_dropped;
-                view.data = Some(Arc::new(data));
-            } else {
-                // Nothing answered: every room the day knows failed to refresh.
-                let failed: std::collections::HashSet<&String> = obs.failed.iter().collect();
-                view.rooms_failed = (failed.len() as u64).max(ledger.rooms() as u64);
-                if ledger.day().is_some_and(|d| d != day.date) {
-                    // A new local day began without a good poll: yesterday's figures must
-                    // not pass for today's.
-                    ledger.reset();
-                    view.data = None;
-                }
-            }
-            // A partial poll (some rooms refreshed, others failed or the deadline cut it) is a
-            // poll that answered: the target is up and not backed off; the failed rooms keep
-            // their last values and show in rtc_exporter_target_rooms_failed and
-            // rtc_exporter_room_refresh_failures.
-            let partial = whole.is_err() && !obs.rooms.is_empty();
-            // The poll's outcome: answered (whole or partial), or failed as a whole.
-            let outcome = match whole {
-                Err(e) if !partial => Err(e),
-                answered => Ok(answered),
-            };
-            match outcome {
-                Ok(whole) => {
-                    match (&whole, &view.data) {
-                        (Err(e), _) => tracing::warn!(
-                            error = %e,
-                            rooms_refreshed = obs.rooms.len(),
-                            rooms_failed = obs.failed.len(),
-                            seconds = elapsed,
-                            "poll partial: the rooms that answered are published"
-                        ),
-                        (Ok(()), Some(data)) => tracing::info!(
-                            rooms = data.rooms_active,
-                            users = data.users,
-                            seconds = elapsed,
-                            "poll ok"
-                        ),
-                        (Ok(()), None) => {}
-                    }
-                    view.up = true;
-                    view.consecutive_failures = 0;
-                    view.consecutive_empty = 0;
-                    view.last_error = whole.err();
-                    view.last_success = Some(unix(self.plumbing.clock.now()));
-                    self.plumbing.metrics.record_poll(
-                        &self.target.name,
-                        self.target.vendor,
-                        PollResult::Success,
-                    );
-                }
-                Err(e) => {
-                    view.up = false;
-                    view.consecutive_failures += 1;
-                    // Nothing answered. Series go when that happened `stale_after` polls in
-                    // a row (a partial poll resets the count; the ledger ages its failed rooms).
-                    view.consecutive_empty += 1;
-                    let stale = view.consecutive_empty >= self.global.stale_after;
-                    let dropped = stale && view.data.take().is_some();
-                    tracing::warn!(
-                        error = %e,
-                        failures = view.consecutive_failures,
-                        rooms_refreshed = obs.rooms.len(),
-                        rooms_failed = obs.failed.len(),
-                        series_dropped = dropped,
-                        "poll failed"
-                    );
-                    view.last_error = Some(e);
-                    self.plumbing.metrics.record_poll(
-                        &self.target.name,
-                        self.target.vendor,
-                        PollResult::Failure,
-                    );
-                }
-            }
-            view.consecutive_failures
+            self.fold(ledger, view, &day, &obs, whole.is_ok());
+            let result = self.account(view, &obs, whole, elapsed);
+            (view.consecutive_failures, view.clone(), result)
         };
+        // The view and the poll's count reach the page together.
+        self.board.publish_counted(view, || {
+            self.plumbing
+                .metrics
+                .record_poll(&self.target.name, self.target.vendor, result)
+        });
         self.saved.notify_one();
         failures
+    }
+
+    /// Folds what a poll saw into the day: the rooms that answered (none from a poll that
+    /// began before local midnight and ended after the roll), or, when nothing answered, every
+    /// room the day knows as failing (and yesterday's figures gone on a new day).
+    fn fold(
+        &self,
+        ledger: &mut Ledger,
+        view: &mut TargetView,
+        day: &Day,
+        obs: &Observation,
+        whole: bool,
+    ) {
+        let answered = !obs.rooms.is_empty() || whole;
+        // A poll that began before local midnight and ended after the roll is
+        // yesterday's: its figures are not folded into the new day (the next poll's are).
+        let yesterdays = ledger.day().is_some_and(|d| d > day.date);
+        if yesterdays {
+            tracing::debug!("poll began before local midnight: not folded into the new day");
+        } else if answered {
+            let data = ledger.apply(day, obs, whole, &limits_of(&view.expected, &self.global));
+            view.rooms_failed = data.rooms_failed;
+            view.rooms_dropped = data.rooms_dropped;
+            view.data = Some(Arc::new(data));
+        } else {
+            // Nothing answered: every room the day knows failed to refresh.
+            let failed: std::collections::HashSet<&String> = obs.failed.iter().collect();
+            view.rooms_failed = (failed.len() as u64).max(ledger.rooms() as u64);
+            if ledger.day().is_some_and(|d| d != day.date) {
+                // A new local day began without a good poll: yesterday's figures must
+                // not pass for today's.
+                ledger.reset();
+                view.data = None;
+            }
+        }
+    }
+
+    /// The poll's outcome in the view and the log, and for the poll counter: answered (whole,
+    /// or partial) or failed as a whole, with the failures in a row that backoff reads.
+    fn account(
+        &self,
+        view: &mut TargetView,
+        obs: &Observation,
+        whole: Result<(), String>,
+        elapsed: f64,
+    ) -> PollResult {
+        // A partial poll (some rooms refreshed, others failed or the deadline cut it) is a
+        // poll that answered: the target is up and not backed off; the failed rooms keep
+        // their last values and show in rtc_exporter_target_rooms_failed and
+        // rtc_exporter_room_refresh_failures.
+        let partial = whole.is_err() && !obs.rooms.is_empty();
+        // The poll's outcome: answered (whole or partial), or failed as a whole.
+        let outcome = match whole {
+            Err(e) if !partial => Err(e),
+            answered => Ok(answered),
+        };
+        match outcome {
+            Ok(whole) => {
+                match (&whole, &view.data) {
+                    (Err(e), _) => tracing::warn!(
+                        error = %e,
+                        rooms_refreshed = obs.rooms.len(),
+                        rooms_failed = obs.failed.len(),
+                        seconds = elapsed,
+                        "poll partial: the rooms that answered are published"
+                    ),
+                    (Ok(()), Some(data)) => tracing::info!(
+                        rooms = data.rooms_active,
+                        users = data.users,
+                        seconds = elapsed,
+                        "poll ok"
+                    ),
+                    (Ok(()), None) => {}
+                }
+                view.up = true;
+                view.consecutive_failures = 0;
+                view.consecutive_empty = 0;
+                view.last_error = whole.err();
+                view.last_success = Some(unix(self.plumbing.clock.now()));
+                PollResult::Success
+            }
+            Err(e) => {
+                view.up = false;
+                view.consecutive_failures += 1;
+                // Nothing answered. Series go when that happened `stale_after` polls in
+                // a row (a partial poll resets the count; the ledger ages its failed rooms).
+                view.consecutive_empty += 1;
+                let stale = view.consecutive_empty >= self.global.stale_after;
+                let dropped = stale && view.data.take().is_some();
+                tracing::warn!(
+                    error = %e,
+                    failures = view.consecutive_failures,
+                    rooms_refreshed = obs.rooms.len(),
+                    rooms_failed = obs.failed.len(),
+                    series_dropped = dropped,
+                    "poll failed"
+                );
+                view.last_error = Some(e);
+                PollResult::Failure
+            }
+        }
     }
 
     fn save(&self) -> Option<SavedTarget> {
