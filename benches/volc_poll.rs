@@ -38,7 +38,7 @@ async fn poll_once(label: &str, devices: bool) {
     let plumbing = Arc::new(Plumbing::new(Duration::from_secs(10), metrics).unwrap());
     let mut ctx = PollCtx::new(
         &target.name,
-        target.vendor,
+        target.vendor.name,
         chrono::Utc::now(),
         cfg.global.timezone,
         plumbing,

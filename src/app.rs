@@ -187,7 +187,7 @@ async fn launch(
         .collect();
     let metrics = Arc::new(SelfMetrics::new()?);
     for t in &config.targets {
-        metrics.init_target(&t.name, t.vendor);
+        metrics.init_target(&t.name, t.vendor.name);
     }
     metrics.reload_ok.set(1.0);
     metrics.reload_ok_at.set(now_seconds());

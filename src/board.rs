@@ -341,7 +341,7 @@ mod tests {
     fn view(name: &str, polled: bool) -> TargetView {
         TargetView {
             name: name.into(),
-            vendor: "ucloud_urtc",
+            vendor: &crate::clouds::ucloud_urtc::ENTRY,
             info: TargetInfo {
                 app: "app".into(),
                 region: String::new(),

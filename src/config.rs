@@ -206,8 +206,8 @@ pub struct Expected {
 pub struct Target {
     /// Unique name; the `target` label.
     pub name: String,
-    /// Registry name of the vendor; the `vendor` label.
-    pub vendor: &'static str,
+    /// The vendor (its registry row; its name is the `vendor` label).
+    pub vendor: &'static clouds::VendorEntry,
     /// When to poll.
     pub schedule: Schedule,
     /// Endpoint override (the demo points it at a simulator).
@@ -809,7 +809,7 @@ fn parse_target(raw: Value, global: &Global) -> (Option<String>, Result<Target, 
     let result = match (name, entry, schedule, client) {
         (Some(name), Some(entry), Some(schedule), Some(client)) if errs.is_empty() => Ok(Target {
             name,
-            vendor: entry.name,
+            vendor: entry,
             schedule,
             endpoint,
             qps,

@@ -130,7 +130,11 @@ fn rooms(out: &mut String, targets: &Targets) {
             for r in &d.rooms {
                 if let Some(v) = field(r) {
                     f.sample(
-                        &[("target", &t.name), ("vendor", t.vendor), ("room", &r.room)],
+                        &[
+                            ("target", &t.name),
+                            ("vendor", t.vendor.name),
+                            ("room", &r.room),
+                        ],
                         v,
                     );
                 }
@@ -148,7 +152,11 @@ fn rooms(out: &mut String, targets: &Targets) {
         for (t, d) in with_data(targets) {
             for r in d.rooms.iter().filter(|r| r.capacity.is_some()) {
                 f.sample(
-                    &[("target", &t.name), ("vendor", t.vendor), ("room", &r.room)],
+                    &[
+                        ("target", &t.name),
+                        ("vendor", t.vendor.name),
+                        ("room", &r.room),
+                    ],
                     t.expected.capacity.warning_ratio_of(&r.room),
                 );
             }
@@ -182,7 +190,11 @@ fn classes(out: &mut String, targets: &Targets, now: DateTime<Utc>) {
             }
             for room in rooms {
                 f.sample(
-                    &[("target", &t.name), ("vendor", t.vendor), ("room", room)],
+                    &[
+                        ("target", &t.name),
+                        ("vendor", t.vendor.name),
+                        ("room", room),
+                    ],
                     bool_value(classes.scheduled(room, &sessions)),
                 );
             }
@@ -202,7 +214,7 @@ fn totals(out: &mut String, targets: &Targets) {
     for (name, help, field) in totals {
         let mut f = Family::new(out, name, "gauge", help);
         for (t, d) in with_data(targets) {
-            f.sample(&[("target", &t.name), ("vendor", t.vendor)], field(d));
+            f.sample(&[("target", &t.name), ("vendor", t.vendor.name)], field(d));
         }
     }
     {
@@ -214,7 +226,7 @@ fn totals(out: &mut String, targets: &Targets) {
         );
         for t in targets.values() {
             if let Some(n) = t.expected.max_users {
-                f.sample(&[("target", &t.name), ("vendor", t.vendor)], n as f64);
+                f.sample(&[("target", &t.name), ("vendor", t.vendor.name)], n as f64);
             }
         }
     }
@@ -234,7 +246,7 @@ fn devices_failures_roles_watched(out: &mut String, targets: &Targets) {
                 f.sample(
                     &[
                         ("target", &t.name),
-                        ("vendor", t.vendor),
+                        ("vendor", t.vendor.name),
                         ("device", device.label()),
                     ],
                     *n as f64,
@@ -252,7 +264,11 @@ fn devices_failures_roles_watched(out: &mut String, targets: &Targets) {
         for (t, d) in with_data(targets) {
             for (room, n) in &d.failing_rooms {
                 f.sample(
-                    &[("target", &t.name), ("vendor", t.vendor), ("room", room)],
+                    &[
+                        ("target", &t.name),
+                        ("vendor", t.vendor.name),
+                        ("room", room),
+                    ],
                     f64::from(*n),
                 );
             }
@@ -271,7 +287,7 @@ fn devices_failures_roles_watched(out: &mut String, targets: &Targets) {
                     f.sample(
                         &[
                             ("target", &t.name),
-                            ("vendor", t.vendor),
+                            ("vendor", t.vendor.name),
                             ("room", &r.room),
                             ("role", role.label()),
                         ],
@@ -291,7 +307,11 @@ fn devices_failures_roles_watched(out: &mut String, targets: &Targets) {
         for (t, d) in with_data(targets) {
             for (user, online) in &d.watched {
                 f.sample(
-                    &[("target", &t.name), ("vendor", t.vendor), ("user", user)],
+                    &[
+                        ("target", &t.name),
+                        ("vendor", t.vendor.name),
+                        ("user", user),
+                    ],
                     bool_value(*online),
                 );
             }
@@ -312,7 +332,7 @@ fn info(out: &mut String, targets: &Targets) {
             f.sample(
                 &[
                     ("target", &t.name),
-                    ("vendor", t.vendor),
+                    ("vendor", t.vendor.name),
                     ("app", &t.info.app),
                     ("region", &t.info.region),
                 ],
@@ -383,7 +403,7 @@ fn state(out: &mut String, targets: &Targets) {
         let mut f = Family::new(out, name, "gauge", help);
         for t in targets.values() {
             if let Some(v) = field(t) {
-                f.sample(&[("target", &t.name), ("vendor", t.vendor)], v);
+                f.sample(&[("target", &t.name), ("vendor", t.vendor.name)], v);
             }
         }
     }

@@ -36,7 +36,7 @@ pub struct Report {
     /// The target's name.
     pub target: String,
     /// Its vendor.
-    pub vendor: &'static str,
+    pub vendor: &'static crate::clouds::VendorEntry,
     /// The poll's clock.
     pub now: DateTime<Utc>,
     /// `global.timezone`.
@@ -567,7 +567,7 @@ pub fn save(r: &Report, config: &Config, dir: &Path) -> Result<PathBuf, String> 
             .into(),
     );
     let mut doc = serde_yaml::Mapping::new();
-    doc.insert("vendor".into(), r.vendor.into());
+    doc.insert("vendor".into(), r.vendor.name.into());
     doc.insert(
         "source".into(),
         format!(
@@ -638,7 +638,7 @@ mod tests {
         );
         let r = Report {
             target: "t".into(),
-            vendor: "talkcloud",
+            vendor: &crate::clouds::talkcloud::ENTRY,
             now: Utc::now(),
             tz: Tz::UTC,
             exchanges: vec![e],

@@ -59,8 +59,8 @@ pub struct TargetData {
 pub struct TargetView {
     /// Target name.
     pub name: String,
-    /// Vendor name.
-    pub vendor: &'static str,
+    /// The vendor (its name is the `vendor` label).
+    pub vendor: &'static crate::clouds::VendorEntry,
     /// Static facts.
     pub info: TargetInfo,
     /// Poll interval (cron: time between its next two runs).

@@ -97,7 +97,9 @@ impl Supervisor {
         ledger: Option<Ledger>,
         saved: Arc<Notify>,
     ) -> Arc<Self> {
-        plumbing.metrics.init_target(&target.name, target.vendor);
+        plumbing
+            .metrics
+            .init_target(&target.name, target.vendor.name);
         let now = plumbing.clock.now();
         let mut view = initial_view(&target, &global, now);
         let mut ledger = ledger.unwrap_or_default();
@@ -154,7 +156,7 @@ impl Supervisor {
     fn spawn(self: &Arc<Self>, phase: Duration, at_once: bool) {
         let me = self.clone();
         let stop = self.stop.subscribe();
-        let span = tracing::info_span!("target", target_name = %self.target.name, vendor = self.target.vendor);
+        let span = tracing::info_span!("target", target_name = %self.target.name, vendor = self.target.vendor.name);
         let handle = tokio::spawn(me.run(stop, phase, at_once).instrument(span));
         *lock(&self.task) = Some(handle);
     }
@@ -275,7 +277,7 @@ impl Supervisor {
         for _ in 0..missed.min(1000) {
             self.plumbing.metrics.record_poll(
                 &self.target.name,
-                self.target.vendor,
+                self.target.vendor.name,
                 PollResult::Overlap,
             );
         }
@@ -421,7 +423,7 @@ impl Supervisor {
         self.board.publish_counted(view, || {
             self.plumbing
                 .metrics
-                .record_poll(&self.target.name, self.target.vendor, result)
+                .record_poll(&self.target.name, self.target.vendor.name, result)
         });
         self.saved.notify_one();
         failures
@@ -549,7 +551,7 @@ fn restore_cursors(file: &StateFile, t: &Target) {
     let Some(cursors) = saved.cursors.clone() else {
         return;
     };
-    if saved.vendor != t.vendor || saved.identity != format!("{:016x}", t.identity) {
+    if saved.vendor != t.vendor.name || saved.identity != format!("{:016x}", t.identity) {
         return;
     }
     match t.client.restore_cursors(cursors) {
@@ -567,7 +569,13 @@ pub fn poll_ctx(
     plumbing: Arc<Plumbing>,
     now: DateTime<Utc>,
 ) -> PollCtx {
-    let mut ctx = PollCtx::new(&target.name, target.vendor, now, global.timezone, plumbing);
+    let mut ctx = PollCtx::new(
+        &target.name,
+        target.vendor.name,
+        now,
+        global.timezone,
+        plumbing,
+    );
     ctx.endpoint = target.endpoint.clone();
     ctx.qps = target.qps;
     ctx.request_timeout = Some(global.request_timeout);
@@ -826,7 +834,7 @@ impl Fleet {
         match state::entry_for(
             file,
             &t.name,
-            t.vendor,
+            t.vendor.name,
             t.identity,
             global.timezone.name(),
             today,

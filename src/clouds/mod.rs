@@ -89,6 +89,28 @@ pub struct VendorEntry {
     pub parse: fn(serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError>,
 }
 
+/// A vendor is its registry row: two are the same vendor when they are the same row (by
+/// name); it shows as its name (the `vendor` label).
+impl PartialEq for VendorEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for VendorEntry {}
+
+impl fmt::Debug for VendorEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl fmt::Display for VendorEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
 /// Every vendor, by name. One line per vendor.
 pub static REGISTRY: &[VendorEntry] = &[
     ucloud_urtc::ENTRY,
