@@ -2,37 +2,40 @@
 //!
 //! # Layout
 //!
-//! The flow, one module a step:
+//! The modules in the order data flows, from a config file to the bytes of a scrape. Each
+//! imports only modules above it in this list (`cargo test --test layout` checks it, so no
+//! import circle can form):
 //!
 //! ```text
-//! fields    secrets, durations, field errors; redaction and the message cut
-//! config    YAML -> validated Config (secrets resolved, never printed)
-//! supervisor one owner per target: schedule, ledger, vendor state, backoff, series; the fleet
-//!           of them applies a reload and keeps the state file
-//! schedule  when polls are due: interval grid or cron in the zone (DST-safe), backoff gaps
-//! state     the state file: today's figures across restarts, written atomically
-//! clouds    trait Vendor + REGISTRY; shared HTTP, rate limiter and request accounting;
-//!           one file per vendor (client + signing); `clouds::util` the helpers they share
-//! model     the vendor-neutral observation: rooms, users now, reported / present / sessions
-//! ledger    peak / accumulated per room and target for the local day; the day's sessions
-//!           and the exact sweep where a vendor gives join and leave times
-//! classes   scheduled classes: which rooms the config expects in use now (cron + duration)
-//! clock     the one wall clock polls and renders read (tests drive it)
-//! snapshot  immutable per-target views; the board's render thread renders the exposition and
-//!           its gzip once per batch of changes and swaps the snapshot whole
-//! metrics   self-metrics registry and the text renderer
-//! serve     hyper: /metrics, /, /-/healthy, /-/ready, /-/reload; connection slots (idle ones
-//!           give way), the scrape limit, header and idle timeouts
-//! web_config --web.config.file (exporter-toolkit format): TLS via rustls, basic auth (bcrypt),
-//!           response headers, rate limit; re-read when the file changes
-//! sim       simulated vendor servers on loopback (demo, tests, benchmarks)
-//! app       wiring: run the exporter, the demo and the simulators
-//! simulate  `simulate --write-config`: an exporter.yaml pointed at the simulators
-//! probe     `probe`: one poll of one target, every request, answer and anomaly shown
+//! lock, clock     one way to take a std mutex; the one wall clock (tests drive it), local midnight
+//! fields          secrets that never print, durations, field errors; redaction, the message cut
+//! schedule        intervals and cron in the zone (DST-safe), backoff gaps
+//! classes         scheduled classes: which rooms the config expects in use now
+//! model           what a poll saw, vendor-neutral: rooms, users now; day figures reported by
+//!                 the vendor, observed presence, or sessions
+//! metrics         the exporter's own counters (requests, polls, anomalies, state file)
+//! clouds          trait Vendor + REGISTRY; one HTTP client, the rate limiters, `Api::call` (the
+//!                 one place requests are timed, counted and logged); one file per vendor
+//!                 (client + signing), each reporting in `model` terms
+//! config          YAML -> validated Config: vendor keys parsed by the registry's parsers
+//! snapshot        one target's immutable view: the rows its series are rendered from
+//! ledger          the local day per target: peak / accumulated per room and target, the day's
+//!                 sessions and the exact sweep, the midnight roll
+//! state           the state file: the day and the vendor cursors across restarts, atomic
+//! exposition      the text format of the views and the own counters
+//! board           the latest views, rendered and gzipped on a thread of its own, swapped whole
+//! supervisor      one owner per target: schedule, poll, fold into the ledger, publish; the
+//!                 fleet of them applies a reload, rolls the day and writes the state file
+//! web_config      --web.config.file (exporter-toolkit format): TLS, basic auth, headers
+//! serve           hyper: /metrics, /, /-/healthy, /-/ready, /-/reload; slots and limits
+//! sim             simulated vendor servers on loopback (they know only `model`)
+//! simulate        each vendor paired with its simulator; `simulate --write-config`
+//! probe           `probe`: one poll of one target, every request, answer and anomaly shown
+//! app             wiring: the exporter, the demo, the simulators
 //! ```
 //!
-//! A scrape never waits on a vendor or a render: polls publish views, a render thread turns
-//! them into bytes once per batch of changes, and `/metrics` serves the latest bytes.
+//! A scrape never waits on a vendor: polls publish views, the board renders them once per
+//! batch of changes, and `/metrics` serves the latest bytes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]

@@ -70,7 +70,8 @@ fn graph() -> (Graph, Files) {
     let mut per_file = Vec::new();
     for file in all {
         let module = module_of(&src, &file);
-        if module == "main" || module == "lib" {
+        // The binary and the crate root sit above everything; `fuzz` is a test module.
+        if module == "main" || module == "lib" || module == "fuzz" {
             continue;
         }
         let refs = references(&std::fs::read_to_string(&file).unwrap());
@@ -123,6 +124,52 @@ fn the_modules_of_src_form_no_circle() {
     if let Some(c) = circle(&graph) {
         panic!("import circle: {}", c.join(" -> "));
     }
+}
+
+/// The modules in the order of the map in `src/lib.rs` (its first words, one line each).
+fn map_order() -> Vec<String> {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let start = lib.find("//! ```text").unwrap();
+    let end = start + lib[start..].find("//! ```\n").unwrap();
+    let mut order = Vec::new();
+    for line in lib[start..end].lines().skip(1) {
+        let text = line.trim_start_matches("//!");
+        if text.starts_with("  ") || text.trim().is_empty() {
+            continue; // a continued description
+        }
+        let names = text.trim_start().split("  ").next().unwrap_or_default();
+        order.extend(names.split(',').map(|n| n.trim().to_string()));
+    }
+    order
+}
+
+#[test]
+fn every_module_imports_only_modules_above_it_in_the_map_of_lib_rs() {
+    let (graph, _) = graph();
+    let order = map_order();
+    let mut listed: Vec<&String> = order.iter().collect();
+    listed.sort();
+    let mut modules: Vec<&String> = graph.keys().collect();
+    modules.sort();
+    assert_eq!(
+        listed, modules,
+        "the map of src/lib.rs lists every module once"
+    );
+    let rank = |m: &str| order.iter().position(|o| o == m);
+    let mut bad = Vec::new();
+    for (module, uses) in &graph {
+        for used in uses {
+            if let (Some(a), Some(b)) = (rank(module), rank(used)) {
+                if b >= a {
+                    bad.push(format!(
+                        "{module} imports {used}, which the map puts below it"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
 #[test]
