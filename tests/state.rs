@@ -265,3 +265,138 @@ async fn a_state_file_that_cannot_be_used_is_kept_beside_it_before_the_first_wri
     assert!(!copy.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tests/fixtures/state/v1.json`: the single state file of the previous release (format 1),
+/// written by that release's code on 2026-12-06 (UTC) after two polls of a Volcengine target
+/// (rooms observed), a Talk-cloud one (sessions, roles, cursors) and a UCloud one (reported
+/// figures). Its clock, and the targets' credentials (the simulators' fake keys of seeds 41
+/// and 7), so their identities match.
+const V1_AT: i64 = 1_796_529_884;
+const V1_TARGETS: &str = "  - name: volc\n    vendor: volcengine_rtc\n    endpoint: ENDPOINT\n    app_id: \"327940615106\"\n    credentials:\n      access_key_id: AKLT14e1b743dce477a3ab411006302bc945\n      secret_access_key: \"1438d60ad8d44753e90510fcaf236d28b7430bbf\"\n    rooms: [room-003, room-004, room-005, room-007]\n  - name: talk\n    vendor: talkcloud\n    endpoint: ENDPOINT\n    credentials:\n      key: \"c3b712c12790fd77\"\n    rooms: [\"7100000001\", \"7100000002\", \"7100000003\"]\n  - name: urtc\n    vendor: ucloud_urtc\n    endpoint: ENDPOINT\n    app_id: a\n    credentials: {public_key: p, private_key: k}\n";
+/// The day's figures that release served before it stopped: (metric, target, room, role, value).
+const V1_FIGURES: &[(&str, &str, &str, &str, f64)] = &[
+    ("rtc_peak_users", "talk", "", "", 367.0),
+    ("rtc_peak_users", "urtc", "", "", 200.0),
+    ("rtc_peak_users", "volc", "", "", 70.0),
+    ("rtc_accumulated_users", "talk", "", "", 505.0),
+    ("rtc_accumulated_users", "urtc", "", "", 300.0),
+    ("rtc_accumulated_users", "volc", "", "", 70.0),
+    ("rtc_room_peak_users", "talk", "7100000001", "", 334.0),
+    ("rtc_room_peak_users", "talk", "7100000002", "", 33.0),
+    ("rtc_room_peak_users", "talk", "7100000003", "", 0.0),
+    ("rtc_room_peak_users", "urtc", "111", "", 200.0),
+    ("rtc_room_peak_users", "volc", "room-003", "", 30.0),
+    ("rtc_room_peak_users", "volc", "room-004", "", 6.0),
+    ("rtc_room_peak_users", "volc", "room-005", "", 20.0),
+    ("rtc_room_peak_users", "volc", "room-007", "", 14.0),
+    (
+        "rtc_room_accumulated_users",
+        "talk",
+        "7100000001",
+        "",
+        463.0,
+    ),
+    ("rtc_room_accumulated_users", "talk", "7100000002", "", 43.0),
+    ("rtc_room_accumulated_users", "talk", "7100000003", "", 0.0),
+    ("rtc_room_accumulated_users", "urtc", "111", "", 300.0),
+    ("rtc_room_accumulated_users", "volc", "room-003", "", 30.0),
+    ("rtc_room_accumulated_users", "volc", "room-004", "", 6.0),
+    ("rtc_room_accumulated_users", "volc", "room-005", "", 20.0),
+    ("rtc_room_accumulated_users", "volc", "room-007", "", 14.0),
+    ("rtc_room_role_users", "talk", "7100000001", "teacher", 1.0),
+    (
+        "rtc_room_role_users",
+        "talk",
+        "7100000001",
+        "assistant",
+        2.0,
+    ),
+    ("rtc_room_role_users", "talk", "7100000001", "student", 19.0),
+    ("rtc_room_role_users", "talk", "7100000001", "viewer", 211.0),
+    (
+        "rtc_room_role_users",
+        "talk",
+        "7100000001",
+        "inspector",
+        0.0,
+    ),
+    ("rtc_room_role_users", "talk", "7100000001", "other", 2.0),
+    ("rtc_room_role_users", "talk", "7100000002", "teacher", 0.0),
+    (
+        "rtc_room_role_users",
+        "talk",
+        "7100000002",
+        "assistant",
+        1.0,
+    ),
+    ("rtc_room_role_users", "talk", "7100000002", "student", 4.0),
+    ("rtc_room_role_users", "talk", "7100000002", "viewer", 16.0),
+    (
+        "rtc_room_role_users",
+        "talk",
+        "7100000002",
+        "inspector",
+        0.0,
+    ),
+    ("rtc_room_role_users", "talk", "7100000002", "other", 0.0),
+];
+
+/// Where `text` differs from [`V1_FIGURES`].
+fn v1_mismatch(text: &str) -> Vec<String> {
+    V1_FIGURES
+        .iter()
+        .filter_map(|&(metric, target, room, role, want)| {
+            let mut labels = vec![("target", target)];
+            if !room.is_empty() {
+                labels.push(("room", room));
+            }
+            if !role.is_empty() {
+                labels.push(("role", role));
+            }
+            let got = value(text, metric, &labels);
+            (got != Some(want)).then(|| format!("{metric} {labels:?}: {got:?}, saved {want}"))
+        })
+        .collect()
+}
+
+/// Starts the three targets of [`V1_TARGETS`] against a vendor that never answers (so what
+/// is served is what was restored), on a clock at [`V1_AT`]; returns the first scrape.
+async fn serve_restored(state: &Path) -> String {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let text = format!(
+        "global:\n  interval: 1m\n  poll_timeout: 50s\n  request_timeout: 30s\n  timezone: UTC\n  state_file: {}\ntargets:\n{}",
+        state.display(),
+        V1_TARGETS.replace("ENDPOINT", &endpoint)
+    );
+    let clock = Arc::new(rtc_exporter::clock::ManualClock::at(V1_AT));
+    let running = app::start_with_clock(
+        common::config(&text),
+        &["127.0.0.1:0".to_string()],
+        "/metrics",
+        clock,
+    )
+    .await
+    .unwrap();
+    let scraped = scrape(&running.url()).await;
+    running.stop().await.unwrap();
+    drop(silent);
+    scraped
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_the_previous_release_restores_the_day() {
+    let dir = temp_dir("v1");
+    let state = dir.join("state.json");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state/v1.json"),
+        &state,
+    )
+    .unwrap();
+    let text = serve_restored(&state).await;
+    assert_eq!(v1_mismatch(&text), Vec::<String>::new(), "{text}");
+    // What the stop wrote holds the same day.
+    let text = serve_restored(&state).await;
+    assert_eq!(v1_mismatch(&text), Vec::<String>::new(), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
