@@ -84,7 +84,10 @@ async fn the_state_metrics_are_served_from_the_first_scrape() {
         Some(0.0),
         "never written yet"
     );
-    assert!(!state.exists(), "no write happened before the scrape");
+    assert!(
+        !state.exists() && !dir.join("state.json.d").exists(),
+        "no write happened before the scrape"
+    );
     running.stop().await.unwrap();
 
     // A target whose vendor never answers: scraped before any poll completes.
@@ -145,7 +148,10 @@ async fn a_relative_state_file_is_written_beside_the_config_file() {
     let running = start_file(&config).await;
     wait_polls(&running.url(), "urtc", "success", 1.0).await;
     running.stop().await.unwrap();
-    assert!(dir.join("state.json").is_file(), "beside the config file");
+    assert!(
+        dir.join("state.json.d/urtc.json").is_file(),
+        "beside the config file"
+    );
     assert!(
         !Path::new("state.json").exists(),
         "not in the working directory"
@@ -187,6 +193,76 @@ async fn run_until_polled(config: &Path) -> String {
     logs
 }
 
+/// The inode of `path`: a write replaces the file (a rename), so a new inode is a new write.
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_target_whose_day_changed_is_written_and_a_removed_one_is_deleted() {
+    let dir = temp_dir("incremental");
+    let sim = urtc().await;
+    let config = dir.join("exporter.yaml");
+    // `often` is polled every second, `urtc` once (at start; next at noon).
+    let often = urtc_target(&sim.endpoint)
+        .replace("name: urtc", "name: often")
+        .replace("schedule: \"0 0 12 * * *\"", "interval: 1s");
+    let both = format!(
+        "global:\n  state_file: state.json\ntargets:\n{}{often}",
+        urtc_target(&sim.endpoint)
+    );
+    std::fs::write(&config, &both).unwrap();
+    let running = start_file(&config).await;
+    let (once_file, often_file) = (
+        dir.join("state.json.d/urtc.json"),
+        dir.join("state.json.d/often.json"),
+    );
+    let first = wait_for("both files", Duration::from_secs(30), || async {
+        Some((inode(&once_file)?, inode(&often_file)?))
+    })
+    .await;
+    wait_polls(&running.url(), "urtc", "success", 1.0).await;
+    let polls = |text: &str| {
+        value(
+            text,
+            "rtc_exporter_polls_total",
+            &[("target", "often"), ("result", "success")],
+        )
+        .unwrap_or(0.0)
+    };
+    let seen = polls(&scrape(&running.url()).await);
+    wait_polls(&running.url(), "often", "success", seen + 3.0).await;
+    wait_for("often written again", Duration::from_secs(30), || async {
+        (inode(&often_file)? != first.1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        inode(&once_file),
+        Some(first.0),
+        "a target polled once is written once"
+    );
+
+    // A reload drops `often`: its file goes at the next write.
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  state_file: state.json\ntargets:\n{}",
+            urtc_target(&sim.endpoint)
+        ),
+    )
+    .unwrap();
+    let report = running.reload().await.unwrap();
+    assert_eq!(report.removed, vec!["often".to_string()]);
+    wait_for("often's file removed", Duration::from_secs(30), || async {
+        (!often_file.exists()).then_some(())
+    })
+    .await;
+    assert!(once_file.is_file());
+    running.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_file_that_cannot_be_used_is_kept_beside_it_before_the_first_write() {
     let dir = temp_dir("damaged");
@@ -201,52 +277,99 @@ async fn a_state_file_that_cannot_be_used_is_kept_beside_it_before_the_first_wri
     )
     .unwrap();
     let state = dir.join("state.json");
-    let copy = dir.join("state.json.damaged");
-    let valid = |path: &Path| {
-        let file = rtc_exporter::state::load(path)
+    let own = dir.join("state.json.d/urtc.json");
+    let valid = || {
+        let file = rtc_exporter::state::load_target(&state, "urtc")
             .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("{} written", path.display()));
-        assert!(file.targets.contains_key("urtc"), "{file:?}");
+            .unwrap_or_else(|| panic!("{} written", own.display()));
+        assert_eq!(file.target, "urtc");
+        assert!(!state.exists(), "no single file is written");
+        file
     };
 
-    // A first start writes a good file and keeps nothing.
+    // A first start writes the target's own file and keeps nothing.
     run_until_polled(&config).await;
-    valid(&state);
-    assert!(!copy.exists());
-    let good = std::fs::read(&state).unwrap();
+    let file = valid();
+    let good = serde_json::to_value(&file).unwrap();
+    let copies = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .chain(std::fs::read_dir(dir.join("state.json.d")).unwrap())
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".damaged"))
+            })
+            .count()
+    };
+    assert_eq!(copies(), 0);
 
-    // A target's saved figures that do not hold together (a user key twice), garbage, and a
-    // file of another format version: each is kept as the copy, replacing the older copy,
-    // before the first write replaces it with a good file.
-    let mut twice: serde_json::Value = serde_json::from_slice(&good).unwrap();
-    twice["targets"]["urtc"]["ledger"]["users"] = serde_json::json!([7, 7]);
-    let cases: [(&str, Vec<u8>, &str); 3] = [
+    // The same day in the single file of the previous format, with figures that do not hold
+    // together (a user key twice).
+    let mut single = serde_json::json!({
+        "version": 1, "timezone": file.timezone, "written_at": 1,
+        "targets": {"urtc": {"vendor": "ucloud_urtc", "identity": file.identity, "ledger": {
+            "date": good["ledger"]["date"], "peak": 1, "accumulated": 1, "users": [7, 7],
+            "rooms": {}}}}
+    });
+    let mut twice = good.clone();
+    twice["ledger"]["users"] = serde_json::json!([7, 7]);
+    let mut version = good.clone();
+    version["version"] = serde_json::json!(99);
+    // (what, file, its bytes, what the warning says). Each is kept as the copy, replacing an
+    // older copy, before the first write replaces it with a good file.
+    let cases: [(&str, &PathBuf, Vec<u8>, &str); 6] = [
         (
-            "a damaged entry",
-            serde_json::to_vec(&twice).unwrap(),
+            "a damaged entry of the previous format",
+            &state,
+            serde_json::to_vec(&single).unwrap(),
             "saved figures damaged",
         ),
         (
-            "garbage",
+            "garbage of the previous format",
+            &state,
             b"\x00{\"version\": 1, \"targ not json".to_vec(),
             "state file ignored",
         ),
         (
             "another format version",
+            &state,
             br#"{"version": 99, "timezone": "UTC", "written_at": 1, "targets": {}}"#.to_vec(),
             "state file ignored",
         ),
+        (
+            "a damaged entry",
+            &own,
+            serde_json::to_vec(&twice).unwrap(),
+            "saved figures damaged",
+        ),
+        (
+            "garbage",
+            &own,
+            b"\x00{\"version\": 2, \"targ not json".to_vec(),
+            "state file ignored",
+        ),
+        (
+            "a target file of another format version",
+            &own,
+            serde_json::to_vec(&version).unwrap(),
+            "state file ignored",
+        ),
     ];
-    for (what, bytes, said) in cases {
+    for (what, path, bytes, said) in cases {
+        let copy = rtc_exporter::state::damaged_copy(path);
+        if path == &state {
+            // Its own file would be read first.
+            std::fs::remove_file(&own).unwrap();
+        }
         std::fs::write(&copy, b"an older copy").unwrap();
-        std::fs::write(&state, &bytes).unwrap();
+        std::fs::write(path, &bytes).unwrap();
         let logs = run_until_polled(&config).await;
         assert_eq!(
             String::from_utf8_lossy(&std::fs::read(&copy).unwrap()),
             String::from_utf8_lossy(&bytes),
             "{what}: the copy"
         );
-        valid(&state);
+        valid();
         let line = logs
             .lines()
             .find(|l| l.contains(said))
@@ -256,13 +379,16 @@ async fn a_state_file_that_cannot_be_used_is_kept_beside_it_before_the_first_wri
             "{what}: the warning names the copy: {line}"
         );
         eprintln!("{line}");
+        std::fs::remove_file(&copy).unwrap();
     }
 
-    // A good file is replaced with no copy.
-    std::fs::remove_file(&copy).unwrap();
+    // A good file is replaced with no copy; so is a good single file of the previous format,
+    // which is then removed.
+    single["targets"]["urtc"]["ledger"]["users"] = serde_json::json!([7]);
+    std::fs::write(&state, serde_json::to_vec(&single).unwrap()).unwrap();
     run_until_polled(&config).await;
-    valid(&state);
-    assert!(!copy.exists());
+    valid();
+    assert_eq!(copies(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -395,7 +521,16 @@ async fn a_state_file_of_the_previous_release_restores_the_day() {
     .unwrap();
     let text = serve_restored(&state).await;
     assert_eq!(v1_mismatch(&text), Vec::<String>::new(), "{text}");
-    // What the stop wrote holds the same day.
+    // The stop wrote each target into its own file, then removed the single file.
+    assert!(!state.exists());
+    for name in ["volc", "talk", "urtc"] {
+        let file = rtc_exporter::state::load_target(&state, name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} has its own file"));
+        assert_eq!(file.version, rtc_exporter::state::VERSION);
+        assert_eq!(file.cursors.is_some(), name != "urtc", "{name}");
+    }
+    // They hold the same day.
     let text = serve_restored(&state).await;
     assert_eq!(v1_mismatch(&text), Vec::<String>::new(), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
