@@ -10,7 +10,8 @@
 //! supervisor one owner per target: schedule, ledger, vendor state, backoff, series; the fleet
 //!           of them applies a reload and keeps the state file
 //! schedule  when polls are due: interval grid or cron in the zone (DST-safe), backoff gaps
-//! state     the state file: today's figures across restarts, written atomically
+//! state     today's figures across restarts: one compact file per target in
+//!           <state_file>.d/, written when its day changed, atomically, off the async workers
 //! clouds    trait Vendor + REGISTRY; shared HTTP, rate limiter and request accounting;
 //!           one file per vendor (client + signing); `clouds::util` the helpers they share
 //! model     the vendor-neutral observation: rooms, users now, reported / present / sessions
