@@ -32,6 +32,9 @@ use crate::config::Capacity;
 use crate::model::{DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, SessionObs};
 use crate::snapshot::{RoomRow, TargetData};
 
+mod packed;
+pub use packed::PackedLedger;
+
 /// The 64-bit key of a user id.
 pub fn user_key(id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
@@ -619,9 +622,10 @@ impl Ledger {
     }
 }
 
-/// A ledger as the state file keeps it: the day, the target's figures, its interned user
-/// keys and every room's figures and sessions. Loading checks every index, so a damaged file
-/// is refused rather than half-read.
+/// A ledger as the single state file of earlier releases keeps it (format 1, read only; this
+/// release writes [`PackedLedger`]): the day, the target's figures, its interned user keys and
+/// every room's figures and sessions. Loading checks every index, so a damaged file is refused
+/// rather than half-read.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SavedLedger {
@@ -664,132 +668,9 @@ fn device_named(name: &str) -> Option<Device> {
 }
 
 impl Ledger {
-    /// Today's figures for the state file (`None` before the first poll).
-    pub fn save(&self) -> Option<SavedLedger> {
-        let date = self.day?;
-        let rooms = self
-            .rooms
-            .iter()
-            .map(|(name, r)| {
-                let mut ids: Vec<u32> = r.ids.iter().copied().collect();
-                ids.sort_unstable();
-                let mut sessions: Vec<_> = r
-                    .sessions
-                    .iter()
-                    .map(|((user, join), stay)| {
-                        (
-                            *user,
-                            *join,
-                            (stay.leave != OPEN).then_some(stay.leave),
-                            stay.device.label().to_string(),
-                            stay.role.map(|x| x.label().to_string()),
-                        )
-                    })
-                    .collect();
-                sessions.sort_unstable();
-                let saved = SavedRoom {
-                    peak: r.peak,
-                    accumulated: r.accumulated,
-                    reported_accumulated: r.reported_accumulated,
-                    ids,
-                    invisible_known: r.invisible_known,
-                    active: r.active,
-                    users: r.users,
-                    invisible: r.invisible,
-                    roles: r.roles.as_ref().map(|m| {
-                        m.iter()
-                            .map(|(role, n)| (role.label().to_string(), *n))
-                            .collect()
-                    }),
-                    sessions,
-                    has_sessions: r.has_sessions,
-                    refreshed_at: r.refreshed_at,
-                    failures: r.failures,
-                };
-                (name.clone(), saved)
-            })
-            .collect();
-        Some(SavedLedger {
-            date,
-            peak: self.peak,
-            accumulated: self.accumulated,
-            users: self.users.keys.clone(),
-            rooms,
-        })
-    }
-
-    /// A ledger from the state file; an error names what is inconsistent.
+    /// A ledger from a state file of format 1; an error names what is inconsistent.
     pub fn restore(saved: SavedLedger) -> Result<Ledger, String> {
-        let mut ledger = Ledger {
-            day: Some(saved.date),
-            peak: saved.peak,
-            accumulated: saved.accumulated,
-            ..Ledger::default()
-        };
-        for key in &saved.users {
-            ledger.users.intern(*key);
-        }
-        if ledger.users.len() != saved.users.len() {
-            return Err("a user key appears twice".into());
-        }
-        let known = saved.users.len();
-        let check = |i: u32| -> Result<u32, String> {
-            if (i as usize) < known {
-                Ok(i)
-            } else {
-                Err(format!("user index {i} beyond the {known} users"))
-            }
-        };
-        for (name, r) in saved.rooms {
-            let mut room = RoomDay {
-                peak: r.peak,
-                accumulated: r.accumulated,
-                reported_accumulated: r.reported_accumulated,
-                invisible_known: r.invisible_known,
-                active: r.active,
-                users: r.users,
-                invisible: r.invisible,
-                has_sessions: r.has_sessions,
-                refreshed_at: r.refreshed_at,
-                failures: r.failures,
-                ..RoomDay::default()
-            };
-            for i in r.ids {
-                room.ids.insert(check(i)?);
-            }
-            if let Some(roles) = r.roles {
-                let mut counts = RoleCounts::new();
-                for (label, n) in roles {
-                    let role = role_named(&label)
-                        .ok_or_else(|| format!("room {name}: unknown role {label:?}"))?;
-                    counts.insert(role, n);
-                }
-                room.roles = Some(counts);
-            }
-            for (user, join, leave, device, role) in r.sessions {
-                let device = device_named(&device)
-                    .ok_or_else(|| format!("room {name}: unknown device {device:?}"))?;
-                let role = match role {
-                    Some(label) => Some(
-                        role_named(&label)
-                            .ok_or_else(|| format!("room {name}: unknown role {label:?}"))?,
-                    ),
-                    None => None,
-                };
-                let user = check(user)?;
-                room.ids.insert(user);
-                room.sessions.insert(
-                    (user, join),
-                    Stay {
-                        leave: leave.unwrap_or(OPEN),
-                        device,
-                        role,
-                    },
-                );
-            }
-            ledger.rooms.insert(name, room);
-        }
-        Ok(ledger)
+        Ledger::restore_packed(PackedLedger::from_v1(saved)?)
     }
 }
 
@@ -961,7 +842,7 @@ mod tests {
         // x with z until 2100, x with w from 2200: never three at once.
         assert_eq!(figures(&d), vec![("s", true, 2, 2, 3)]);
         // A ledger saved after the roll comes back with the same figures.
-        let back = Ledger::restore(l.save().unwrap()).unwrap().apply(
+        let back = Ledger::restore_packed(l.save().unwrap()).unwrap().apply(
             &d3,
             &Observation::default(),
             false,
@@ -1391,17 +1272,38 @@ mod tests {
             },
         ]);
         let before = l.apply(&d, &o, true, &LIMITS);
-        let text = serde_json::to_string(&l.save().unwrap()).unwrap();
-        let saved: SavedLedger = serde_json::from_str(&text).unwrap();
-        let mut back = Ledger::restore(saved).unwrap();
+        let mut saved = l.save().unwrap();
+        saved.compact();
+        let text = serde_json::to_string(&saved).unwrap();
+        // Five numbers a session (user, join after the previous join, stay or -1 while open,
+        // device code, role code), sorted by join; the session users are not listed again.
+        assert!(
+            text.contains(r#""ids":[],"sessions":[2,10,40,0,0,3,10,-1,0,0,2,40,-1,0,0]"#),
+            "{text}"
+        );
+        let saved: PackedLedger = serde_json::from_str(&text).unwrap();
+        let mut back = Ledger::restore_packed(saved).unwrap();
         let after = back.apply(&at(1, 100), &Observation::default(), false, &LIMITS);
         assert_eq!(before, after);
         // A damaged file is refused, not half-read.
-        let bad = text.replace("[2,10,50", "[99,10,50");
+        let bad = text.replace("[2,10,40", "[99,10,40");
         assert_ne!(bad, text);
-        let saved: SavedLedger = serde_json::from_str(&bad).unwrap();
-        assert!(Ledger::restore(saved)
+        let saved: PackedLedger = serde_json::from_str(&bad).unwrap();
+        assert!(Ledger::restore_packed(saved)
             .unwrap_err()
             .contains("user index 99"));
+        let cut = text.replace(",2,40,-1,0,0]", ",2,40,-1]");
+        let err = serde_json::from_str::<PackedLedger>(&cut).unwrap_err();
+        assert!(err.to_string().contains("without its device"), "{err}");
+        let bad = text.replace(",-1,0,0,2,40", ",-1,0,7,2,40");
+        let saved: PackedLedger = serde_json::from_str(&bad).unwrap();
+        assert!(Ledger::restore_packed(saved)
+            .unwrap_err()
+            .contains("role code 7 unknown"));
+        let bad = text.replace(r#""ios","android""#, r#""ios?","android""#);
+        let saved: PackedLedger = serde_json::from_str(&bad).unwrap();
+        assert!(Ledger::restore_packed(saved)
+            .unwrap_err()
+            .contains("unknown device"));
     }
 }

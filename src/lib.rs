@@ -21,7 +21,8 @@
 //! snapshot        one target's immutable view: the rows its series are rendered from
 //! ledger          the local day per target: peak / accumulated per room and target, the day's
 //!                 sessions and the exact sweep, the midnight roll
-//! state           the state file: the day and the vendor cursors across restarts, atomic
+//! state           the day and the vendor cursors across restarts: one compact file per target
+//!                 in <state_file>.d/, written when its day changed, atomically, off the workers
 //! exposition      the text format of the views and the own counters
 //! board           the latest views, rendered and gzipped on a thread of its own, swapped whole
 //! supervisor      one owner per target: schedule, poll, fold into the ledger, publish; the

@@ -379,6 +379,10 @@ fn main() -> ExitCode {
                 if let Some(p) = &c.global.state_file {
                     // Resolved: a relative path is beside the config file.
                     println!("global.state_file: {}", p.display());
+                    println!(
+                        "state folder: {} (one file per target)",
+                        rtc_exporter::state::folder(p).display()
+                    );
                 }
                 for w in c.warnings() {
                     println!("warning: {w}");

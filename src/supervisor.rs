@@ -8,6 +8,8 @@
 //! drive a poll.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +29,7 @@ use crate::model::Observation;
 use crate::schedule::Schedule;
 use crate::schedule::{backoff_gap, interval_seconds, next_cron};
 use crate::snapshot::TargetView;
-use crate::state::{self, SavedTarget, StateFile};
+use crate::state::{self, Saved, StateFile, TargetFile};
 
 /// How long shutdown (and a reload that restarts a target) waits for a poll in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -65,6 +67,9 @@ struct RunState {
     /// carried over with it, so the two never disagree (the client's own move during a poll,
     /// before the poll is folded).
     cursors: Option<serde_json::Value>,
+    /// Counts the changes of `ledger` and `cursors`: the state file is written when it moved
+    /// since the last write ([`Supervisor::written`]).
+    generation: u64,
 }
 
 /// Owns one target: its schedule task, ledger, view and vendor client (the client keeps the
@@ -80,6 +85,8 @@ pub struct Supervisor {
     task: Mutex<Option<JoinHandle<()>>>,
     /// When its last poll began: a restart keeps the schedule's phase from it.
     last_poll: Mutex<Option<Instant>>,
+    /// The [`RunState::generation`] its state file holds (0: not written by this supervisor).
+    written: AtomicU64,
 }
 
 fn unix(t: DateTime<Utc>) -> f64 {
@@ -129,11 +136,13 @@ impl Supervisor {
                 ledger,
                 view,
                 cursors,
+                generation: 1,
             }),
             saved,
             stop: watch::channel(false).0,
             task: Mutex::new(None),
             last_poll: Mutex::new(None),
+            written: AtomicU64::new(0),
         })
     }
 
@@ -181,7 +190,12 @@ impl Supervisor {
         let day = Day::at(now, self.global.timezone);
         let view = {
             let mut st = self.lock();
-            let RunState { ledger, view, .. } = &mut *st;
+            let RunState {
+                ledger,
+                view,
+                generation,
+                ..
+            } = &mut *st;
             // What answered within two intervals of midnight (at least a minute, at most an
             // hour) is in progress at midnight; nothing is, for a target that is down.
             let window = (2.0 * view.interval_seconds).clamp(60.0, 3600.0) as i64;
@@ -193,6 +207,7 @@ impl Supervisor {
             if !ledger.roll(&day, fresh_since) {
                 return;
             }
+            *generation += 1;
             self.rerender(ledger, view, &day);
             view.clone()
         };
@@ -207,13 +222,20 @@ impl Supervisor {
         let day = Day::at(self.plumbing.clock.now(), self.global.timezone);
         let view = {
             let mut st = self.lock();
-            let RunState { ledger, view, .. } = &mut *st;
+            let RunState {
+                ledger,
+                view,
+                generation,
+                ..
+            } = &mut *st;
             if view.expected == expected {
                 return false;
             }
             view.expected = expected;
-            // The rooms' capacities are in their rows: the same figures, new capacities.
+            // The rooms' capacities are in their rows: the same figures, new capacities (and a
+            // day that had not rolled yet rolls).
             self.rerender(ledger, view, &day);
+            *generation += 1;
             view.clone()
         };
         self.board.publish(view);
@@ -411,11 +433,22 @@ impl Supervisor {
         };
         let (failures, view, result) = {
             let mut st = self.lock();
-            st.cursors = self.target.client.cursors();
-            let RunState { ledger, view, .. } = &mut *st;
+            let cursors = self.target.client.cursors();
+            // Only a change is written to the state file.
+            let changed = cursors != st.cursors;
+            st.cursors = cursors;
+            let RunState {
+                ledger,
+                view,
+                generation,
+                ..
+            } = &mut *st;
             view.polled = true;
             view.last_duration = Some(elapsed);
-            self.fold(ledger, view, &day, &obs, whole.is_ok());
+            let day_changed = self.fold(ledger, view, &day, &obs, whole.is_ok());
+            if changed || day_changed {
+                *generation += 1;
+            }
             let result = self.account(view, &obs, whole, elapsed);
             (view.consecutive_failures, view.clone(), result)
         };
@@ -431,7 +464,8 @@ impl Supervisor {
 
     /// Folds what a poll saw into the day: the rooms that answered (none from a poll that
     /// began before local midnight and ended after the roll), or, when nothing answered, every
-    /// room the day knows as failing (and yesterday's figures gone on a new day).
+    /// room the day knows as failing (and yesterday's figures gone on a new day). Returns
+    /// whether the day changed (its state file is then written).
     fn fold(
         &self,
         ledger: &mut Ledger,
@@ -439,18 +473,20 @@ impl Supervisor {
         day: &Day,
         obs: &Observation,
         whole: bool,
-    ) {
+    ) -> bool {
         let answered = !obs.rooms.is_empty() || whole;
         // A poll that began before local midnight and ended after the roll is
         // yesterday's: its figures are not folded into the new day (the next poll's are).
         let yesterdays = ledger.day().is_some_and(|d| d > day.date);
         if yesterdays {
             tracing::debug!("poll began before local midnight: not folded into the new day");
+            false
         } else if answered {
             let data = ledger.apply(day, obs, whole, &limits_of(&view.expected, &self.global));
             view.rooms_failed = data.rooms_failed;
             view.rooms_dropped = data.rooms_dropped;
             view.data = Some(Arc::new(data));
+            true
         } else {
             // Nothing answered: every room the day knows failed to refresh.
             let failed: std::collections::HashSet<&String> = obs.failed.iter().collect();
@@ -460,7 +496,9 @@ impl Supervisor {
                 // not pass for today's.
                 ledger.reset();
                 view.data = None;
+                return true;
             }
+            false
         }
     }
 
@@ -530,25 +568,39 @@ impl Supervisor {
         }
     }
 
-    fn save(&self) -> Option<SavedTarget> {
-        let st = self.lock();
-        let ledger = st.ledger.save()?;
-        Some(SavedTarget {
-            vendor: self.target.vendor.to_string(),
-            identity: format!("{:016x}", self.target.identity),
-            ledger,
-            cursors: st.cursors.clone(),
-        })
+    /// Its state file's content, with the generation it holds, where its day or cursors
+    /// changed since the last write and it has a day. Only a plain copy of the day (numbers, no
+    /// `String` but room names) is taken under its lock; compacting, encoding and writing come
+    /// after, without it.
+    fn snapshot(&self, timezone: &str, written_at: i64) -> Option<(u64, TargetFile)> {
+        let (generation, mut ledger, cursors) = {
+            let st = self.lock();
+            if st.generation == self.written.load(Ordering::Acquire) {
+                return None;
+            }
+            (st.generation, st.ledger.save()?, st.cursors.clone())
+        };
+        ledger.compact();
+        Some((
+            generation,
+            TargetFile {
+                version: state::VERSION,
+                target: self.target.name.clone(),
+                vendor: self.target.vendor.name.to_string(),
+                identity: format!("{:016x}", self.target.identity),
+                timezone: timezone.to_string(),
+                written_at,
+                cursors,
+                ledger,
+            },
+        ))
     }
 }
 
 /// Gives `t`'s client the cursors saved for it, where the entry is of the same vendor and
 /// account (any day: a cursor is a point in time, and the client drops one too old).
-fn restore_cursors(file: &StateFile, t: &Target) {
-    let Some(saved) = file.targets.get(&t.name) else {
-        return;
-    };
-    let Some(cursors) = saved.cursors.clone() else {
+fn restore_cursors(saved: &mut Saved, t: &Target) {
+    let Some(cursors) = saved.cursors.take() else {
         return;
     };
     if saved.vendor != t.vendor.name || saved.identity != format!("{:016x}", t.identity) {
@@ -660,9 +712,115 @@ pub struct Fleet {
     saver: Mutex<Option<JoinHandle<()>>>,
     stopping: watch::Sender<bool>,
     rng: Mutex<fastrand::Rng>,
-    /// A state file that could not be used, to keep as `<name>.damaged` before the first write
-    /// replaces it.
-    damaged: Mutex<Option<std::path::PathBuf>>,
+    /// The state on disk: what the writer keeps between writes.
+    disk: Arc<Disk>,
+}
+
+/// What the state's writer keeps between writes (it runs on a blocking thread).
+#[derive(Default)]
+struct Disk {
+    /// One write at a time (the saver's, and the last one at stop).
+    writing: Mutex<()>,
+    /// Files that could not be used, to keep as `<name>.damaged` before a write replaces them
+    /// (or the single file of format 1 is retired).
+    damaged: Mutex<BTreeSet<PathBuf>>,
+    /// The single file of format 1 read at start: retired after the first write with no
+    /// failure, which writes every target into its own file.
+    single: Mutex<Option<PathBuf>>,
+    /// The files of targets no longer configured are removed at the next write (a start, a
+    /// reload).
+    tidy: AtomicBool,
+}
+
+impl Disk {
+    /// Writes the file of every target in `all` whose day or cursors changed since its last
+    /// write, one after the other (one day's copy in memory at a time); then, if none failed,
+    /// removes the files of other targets (with `tidy`) and retires the single file of format 1.
+    /// Returns the failed writes.
+    fn write(
+        &self,
+        path: &Path,
+        timezone: &str,
+        now: i64,
+        all: &[Arc<Supervisor>],
+        tidy: bool,
+    ) -> u64 {
+        let _one = lock(&self.writing);
+        let mut failures = 0;
+        for s in all {
+            let name = &s.target.name;
+            let Some((generation, file)) = s.snapshot(timezone, now) else {
+                continue;
+            };
+            let at = state::target_file(path, name);
+            // A file that could not be used is kept first; if it cannot be, it is not replaced
+            // (the next write tries again).
+            if lock(&self.damaged).remove(&at) {
+                match state::keep_damaged(&at) {
+                    Ok(Some(copy)) => {
+                        tracing::info!(target_name = %name, copy = %copy.display(), "the damaged state file is kept")
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        lock(&self.damaged).insert(at);
+                        failures += 1;
+                        tracing::warn!(target_name = %name, error = %e, "state file not written: the damaged file is not replaced");
+                        continue;
+                    }
+                }
+            }
+            match state::write_target(path, &file) {
+                Ok(_) => s.written.store(generation, Ordering::Release),
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(target_name = %name, error = %e, "state file not written");
+                }
+            }
+        }
+        if failures > 0 {
+            if tidy {
+                self.tidy.store(true, Ordering::Release);
+            }
+            return failures;
+        }
+        if tidy {
+            let keep = all.iter().map(|s| s.target.name.clone()).collect();
+            match state::remove_others(path, &keep) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    files = n,
+                    "state files of targets no longer configured removed"
+                ),
+                Err(e) => {
+                    self.tidy.store(true, Ordering::Release);
+                    failures += 1;
+                    tracing::warn!(error = %e, "state files of targets no longer configured not removed");
+                }
+            }
+        }
+        let single = lock(&self.single).take();
+        if let Some(old) = single {
+            let damaged = lock(&self.damaged).remove(&old);
+            match state::retire_v1(&old, damaged) {
+                Ok(Some(copy)) => {
+                    tracing::info!(copy = %copy.display(), "the damaged state file is kept")
+                }
+                Ok(None) => tracing::info!(
+                    path = %old.display(),
+                    "the state file of the previous format is removed: every target has its own file"
+                ),
+                Err(e) => {
+                    if damaged {
+                        lock(&self.damaged).insert(old.clone());
+                    }
+                    *lock(&self.single) = Some(old);
+                    failures += 1;
+                    tracing::warn!(error = %e, "the state file of the previous format is not retired");
+                }
+            }
+        }
+        failures
+    }
 }
 
 impl Fleet {
@@ -679,7 +837,10 @@ impl Fleet {
             saver: Mutex::new(None),
             stopping: watch::channel(false).0,
             rng: Mutex::new(fastrand::Rng::new()),
-            damaged: Mutex::new(None),
+            disk: Arc::new(Disk {
+                tidy: AtomicBool::new(true),
+                ..Disk::default()
+            }),
         });
         if config.global.state_file.is_some() {
             // Served from the first scrape, before the first write (and with no target that
@@ -688,16 +849,22 @@ impl Fleet {
             fleet.plumbing.metrics.enable_state();
             fleet.board.refresh();
         }
-        let file = fleet.load_state(&config.global);
+        let mut single = fleet.load_single(&config.global);
+        let mut read = 0;
         for t in &config.targets {
-            let ledger = file
-                .as_ref()
-                .and_then(|f| fleet.restored(f, t, &config.global));
-            if let Some(f) = &file {
-                restore_cursors(f, t);
-            }
+            let saved = fleet.saved(t, single.as_mut(), &config.global);
+            read += usize::from(saved.is_some());
+            let ledger = saved.and_then(|mut saved| {
+                restore_cursors(&mut saved, t);
+                fleet.restored(saved, t, &config.global)
+            });
             let s = fleet.supervise(t.clone(), &config.global, ledger, None);
             fleet.lock().insert(t.name.clone(), s);
+        }
+        if let Some(path) = &config.global.state_file {
+            if read > 0 {
+                tracing::info!(folder = %state::folder(path).display(), targets = read, "state read");
+            }
         }
         let me = fleet.clone();
         *lock(&fleet.saver) = Some(tokio::spawn(async move { me.keep_saving().await }));
@@ -790,7 +957,9 @@ impl Fleet {
         s
     }
 
-    fn load_state(&self, global: &Global) -> Option<StateFile> {
+    /// Reads the single state file of format 1 (earlier releases), where there is one: it is
+    /// retired after the first good write, kept as `<name>.damaged` if it cannot be used.
+    fn load_single(&self, global: &Global) -> Option<StateFile> {
         let path = global.state_file.as_ref()?;
         let left = state::remove_leftovers(path);
         if left > 0 {
@@ -799,18 +968,20 @@ impl Fleet {
                 "removed temporary state files of an interrupted write"
             );
         }
+        // A path that is not a file is not ours to move or remove.
+        let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+        if is_file {
+            *lock(&self.disk.single) = Some(path.clone());
+        }
         match state::load(path) {
             Ok(Some(f)) => {
-                tracing::info!(path = %path.display(), targets = f.targets.len(), "state file read");
+                tracing::info!(path = %path.display(), targets = f.targets.len(), "state file of the previous format read: each target moves to its own file at the first write");
                 Some(f)
             }
             Ok(None) => None,
             Err(e) => {
-                // Unreadable or damaged, or of another format version: kept before it is replaced
-                // (a path that is not a file is not ours to move; writing there fails anyway).
-                let keep = std::fs::metadata(path).is_ok_and(|m| m.is_file());
-                if keep {
-                    self.keep_before_writing(path);
+                if is_file {
+                    lock(&self.disk.damaged).insert(path.clone());
                     tracing::warn!(
                         error = %e,
                         copy = %state::damaged_copy(path).display(),
@@ -824,52 +995,62 @@ impl Fleet {
         }
     }
 
-    /// The state file at `path` is to be kept as `<name>.damaged` before it is first replaced.
-    fn keep_before_writing(&self, path: &std::path::Path) {
-        *lock(&self.damaged) = Some(path.to_path_buf());
-    }
-
-    fn restored(&self, file: &StateFile, t: &Target, global: &Global) -> Option<Ledger> {
-        let today = Day::at(self.plumbing.clock.now(), global.timezone).date;
-        match state::entry_for(
-            file,
-            &t.name,
-            t.vendor.name,
-            t.identity,
-            global.timezone.name(),
-            today,
-        ) {
-            Ok(Some(saved)) => match Ledger::restore(saved.ledger.clone()) {
-                Ok(l) => {
-                    if file.timezone != global.timezone.name() {
-                        tracing::info!(
-                            target_name = %t.name,
-                            day = %saved.ledger.date,
-                            from = %file.timezone,
-                            to = global.timezone.name(),
-                            "saved in another time zone: the day's figures are kept, it is still today there"
-                        );
-                    }
-                    Some(l)
-                }
-                Err(e) => {
-                    // The next write would lose them for good: the file is kept first.
-                    let copy = global.state_file.as_deref().map(|p| {
-                        self.keep_before_writing(p);
-                        state::damaged_copy(p).display().to_string()
-                    });
+    /// What is saved for `t`: its own file, else its entry in the single file of format 1.
+    fn saved(&self, t: &Target, single: Option<&mut StateFile>, global: &Global) -> Option<Saved> {
+        let path = global.state_file.as_ref()?;
+        match state::load_target(path, &t.name) {
+            Ok(Some(f)) => Some(Saved::own(f, state::target_file(path, &t.name))),
+            Ok(None) => single.and_then(|f| Saved::from_v1(f, &t.name, path)),
+            Err(e) => {
+                // Unreadable or damaged, or of another format version: kept before it is
+                // replaced (a path that is not a file is not ours to move).
+                let file = state::target_file(path, &t.name);
+                if std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
                     tracing::warn!(
                         target_name = %t.name,
                         error = %e,
-                        copy = copy.as_deref().unwrap_or_default(),
-                        "saved figures damaged; ignored; the state file is kept as the copy before the first write replaces it"
+                        copy = %state::damaged_copy(&file).display(),
+                        "state file ignored; today's figures start afresh; it is kept as the copy before the first write replaces it"
                     );
-                    None
+                    lock(&self.disk.damaged).insert(file);
+                } else {
+                    tracing::warn!(target_name = %t.name, error = %e, "state file ignored; today's figures start afresh");
                 }
-            },
-            Ok(None) => None,
-            Err(why) => {
-                tracing::info!(target_name = %t.name, reason = %why, "saved figures not used");
+                None
+            }
+        }
+    }
+
+    fn restored(&self, saved: Saved, t: &Target, global: &Global) -> Option<Ledger> {
+        let today = Day::at(self.plumbing.clock.now(), global.timezone).date;
+        let zone = global.timezone.name();
+        if let Err(why) = state::entry_for(&saved, t.vendor.name, t.identity, zone, today) {
+            tracing::info!(target_name = %t.name, reason = %why, "saved figures not used");
+            return None;
+        }
+        let (day, from, file) = (saved.day.date(), saved.timezone, saved.file);
+        match saved.day.restore() {
+            Ok(l) => {
+                if from != zone {
+                    tracing::info!(
+                        target_name = %t.name,
+                        %day,
+                        %from,
+                        to = zone,
+                        "saved in another time zone: the day's figures are kept, it is still today there"
+                    );
+                }
+                Some(l)
+            }
+            Err(e) => {
+                // The next write would lose them for good: the file is kept first.
+                tracing::warn!(
+                    target_name = %t.name,
+                    error = %e,
+                    copy = %state::damaged_copy(&file).display(),
+                    "saved figures damaged; ignored; the state file is kept as the copy before the first write replaces it"
+                );
+                lock(&self.disk.damaged).insert(file);
                 None
             }
         }
@@ -952,6 +1133,14 @@ impl Fleet {
         self.board.retain(&wanted);
         // A removed target's `qps:` no longer lowers its account's pacing.
         self.plumbing.retain_targets(&wanted);
+        if old_global.state_file != new_global.state_file {
+            // Every target's file goes to the new folder.
+            for s in self.lock().values() {
+                s.written.store(0, Ordering::Release);
+            }
+        }
+        // Removed targets' files go at the next write.
+        self.disk.tidy.store(true, Ordering::Release);
         if new_global.state_file.is_some() {
             self.plumbing.metrics.enable_state();
         }
@@ -1002,58 +1191,33 @@ impl Fleet {
         }
     }
 
-    /// Writes the state file now (if one is configured).
+    /// Writes the state now (if a state file is configured): the file of every target whose
+    /// day or cursors changed since its last write, on a blocking thread.
     pub async fn save_now(&self) {
         let global = self.global();
         let Some(path) = global.state_file.clone() else {
             return;
         };
+        // Taken before the list: a reload that comes after sets it again for the next write.
+        let tidy = self.disk.tidy.swap(false, Ordering::AcqRel);
         let supervisors: Vec<Arc<Supervisor>> = self.lock().values().cloned().collect();
-        let now = self.plumbing.clock.now();
-        let targets = supervisors
-            .iter()
-            .filter_map(|s| Some((s.target.name.clone(), s.save()?)))
-            .collect();
-        let file = StateFile {
-            version: state::VERSION,
-            timezone: global.timezone.name().to_string(),
-            written_at: now.timestamp(),
-            targets,
-        };
-        // A file that could not be used is kept before this write replaces it; if it cannot
-        // be kept, it is not replaced (the next write tries again).
-        let keep = {
-            let mut damaged = lock(&self.damaged);
-            damaged.take_if(|d| *d == path).is_some()
-        };
-        let at = path.clone();
+        let now = self.plumbing.clock.now().timestamp();
+        let disk = self.disk.clone();
+        let timezone = global.timezone.name().to_string();
         let written = tokio::task::spawn_blocking(move || {
-            if keep {
-                if let Some(copy) = state::keep_damaged(&path).map_err(|e| (true, e))? {
-                    tracing::info!(copy = %copy.display(), "the damaged state file is kept");
-                }
-            }
-            state::write(&path, &file).map_err(|e| (false, e))
+            disk.write(&path, &timezone, now, &supervisors, tidy)
         })
         .await;
-        let written = match written {
-            Ok(Err((true, e))) => {
-                self.keep_before_writing(&at);
-                Ok(Err(format!("{e}; the damaged file is not replaced")))
-            }
-            Ok(r) => Ok(r.map_err(|(_, e)| e)),
-            Err(e) => Err(e),
-        };
         let metrics = &self.plumbing.metrics;
         match written {
-            Ok(Ok(())) => metrics
+            Ok(0) => metrics
                 .state_written_at
                 .set(unix(self.plumbing.clock.now())),
-            Ok(Err(e)) => {
-                metrics.state_write_failures.inc();
-                tracing::warn!(error = %e, "state file not written");
-            }
+            Ok(failed) => metrics.state_write_failures.inc_by(failed),
             Err(e) => {
+                if tidy {
+                    self.disk.tidy.store(true, Ordering::Release);
+                }
                 metrics.state_write_failures.inc();
                 tracing::warn!(error = %e, "state file writer failed");
             }

@@ -468,5 +468,10 @@ fn config_check_prints_the_state_file_resolved_beside_the_config_file() {
     );
     assert!(line.ends_with("state/today.json"), "{line}");
     assert!(Path::new(line).is_absolute(), "{line}");
+    // Its targets' files are in the folder beside it.
+    assert!(
+        stdout.contains(&format!("state folder: {line}.d (one file per target)")),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -253,7 +253,8 @@ async fn a_restart_never_lowers_todays_figures() {
     let (peak, acc) = (peak.unwrap(), acc.unwrap());
     assert!(peak > 0.0 && acc >= peak, "{peak} {acc}");
     first.stop().await.unwrap();
-    assert!(state.is_file(), "stop writes the state file");
+    let own = dir.join("state.json.d/volc.json");
+    assert!(own.is_file(), "stop writes the target's state file");
 
     // Everyone leaves while the exporter is down.
     for r in &busy {
@@ -297,13 +298,12 @@ async fn a_restart_never_lowers_todays_figures() {
     control.stop().await.unwrap();
 
     // A damaged file is logged and ignored, never fatal.
-    std::fs::write(&state, b"{\"version\":1,\"targ").unwrap();
+    std::fs::write(&own, b"{\"version\":2,\"targ").unwrap();
     let third = common::start(&text(Some(&state))).await;
     wait_polls(&third.url(), "volc", "success", 1.0).await;
     third.stop().await.unwrap();
-    let reread: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    assert_eq!(reread["version"], 1, "rewritten whole");
+    let reread = rtc_exporter::state::load_target(&state, "volc").unwrap();
+    assert_eq!(reread.unwrap().version, 2, "rewritten whole");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -482,10 +482,10 @@ async fn cron_fires_at_the_configured_local_time_on_both_sides_of_dst() {
 type Day = (String, u64, u64, Vec<(String, u64, u64)>);
 
 fn read_state(path: &Path) -> Option<Day> {
-    let bytes = std::fs::read(path).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("the state file always parses: {e}"));
-    let l = &v["targets"]["volc"]["ledger"];
+    let file = rtc_exporter::state::load_target(path, "volc")
+        .unwrap_or_else(|e| panic!("the state file always parses: {e}"))?;
+    let v = serde_json::to_value(&file).unwrap();
+    let l = &v["ledger"];
     let rooms = l["rooms"]
         .as_object()
         .unwrap()
@@ -564,7 +564,7 @@ async fn kill_9_at_random_moments_never_corrupts_or_lowers_the_day() {
                 }
             }
         }
-        let bytes = std::fs::read(&state).unwrap_or_default();
+        let bytes = std::fs::read(dir.join("state.json.d/volc.json")).unwrap_or_default();
         if bytes != last_bytes {
             rewritten += 1;
             last_bytes = bytes;
@@ -579,7 +579,7 @@ async fn kill_9_at_random_moments_never_corrupts_or_lowers_the_day() {
     );
     let (_, peak, acc, _) = last.unwrap();
     assert!(peak > 0 && acc >= peak, "{peak} {acc}");
-    let leftovers = std::fs::read_dir(&dir)
+    let leftovers = std::fs::read_dir(dir.join("state.json.d"))
         .unwrap()
         .filter(|e| {
             e.as_ref()

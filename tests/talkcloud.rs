@@ -649,8 +649,10 @@ async fn a_restart_just_after_midnight_keeps_users_roles_and_cursors_against_a_c
     two_more(&subject.url(), "success").await;
     let control_windows = windows_from(&control_sim, control_from);
     subject.stop().await.unwrap();
-    let saved = std::fs::read_to_string(&state).unwrap();
-    assert!(saved.contains("\"cursors\""), "{saved}");
+    let saved = rtc_exporter::state::load_target(&state, T)
+        .unwrap()
+        .unwrap();
+    assert!(saved.cursors.is_some(), "{saved:?}");
     let subject_from = talk(&subject_sim).log().len();
     let (subject, _clock) = start_at(&text(&subject_sim, "6s", true), later).await;
     let text_s = two_more(&subject.url(), "success").await;
