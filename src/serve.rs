@@ -354,6 +354,7 @@ where
     C: GracefulConnection,
 {
     tokio::pin!(conn);
+    state.watch_idle(idle.is_some());
     loop {
         match state.check(idle, response, tokio::time::Instant::now()) {
             Check::Until(at) => tokio::select! {

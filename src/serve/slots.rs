@@ -112,8 +112,11 @@ pub struct Conn {
     /// Asked to give its slot up (not asked twice).
     asked: AtomicBool,
     close: Notify,
-    /// Turned busy or idle: what [`Conn::check`] answers may have changed.
+    /// Turned idle while its watch keeps an idle timeout: [`Conn::check`] may now answer an
+    /// earlier time than the one the watch sleeps until.
     turned: Notify,
+    /// Its watch keeps an idle timeout (HTTP/2).
+    idle_watched: AtomicBool,
 }
 
 struct Activity {
@@ -146,6 +149,7 @@ impl Conn {
             asked: AtomicBool::new(false),
             close: Notify::new(),
             turned: Notify::new(),
+            idle_watched: AtomicBool::new(false),
         }
     }
 
@@ -158,11 +162,13 @@ impl Conn {
     }
 
     /// Marks a request in flight until the returned guard drops (with its response body).
+    ///
+    /// The watch is not woken: turning busy never makes [`Conn::check`] due sooner than the
+    /// time the watch sleeps until (it looks again then), so a request costs no wake-up of it.
     pub fn busy(self: &Arc<Self>) -> Busy {
         let mut a = self.activity();
         if a.in_flight == 0 {
             a.busy_since = Instant::now();
-            self.turned.notify_one();
         }
         a.in_flight += 1;
         Busy(self.clone())
@@ -193,7 +199,14 @@ impl Conn {
         }
     }
 
-    /// Resolves when the connection turns busy or idle (at once if it did since the last call).
+    /// Its watch keeps an idle timeout: turning idle must wake it (the idle time may end before
+    /// the response timeout it sleeps until).
+    pub fn watch_idle(&self, watched: bool) {
+        self.idle_watched.store(watched, Ordering::Relaxed);
+    }
+
+    /// Resolves when the connection turns idle while its idle time is watched (at once if it
+    /// did since the last call).
     pub async fn turned(&self) {
         self.turned.notified().await;
     }
@@ -220,7 +233,9 @@ impl Drop for Busy {
         a.in_flight = a.in_flight.saturating_sub(1);
         if a.in_flight == 0 {
             a.idle_since = Instant::now();
-            self.0.turned.notify_one();
+            if self.0.idle_watched.load(Ordering::Relaxed) {
+                self.0.turned.notify_one();
+            }
         }
     }
 }
