@@ -103,12 +103,26 @@ impl Supervisor {
         board: Arc<Board>,
         ledger: Option<Ledger>,
         saved: Arc<Notify>,
+        previous: Option<TargetView>,
     ) -> Arc<Self> {
         plumbing
             .metrics
             .init_target(&target.name, target.vendor.name);
         let now = plumbing.clock.now();
         let mut view = initial_view(&target, &global, now);
+        if let Some(p) = previous.filter(|p| p.vendor == target.vendor) {
+            // A restart by reload keeps what its polls said until its next poll: a target that
+            // was down stays down (its alert does not resolve), and its last success stays.
+            view.polled = p.polled;
+            view.up = p.up;
+            view.last_success = p.last_success;
+            view.last_duration = p.last_duration;
+            view.consecutive_failures = p.consecutive_failures;
+            view.consecutive_empty = p.consecutive_empty;
+            view.last_error = p.last_error;
+            view.rooms_failed = p.rooms_failed;
+            view.rooms_dropped = p.rooms_dropped;
+        }
         let mut ledger = ledger.unwrap_or_default();
         if ledger.day().is_some() {
             // The day so far, shown at once: a restart or reload never lowers today's figures,
@@ -952,6 +966,7 @@ impl Fleet {
             self.board.clone(),
             ledger,
             self.saved.clone(),
+            previous.map(Supervisor::view),
         );
         s.spawn(phase, previous.is_none());
         s

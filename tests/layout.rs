@@ -30,30 +30,48 @@ fn module_of(src: &Path, file: &Path) -> String {
     first.trim_end_matches(".rs").to_string()
 }
 
-/// The modules `text` names as `crate::x`, outside comments and test modules (a test module
-/// starts at a `#[cfg(test)]` in the first column and runs to the end of the file, as the
-/// house writes them).
+/// The modules `text` names as `crate::x` or in `crate::{x, y::z}`, outside comments and
+/// test modules (a `#[cfg(test)]` in the first column followed by a `mod` line starts one; it
+/// runs to the end of the file, as the house writes them; a `#[cfg(test)]` on anything else is
+/// read through).
 fn references(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for line in text.lines() {
-        if line.starts_with("#[cfg(test)]") {
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("#[cfg(test)]")
+            && lines[i + 1..]
+                .iter()
+                .find(|l| !l.trim().is_empty())
+                .is_some_and(|l| l.trim_start().starts_with("mod "))
+        {
             break;
         }
         let code = line.split("//").next().unwrap_or_default();
         let mut rest = code;
-        while let Some(i) = rest.find("crate::") {
-            let after = &rest[i + "crate::".len()..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                out.insert(name);
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            if let Some(group) = after.strip_prefix('{') {
+                // `crate::{a, b::c, d as e}`: the first name of each item (one line).
+                let inside = group.split('}').next().unwrap_or_default();
+                for item in inside.split(',') {
+                    out.extend(first_name(item.trim()));
+                }
+            } else {
+                out.extend(first_name(after));
             }
             rest = after;
         }
     }
     out
+}
+
+/// The identifier `text` starts with, if any.
+fn first_name(text: &str) -> Option<String> {
+    let name: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty() && name != "self").then_some(name)
 }
 
 /// Module -> the modules it names.
@@ -201,5 +219,13 @@ fn the_check_finds_a_circle_where_there_is_one() {
     .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
     .collect();
     assert_eq!(circle(&graph).unwrap().len(), 4);
-    assert!(references("use crate::a::X; // crate::b\n#[cfg(test)]\nuse crate::c;").len() == 1);
+    assert_eq!(
+        references("use crate::a::X; // crate::b\n#[cfg(test)]\nmod tests {\nuse crate::c;"),
+        BTreeSet::from(["a".to_string()])
+    );
+    // A test-only function is read through; grouped imports count each module.
+    assert_eq!(
+        references("#[cfg(test)]\nfn helper() {}\nuse crate::{d, e::F, g as h};\n"),
+        BTreeSet::from(["d", "e", "g"].map(String::from))
+    );
 }

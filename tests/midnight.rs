@@ -365,6 +365,17 @@ async fn a_restarted_cron_target_polls_at_its_next_planned_time_not_at_once() {
         ) == Some(noon as f64)
     })
     .await;
+    // Its poll state carries over: still up, its last success still shown.
+    assert_eq!(
+        figure(&text, "rtc_exporter_target_up", &[("target", "urtc")]),
+        Some(1.0)
+    );
+    assert!(figure(
+        &text,
+        "rtc_exporter_target_last_success_timestamp_seconds",
+        &[("target", "urtc")]
+    )
+    .is_some());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let text_later = common::scrape(&base).await;
     for t in [&text, &text_later] {

@@ -722,3 +722,35 @@ async fn a_room_longer_than_one_poll_is_read_over_several() {
     assert!(polls >= 2.0, "{polls} polls");
     exporter.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_keeps_losing_users_still_in_is_believed_on_the_fifth_poll() {
+    let s = sim(13).await;
+    let v = talk(&s);
+    let (exporter, _clock) = start(&config(&s, v.key(), &format!("[{BIG}]"))).await;
+    let base = exporter.url();
+    wait_polls(&base, T, "success", 1.0).await;
+    v.faults.set(
+        API,
+        Fault {
+            lose_rows: true,
+            ..Fault::default()
+        },
+    );
+    let text = wait_polls(&base, T, "failure", 4.0).await;
+    assert!(errors(&text, "malformed") + requests(&text, "malformed") >= 4.0);
+    let ok = polls(&text, "success");
+    let text = wait_polls(&base, T, "success", ok + 1.0).await;
+    let believed: f64 = all(&text, "rtc_exporter_vendor_anomalies_total")
+        .iter()
+        .filter(|s| s.label("kind") == Some("lost_rows"))
+        .map(|s| s.value)
+        .sum();
+    assert!(believed >= 1.0, "lost_rows counted when believed");
+    assert!(
+        (4.0..=5.0).contains(&polls(&text, "failure")),
+        "failed polls before the listing was believed: {}",
+        polls(&text, "failure")
+    );
+    exporter.stop().await.unwrap();
+}

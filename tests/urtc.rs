@@ -718,3 +718,50 @@ async fn contradicting_or_oversized_answers_never_write_zeros() {
         exporter.stop().await.unwrap();
     }
 }
+
+/// A vendor that reset its data: the listing lost the day's earlier calls, poll after poll.
+/// The first four polls fail (`malformed`, no figure written as 0); the fifth believes the
+/// listing, counts `lost_rows`, and the target is up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_keeps_losing_calls_is_believed_on_the_fifth_poll() {
+    let s = sim(40, 37).await;
+    let exporter = start(&config(&s, "  stale_after: 100\n")).await;
+    let base = exporter.url();
+    wait_polls(&base, T, "success", 1.0).await;
+    set_fault(
+        &s,
+        Fault {
+            lose_rows: true,
+            ..Fault::default()
+        },
+    );
+    let text = wait_polls(&base, T, "failure", 4.0).await;
+    let successes = value(
+        &text,
+        "rtc_exporter_polls_total",
+        &[("target", T), ("result", "success")],
+    )
+    .unwrap_or(0.0);
+    let text = wait_polls(&base, T, "success", successes + 1.0).await;
+    assert_eq!(
+        value(&text, "rtc_exporter_target_up", &[("target", T)]),
+        Some(1.0)
+    );
+    let believed: f64 = all(&text, "rtc_exporter_vendor_anomalies_total")
+        .iter()
+        .filter(|s| s.label("kind") == Some("lost_rows"))
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(believed, 1.0, "counted once, when believed");
+    let failures = value(
+        &text,
+        "rtc_exporter_polls_total",
+        &[("target", T), ("result", "failure")],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        (4.0..=5.0).contains(&failures),
+        "{failures} failed polls before the listing was believed"
+    );
+    exporter.stop().await.unwrap();
+}

@@ -29,15 +29,23 @@ pub enum Anomaly {
     FinishedWithRunningFlag,
     /// Paging stopped at the hard page cap while the vendor still said there was more.
     PageCap,
+    /// A listing lost rows it showed earlier (calls of the day, users still in) in
+    /// [`LOST_BEFORE_BELIEVED`] polls in a row: the request fails (`malformed`) the first
+    /// times, then the vendor's listing is taken as the truth (a vendor that was reset).
+    LostRows,
 }
+
+/// Polls in a row whose listing lost rows before the listing is believed.
+pub const LOST_BEFORE_BELIEVED: u32 = 5;
 
 impl Anomaly {
     /// Every kind, in label order.
-    pub const ALL: [Anomaly; 6] = [
+    pub const ALL: [Anomaly; 7] = [
         Anomaly::DuplicateRow,
         Anomaly::FinishedWithRunningFlag,
         Anomaly::ListLongerThanCount,
         Anomaly::ListShorterThanCount,
+        Anomaly::LostRows,
         Anomaly::PageCap,
         Anomaly::TotalMismatch,
     ];
@@ -51,6 +59,7 @@ impl Anomaly {
             Anomaly::ListLongerThanCount => "list_longer_than_count",
             Anomaly::FinishedWithRunningFlag => "finished_with_running_flag",
             Anomaly::PageCap => "page_cap",
+            Anomaly::LostRows => "lost_rows",
         }
     }
 

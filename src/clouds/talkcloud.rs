@@ -72,6 +72,7 @@ pub mod answer;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
@@ -82,6 +83,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use answer::parse_page;
 pub use answer::{Record, API, CODES, PAGE};
 
+use super::anomaly::LOST_BEFORE_BELIEVED;
 use super::merged::{Identity, Merged};
 use super::{
     Anomaly, Api, BoxFuture, CallError, DayFigures, Observation, PollCtx, PollError,
@@ -255,6 +257,7 @@ fn parse_conf(value: serde_yaml::Value) -> Result<Talkcloud, FieldError> {
         rooms: s.rooms,
         cursors: Mutex::new(HashMap::new()),
         listings: Mutex::new(HashMap::new()),
+        lost: Mutex::new(HashMap::new()),
         asked: Mutex::new(HashMap::new()),
     })
 }
@@ -390,6 +393,10 @@ struct Listing {
     stage: Vec<Record>,
     received: usize,
     last: Option<(Option<u64>, usize)>,
+    /// This poll believes a listing that lost users still in (the same loss poll after poll).
+    believe: bool,
+    /// This poll's listing lost users still in at the last answer.
+    lost: AtomicBool,
 }
 
 impl Listing {
@@ -404,6 +411,8 @@ impl Listing {
             stage: Vec::new(),
             received: 0,
             last: None,
+            believe: false,
+            lost: AtomicBool::new(false),
         }
     }
 
@@ -426,6 +435,8 @@ pub struct Talkcloud {
     cursors: Mutex<HashMap<String, Cursor>>,
     /// Per room label: its listing in progress, if one was cut short.
     listings: Mutex<HashMap<String, Arc<AsyncMutex<Listing>>>>,
+    /// Per room label, polls in a row whose listing lost users still in at the last answer.
+    lost: Mutex<HashMap<String, u32>>,
     /// Per room label, when it was last answered (a running count): a poll cut short
     /// by `poll_timeout` goes on with the rooms asked longest ago, so every room is covered
     /// over several polls.
@@ -558,16 +569,25 @@ impl Talkcloud {
                     .header("Content-Type", "application/x-www-form-urlencoded")
                     .body(body);
                 let (prior, prior_stage, open_before) = (&l.merged, &l.stage, &l.open_before);
+                let (believe, lost) = (l.believe, &l.lost);
                 let p = api
                     .call(request, |status, body| {
                         let p = parse_page(status, body, key)?;
-                        if p.no_data {
+                        let kept = if p.no_data {
                             // Nothing in the window, or nothing after the last full page.
-                            check_kept(open_before, &w, prior.rows.iter().chain(prior_stage))?;
+                            check_kept(open_before, &w, prior.rows.iter().chain(prior_stage))
                         } else if is_last(&p, prior) {
                             let stage = if page == 1 { &p.stage } else { prior_stage };
                             let all = prior.rows.iter().chain(&p.records).chain(stage);
-                            check_kept(open_before, &w, all)?;
+                            check_kept(open_before, &w, all)
+                        } else {
+                            Ok(())
+                        };
+                        if let Err(e) = kept {
+                            lost.store(true, Ordering::Relaxed);
+                            if !believe {
+                                return Err(e);
+                            }
                         }
                         Ok(p)
                     })
@@ -683,21 +703,45 @@ impl Talkcloud {
         // for every lifetime (rust-lang/rust#102211).
         let mut answers = stream::iter(jobs)
             .map(|(room, listing)| async move {
+                // The same loss poll after poll: this time the listing is believed.
+                let believe = lock(&self.lost)
+                    .get(room.label())
+                    .is_some_and(|n| n + 1 >= LOST_BEFORE_BELIEVED);
                 let mut l = listing.lock().await;
+                l.believe = believe;
+                l.lost = AtomicBool::new(false);
                 let r = self.list(ctx, api, url, &room, &mut l).await;
                 let span = l.span();
+                let lost = l.lost.load(Ordering::Relaxed);
                 drop(l);
                 // Marked once answered (or failed): rooms a deadline cut short go first next.
                 let mut asked = lock(&self.asked);
                 let turn = asked.values().copied().max().unwrap_or(0) + 1;
                 asked.insert(room.label().to_string(), turn);
                 drop(asked);
-                (room, span, r)
+                (room, span, r, lost)
             })
             .buffer_unordered(CONCURRENCY);
         let mut answered = 0usize;
         let mut first_error = None;
-        while let Some((room, (since, end), result)) = answers.next().await {
+        while let Some((room, (since, end), result, lost)) = answers.next().await {
+            if !lost {
+                lock(&self.lost).remove(room.label());
+            } else if result.is_ok() {
+                lock(&self.lost).remove(room.label());
+                ctx.anomaly(
+                    API,
+                    Anomaly::LostRows,
+                    format!(
+                        "room {}: users still in at the last answer no longer listed, {LOST_BEFORE_BELIEVED} polls in a row: the listing is believed (they left)",
+                        room.label()
+                    ),
+                );
+            } else {
+                *lock(&self.lost)
+                    .entry(room.label().to_string())
+                    .or_default() += 1;
+            }
             match result {
                 Ok(records) => {
                     // The cursor moves in the same step as the room is reported: a poll cut

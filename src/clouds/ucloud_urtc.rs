@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
+use super::anomaly::LOST_BEFORE_BELIEVED;
 use super::merged::{Identity, Merged};
 use super::util::{code_label, code_string, lenient_u64, optional};
 use super::{
@@ -86,7 +87,7 @@ fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
     }
     Ok(Arc::new(UcloudUrtc {
         s,
-        seen: Mutex::new((None, HashSet::new())),
+        seen: Mutex::new((None, HashSet::new(), 0)),
     }))
 }
 
@@ -114,8 +115,8 @@ pub fn signature(params: &[(&str, String)], private_key: &str) -> String {
 /// One configured URTC target.
 pub struct UcloudUrtc {
     s: Settings,
-    /// The calls listed so far today.
-    seen: Mutex<(Option<chrono::NaiveDate>, HashSet<SeenCall>)>,
+    /// The calls listed so far today, and the polls in a row whose listing lost some.
+    seen: Mutex<(Option<chrono::NaiveDate>, HashSet<SeenCall>, u32)>,
 }
 
 #[derive(Deserialize)]
@@ -366,7 +367,7 @@ impl UcloudUrtc {
     ) -> Result<(), CallError> {
         let mut seen = lock(&self.seen);
         if seen.0 != Some(ctx.today()) {
-            *seen = (Some(ctx.today()), HashSet::new());
+            *seen = (Some(ctx.today()), HashSet::new(), 0);
         }
         let now: HashSet<(&str, Option<&str>)> =
             rows.map(|r| (r.room.as_str(), r.call.as_deref())).collect();
@@ -380,16 +381,30 @@ impl UcloudUrtc {
         };
         let lost: Vec<&SeenCall> = seen.1.iter().filter(|c| !listed(c)).collect();
         if let Some((room, call)) = lost.first() {
-            return Err(CallError::Malformed {
-                api: API,
-                message: format!(
-                    "the listing since midnight lost {} call(s) it listed earlier today (e.g. room {room} call {}): {} listed now",
-                    lost.len(),
-                    call.as_deref().unwrap_or("-"),
-                    now.len()
+            let detail = format!(
+                "the listing since midnight lost {} call(s) it listed earlier today (e.g. room {room} call {}): {} listed now",
+                lost.len(),
+                call.as_deref().unwrap_or("-"),
+                now.len()
+            );
+            seen.2 += 1;
+            if seen.2 < LOST_BEFORE_BELIEVED {
+                return Err(CallError::Malformed {
+                    api: API,
+                    message: detail,
+                });
+            }
+            // The same loss poll after poll: the vendor's listing is the truth now.
+            ctx.anomaly(
+                API,
+                Anomaly::LostRows,
+                format!(
+                    "{detail}; {LOST_BEFORE_BELIEVED} polls in a row, so the listing is believed"
                 ),
-            });
+            );
+            seen.1.clear();
         }
+        seen.2 = 0;
         let now: Vec<SeenCall> = now
             .into_iter()
             .map(|(room, call)| (room.to_string(), call.map(str::to_string)))
