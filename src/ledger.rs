@@ -15,6 +15,12 @@
 //!   The target's peak is the same sweep over the union of its rooms' sessions, its accumulated
 //!   the distinct ids across rooms.
 //!
+//! Each kind is a type of its own (`Reported`, `Present`, `Sessions`) behind one small enum,
+//! `Kind` (fold a reading, end, count into the target, roll at midnight, roles now); what every
+//! room publishes (`Figures`), whatever its kind, sits beside it in `RoomDay`. [`Ledger::apply`]
+//! runs in named steps: begin the day, fold the rooms, mark the failed ones, end the unlisted
+//! ones, the target's figures, devices and watched users, the rows.
+//!
 //! User ids are kept as 64-bit hashes (xxh3), interned once per target ([`Users`]: about
 //! 18.5 bytes per distinct id at a million, whatever the ids' length), rooms holding 4-byte
 //! indices; two ids collide with probability n²/2⁶⁵ (3·10⁻⁸ at a million).
@@ -29,7 +35,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::NaiveDate;
 
 use crate::config::Capacity;
-use crate::model::{DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, SessionObs};
+use crate::model::{
+    DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, RoomObservation, SessionObs,
+};
 use crate::snapshot::{RoomRow, TargetData};
 
 mod packed;
@@ -145,12 +153,13 @@ impl Day {
         let date = now.with_timezone(&tz).date_naive();
         Day {
             date,
-            start: crate::clock::local_midnight(tz, date).timestamp(),
+            start: crate::clouds::local_midnight(tz, date).timestamp(),
             now: now.timestamp(),
         }
     }
 }
 
+/// One stay in a session room: (user index, join time) is its key.
 #[derive(Debug, Clone, Copy)]
 struct Stay {
     /// Leave time, or [`OPEN`].
@@ -159,38 +168,268 @@ struct Stay {
     role: Option<Role>,
 }
 
-#[derive(Debug, Default)]
-struct RoomDay {
-    peak: u64,
-    accumulated: u64,
-    reported_accumulated: u64,
-    ids: HashSet<u32>,
-    invisible_known: bool,
-    // Its now-figures as of its last refresh.
+/// What every room publishes, whatever its kind: its figures now (as of its last refresh) and
+/// for the day.
+#[derive(Debug, Default, Clone, Copy)]
+struct Figures {
     active: bool,
     users: u64,
+    peak: u64,
+    accumulated: u64,
+}
+
+/// One room's day: the figures every kind publishes, its refresh state, and its [`Kind`].
+#[derive(Debug)]
+struct RoomDay {
+    figures: Figures,
+    /// Invisible users now, where the vendor tells.
     invisible: Option<u64>,
-    roles: Option<RoleCounts>,
-    /// The day's sessions, by (user index, join time); only for session rooms.
-    sessions: HashMap<(u32, i64), Stay>,
-    has_sessions: bool,
-    /// When its sessions were last reported.
-    refreshed_at: i64,
+    /// The vendor told its invisible users at least once today.
+    invisible_known: bool,
+    /// Refreshed by the poll being folded (cleared when the next one begins).
+    fresh: bool,
     /// Failed refreshes in a row.
     failures: u32,
     /// When it last answered (Unix seconds; not saved: 0 after a restore).
     seen_at: i64,
+    kind: Kind,
+}
+
+/// What a room keeps besides its [`Figures`], by how the vendor gives its day
+/// ([`DayFigures`]): three types behind one small interface (fold a reading, end, count into
+/// the target, roll at midnight, roles now; save and restore beside [`SavedRoom`]).
+///
+/// A URTC room carries 8 bytes of its own here; the sets of the other two kinds are boxed, so a
+/// room of one kind never pays for another's. A reading of another kind than the room holds
+/// (no vendor sends one) replaces its kind; the figures already published stay.
+#[derive(Debug)]
+enum Kind {
+    Reported(Reported),
+    Present(Box<Present>),
+    Sessions(Box<Sessions>),
+}
+
+/// The vendor reports the day's peak and accumulated itself.
+#[derive(Debug, Default)]
+struct Reported {
+    /// The highest accumulated the vendor reported today (summed over rooms for the target).
+    accumulated: u64,
+}
+
+/// The vendor lists who is in now: the ids observed today.
+#[derive(Debug, Default)]
+struct Present {
+    ids: HashSet<u32>,
+}
+
+/// The vendor gives join and leave times: the day's sessions.
+#[derive(Debug, Default)]
+struct Sessions {
+    /// By (user index, join time).
+    sessions: HashMap<(u32, i64), Stay>,
+    /// When its sessions were last reported.
+    refreshed_at: i64,
+    /// Users now by role, where a session tells a role.
+    roles: Option<RoleCounts>,
+}
+
+/// What the rooms add up to for the target, as [`Kind::count`] and [`RoomDay::count`] gather it.
+#[derive(Debug, Default)]
+struct Totals {
+    /// The rooms' users now, summed.
+    users: u64,
+    rooms_active: u64,
+    biggest_peak: u64,
+    /// The vendor-reported accumulated users, summed.
+    reported: u64,
+    /// Where the target has session rooms: their people.
+    sessions: Option<SessionTotals>,
+}
+
+/// The people of a target's session rooms.
+#[derive(Debug, Default)]
+struct SessionTotals {
+    /// Every stay of the day, as presence intervals.
+    presence: Vec<Presence>,
+    /// Who is in now, on which device.
+    devices: HashSet<(u32, Device)>,
+    /// Who is in now.
+    open: HashSet<u32>,
+}
+
+fn zero_roles() -> RoleCounts {
+    Role::ALL.iter().map(|r| (*r, 0)).collect()
 }
 
 impl RoomDay {
-    /// Merges a delta of sessions (see [`DayFigures::Sessions`]).
-    fn merge(&mut self, day: &Day, since: i64, sessions: &[SessionObs], users: &mut Users) {
-        let last_seen = if self.has_sessions {
-            self.refreshed_at
-        } else {
-            day.now
+    fn new(kind: Kind) -> Self {
+        RoomDay {
+            figures: Figures::default(),
+            invisible: None,
+            invisible_known: false,
+            fresh: false,
+            failures: 0,
+            seen_at: 0,
+            kind,
+        }
+    }
+
+    /// Folds one reading of the room in this poll (a room listed twice in one poll adds up).
+    fn fold(&mut self, r: &RoomObservation, day: &Day, users: &mut Users) {
+        self.invisible_known |= r.invisible.is_some();
+        self.failures = 0;
+        self.seen_at = day.now;
+        if !self.fresh {
+            // Its first reading in this poll: the figures now start over.
+            self.fresh = true;
+            self.figures.active = false;
+            self.figures.users = 0;
+            self.invisible = None;
+        }
+        self.figures.active |= r.active;
+        self.kind.fold(r, &mut self.figures, day, users);
+        self.invisible = match (self.invisible, r.invisible) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            (a, b) => a.or(b),
         };
-        self.has_sessions = true;
+        self.figures.peak = self.figures.peak.max(self.figures.users);
+    }
+
+    /// A complete poll no longer lists it: it ended, keeping its figures for the day.
+    fn end(&mut self) {
+        self.figures.active = false;
+        self.figures.users = 0;
+        self.invisible = self.invisible_known.then_some(0);
+        self.kind.end();
+    }
+
+    /// Adds it to the target's totals.
+    fn count(&self, day_start: i64, totals: &mut Totals) {
+        totals.users = totals.users.saturating_add(self.figures.users);
+        totals.rooms_active += u64::from(self.figures.active);
+        totals.biggest_peak = totals.biggest_peak.max(self.figures.peak);
+        self.kind.count(day_start, totals);
+    }
+
+    /// Its series values.
+    fn row(&self, room: &str, capacity: &Capacity) -> RoomRow {
+        RoomRow {
+            room: room.to_string(),
+            active: self.figures.active,
+            users: self.figures.users,
+            invisible: self.invisible,
+            peak: self.figures.peak,
+            accumulated: self.figures.accumulated,
+            capacity: capacity.of(room),
+            roles: self.kind.roles().cloned(),
+        }
+    }
+}
+
+impl Kind {
+    /// An empty day of the kind `reading` is.
+    fn of(reading: &DayFigures) -> Kind {
+        match reading {
+            DayFigures::Reported { .. } => Kind::Reported(Reported::default()),
+            DayFigures::Present(_) => Kind::Present(Box::default()),
+            DayFigures::Sessions { .. } => Kind::Sessions(Box::default()),
+        }
+    }
+
+    /// Folds one reading into the room's figures.
+    fn fold(&mut self, r: &RoomObservation, f: &mut Figures, day: &Day, users: &mut Users) {
+        match (self, &r.day) {
+            (Kind::Reported(k), DayFigures::Reported { peak, accumulated }) => {
+                k.fold(f, r.users, *peak, *accumulated)
+            }
+            (Kind::Present(k), DayFigures::Present(ids)) => k.fold(f, r.users, ids, users),
+            (Kind::Sessions(k), DayFigures::Sessions { since, sessions }) => {
+                k.fold(f, day, *since, sessions, users)
+            }
+            (kind, reading) => {
+                *kind = Kind::of(reading);
+                kind.fold(r, f, day, users);
+            }
+        }
+    }
+
+    /// The room is no longer listed.
+    fn end(&mut self) {
+        if let Kind::Sessions(k) = self {
+            k.end();
+        }
+    }
+
+    /// Adds what the kind knows of the day to the target's totals.
+    fn count(&self, day_start: i64, totals: &mut Totals) {
+        match self {
+            Kind::Reported(k) => totals.reported = totals.reported.saturating_add(k.accumulated),
+            Kind::Present(_) => {}
+            Kind::Sessions(k) => k.count(day_start, totals.sessions.get_or_insert_default()),
+        }
+    }
+
+    /// Begins a new day at `day_start` (the room is in progress): keeps what is known to be so
+    /// at midnight, re-interning user indices from `old` into `new`. Returns the distinct users
+    /// it carries.
+    fn roll(&mut self, day_start: i64, old: &Users, new: &mut Users) -> u64 {
+        match self {
+            Kind::Reported(k) => {
+                k.accumulated = 0;
+                0
+            }
+            // Who of the day's ids is in now is not known: the count is.
+            Kind::Present(k) => {
+                k.ids.clear();
+                0
+            }
+            Kind::Sessions(k) => k.roll(day_start, old, new),
+        }
+    }
+
+    /// Users now by role, where the vendor tells roles.
+    fn roles(&self) -> Option<&RoleCounts> {
+        match self {
+            Kind::Sessions(k) => k.roles.as_ref(),
+            Kind::Reported(_) | Kind::Present(_) => None,
+        }
+    }
+}
+
+impl Reported {
+    fn fold(&mut self, f: &mut Figures, users_now: u64, peak: u64, accumulated: u64) {
+        f.users = f.users.saturating_add(users_now);
+        f.peak = f.peak.max(peak);
+        self.accumulated = self.accumulated.max(accumulated);
+        f.accumulated = f.accumulated.max(accumulated);
+    }
+}
+
+impl Present {
+    fn fold(&mut self, f: &mut Figures, users_now: u64, ids: &[String], users: &mut Users) {
+        f.users = f.users.saturating_add(users_now);
+        for id in ids {
+            self.ids.insert(users.intern(user_key(id)));
+        }
+        // A count above the ids listed (Volcengine's `TotalUser` 6 with two ids): at least that
+        // many people were in, so accumulated ≥ peak holds.
+        f.accumulated = f.accumulated.max(self.ids.len() as u64).max(f.users);
+    }
+}
+
+impl Sessions {
+    /// Merges a delta of sessions (see [`DayFigures::Sessions`]): users and roles now, the
+    /// peak by a sweep, accumulated the distinct users.
+    fn fold(
+        &mut self,
+        f: &mut Figures,
+        day: &Day,
+        since: i64,
+        sessions: &[SessionObs],
+        users: &mut Users,
+    ) {
+        // A room new today holds no session to close.
+        let last_seen = self.refreshed_at;
         let mut reported: HashSet<(u32, i64)> = HashSet::with_capacity(sessions.len());
         for s in sessions {
             let leave = s.leave.unwrap_or(OPEN);
@@ -208,7 +447,6 @@ impl RoomDay {
                 },
             );
             reported.insert(key);
-            self.ids.insert(user);
         }
         for (key, stay) in self.sessions.iter_mut() {
             if stay.leave == OPEN && key.1 < since && !reported.contains(key) {
@@ -216,32 +454,40 @@ impl RoomDay {
             }
         }
         self.refreshed_at = day.now;
-        self.accumulated = self.accumulated.max(self.ids.len() as u64);
+        f.accumulated = f.accumulated.max(self.distinct_users());
         // Users and roles now: distinct users with an open session.
-        let mut users = HashSet::new();
+        let mut open = HashSet::new();
         let mut roles: Option<RoleCounts> = None;
         let mut role_seen = HashSet::new();
         for ((user, _), stay) in &self.sessions {
             if stay.leave != OPEN {
                 continue;
             }
-            users.insert(*user);
+            open.insert(*user);
             if let Some(role) = stay.role {
-                let counts =
-                    roles.get_or_insert_with(|| Role::ALL.iter().map(|r| (*r, 0)).collect());
+                let counts = roles.get_or_insert_with(zero_roles);
                 if role_seen.insert((*user, role)) {
                     *counts.entry(role).or_default() += 1;
                 }
             }
         }
         if roles.is_none() && self.sessions.values().any(|s| s.role.is_some()) {
-            roles = Some(Role::ALL.iter().map(|r| (*r, 0)).collect());
+            roles = Some(zero_roles());
         }
-        self.users = users.len() as u64;
+        f.users = open.len() as u64;
+        f.active |= f.users > 0;
         self.roles = roles;
         let mut presence = Vec::with_capacity(self.sessions.len());
         self.presence(day.start, &mut presence);
-        self.peak = self.peak.max(peak_concurrency(&presence));
+        f.peak = f.peak.max(peak_concurrency(&presence));
+    }
+
+    /// The distinct users of its sessions.
+    fn distinct_users(&self) -> u64 {
+        let mut users: Vec<u32> = self.sessions.keys().map(|k| k.0).collect();
+        users.sort_unstable();
+        users.dedup();
+        users.len() as u64
     }
 
     /// Its sessions as presence intervals within the day; open ones up to its last refresh.
@@ -259,14 +505,47 @@ impl RoomDay {
         }
     }
 
-    /// Closes its open sessions (the room is no longer listed).
-    fn close_sessions(&mut self) {
+    /// The room is no longer listed: its open sessions close at its last refresh, and nobody
+    /// is in by role.
+    fn end(&mut self) {
         let at = self.refreshed_at;
         for stay in self.sessions.values_mut() {
             if stay.leave == OPEN {
                 stay.leave = at;
             }
         }
+        if self.roles.is_some() {
+            self.roles = Some(zero_roles());
+        }
+    }
+
+    fn count(&self, day_start: i64, totals: &mut SessionTotals) {
+        self.presence(day_start, &mut totals.presence);
+        for ((user, _), stay) in &self.sessions {
+            if stay.leave == OPEN {
+                totals.devices.insert((*user, stay.device));
+                totals.open.insert(*user);
+            }
+        }
+    }
+
+    /// Open sessions carry over under their new user index, counted from midnight; closed
+    /// ones are yesterday's.
+    fn roll(&mut self, day_start: i64, old: &Users, new: &mut Users) -> u64 {
+        let mut carried = HashSet::new();
+        self.sessions = std::mem::take(&mut self.sessions)
+            .into_iter()
+            .filter(|(_, stay)| stay.leave == OPEN)
+            .map(|((user, join), stay)| {
+                let key = old.keys.get(user as usize).copied().unwrap_or_default();
+                let user = new.intern(key);
+                carried.insert(user);
+                ((user, join), stay)
+            })
+            .collect();
+        // Open at its last refresh, so open at midnight: counted from there.
+        self.refreshed_at = self.refreshed_at.max(day_start);
+        carried.len() as u64
     }
 }
 
@@ -343,40 +622,13 @@ impl Ledger {
                 failing_unseen.insert(name, room.failures);
                 continue;
             }
-            if !room.active || room.seen_at < fresh_since {
+            if !room.figures.active || room.seen_at < fresh_since {
                 continue;
             }
-            let mut ids = HashSet::new();
-            if room.has_sessions {
-                // Open sessions carry over under their new user index; closed ones are
-                // yesterday's.
-                room.sessions = room
-                    .sessions
-                    .into_iter()
-                    .filter(|(_, stay)| stay.leave == OPEN)
-                    .map(|((user, join), stay)| {
-                        let key = old
-                            .users
-                            .keys
-                            .get(user as usize)
-                            .copied()
-                            .unwrap_or_default();
-                        let user = users.intern(key);
-                        ids.insert(user);
-                        ((user, join), stay)
-                    })
-                    .collect();
-            } else {
-                // Who of the day's ids is in now is not known: the count is.
-                room.sessions.clear();
-            }
-            room.ids = ids;
-            // Open at its last refresh, so open at midnight: counted from there.
-            room.refreshed_at = room.refreshed_at.max(day.start);
-            room.peak = room.users;
-            room.accumulated = room.users.max(room.ids.len() as u64);
-            room.reported_accumulated = 0;
-            room.failures = 0;
+            let carried = room.kind.roll(day.start, &old.users, &mut users);
+            let f = &mut room.figures;
+            f.peak = f.users;
+            f.accumulated = f.users.max(carried);
             rooms.insert(name, room);
         }
         *self = Ledger {
@@ -396,6 +648,11 @@ impl Ledger {
     /// Folds one poll into the day and returns the target's series values. `complete`: every
     /// room the vendor knows was refreshed, so a room it did not list has ended; otherwise
     /// (a partial poll) unlisted rooms keep their last values.
+    ///
+    /// In steps: begin the day, fold the rooms that answered, mark the ones that failed, end
+    /// the ones no longer listed, then the target's totals (users now under the partial-poll
+    /// cap, peak, accumulated), devices and watched users, and the rooms' rows under
+    /// `max_rooms`.
     pub fn apply(
         &mut self,
         day: &Day,
@@ -403,6 +660,36 @@ impl Ledger {
         complete: bool,
         limits: &Limits<'_>,
     ) -> TargetData {
+        self.begin(day);
+        self.fold_rooms(day, obs);
+        self.mark_failed(&obs.failed);
+        if complete {
+            self.end_unlisted(&obs.failed);
+        }
+        let mut totals = Totals::default();
+        for room in self.rooms.values() {
+            room.count(day.start, &mut totals);
+        }
+        let users = self.target_figures(obs, complete, &totals);
+        self.devices_and_watched(obs, complete, totals.sessions);
+        let (rooms, rooms_dropped) = self.rows(limits);
+        let failed: HashSet<&String> = obs.failed.iter().collect();
+        TargetData {
+            rooms,
+            rooms_active: totals.rooms_active,
+            users,
+            peak: self.peak,
+            accumulated: self.accumulated,
+            devices: self.devices.clone(),
+            watched: self.watched.clone(),
+            rooms_dropped,
+            rooms_failed: failed.len() as u64,
+            failing_rooms: self.failing_rooms(),
+        }
+    }
+
+    /// Puts the ledger on `day`: the midnight roll if it has not run, or a fresh day.
+    fn begin(&mut self, day: &Day) {
         if self.day.is_some_and(|d| d < day.date) {
             // A new day the midnight roll has not begun yet: begin it now, carrying what
             // answered within the hour before midnight.
@@ -414,52 +701,32 @@ impl Ledger {
                 ..Ledger::default()
             };
         }
-        let mut refreshed: HashSet<&str> = HashSet::new();
+    }
+
+    /// Folds every room the poll refreshed, each as its kind does.
+    fn fold_rooms(&mut self, day: &Day, obs: &Observation) {
+        for room in self.rooms.values_mut() {
+            room.fresh = false;
+        }
         for r in &obs.rooms {
             self.failing_unseen.remove(&r.room);
-            let first = refreshed.insert(r.room.as_str());
-            let room = self.rooms.entry(r.room.clone()).or_default();
-            room.invisible_known |= r.invisible.is_some();
-            room.failures = 0;
-            room.seen_at = day.now;
-            if first {
-                room.active = false;
-                room.users = 0;
-                room.invisible = None;
-            }
-            room.active |= r.active;
-            match &r.day {
-                DayFigures::Reported { peak, accumulated } => {
-                    room.users = room.users.saturating_add(r.users);
-                    room.peak = room.peak.max(*peak);
-                    room.reported_accumulated = room.reported_accumulated.max(*accumulated);
-                    room.accumulated = room.accumulated.max(*accumulated);
-                }
-                DayFigures::Present(ids) => {
-                    room.users = room.users.saturating_add(r.users);
-                    for id in ids {
-                        room.ids.insert(self.users.intern(user_key(id)));
-                    }
-                    // A count above the ids listed (Volcengine's `TotalUser` 6 with two ids):
-                    // at least that many people were in, so accumulated ≥ peak holds.
-                    room.accumulated = room.accumulated.max(room.ids.len() as u64).max(room.users);
-                }
-                DayFigures::Sessions { since, sessions } => {
-                    room.merge(day, *since, sessions, &mut self.users);
-                    room.active |= room.users > 0;
-                }
-            }
-            room.invisible = match (room.invisible, r.invisible) {
-                (Some(a), Some(b)) => Some(a.saturating_add(b)),
-                (a, b) => a.or(b),
+            let room = match self.rooms.get_mut(&r.room) {
+                Some(room) => room,
+                None => self
+                    .rooms
+                    .entry(r.room.clone())
+                    .or_insert_with(|| RoomDay::new(Kind::of(&r.day))),
             };
-            room.peak = room.peak.max(room.users);
+            room.fold(r, day, &mut self.users);
         }
-        for name in &obs.failed {
-            if refreshed.contains(name.as_str()) {
-                continue;
-            }
+    }
+
+    /// Counts a failed refresh of each room named (once a poll, and not for a room that also
+    /// answered in it); a room never seen is named with no figures.
+    fn mark_failed(&mut self, failed: &[String]) {
+        for name in failed {
             match self.rooms.get_mut(name) {
+                Some(room) if room.fresh => {}
                 Some(room) => room.failures = room.failures.saturating_add(1),
                 None => {
                     let n = self.failing_unseen.entry(name.clone()).or_default();
@@ -467,53 +734,28 @@ impl Ledger {
                 }
             }
         }
-        if complete {
-            for (name, room) in self.rooms.iter_mut() {
-                if !refreshed.contains(name.as_str()) && !obs.failed.contains(name) {
-                    room.active = false;
-                    room.users = 0;
-                    room.invisible = room.invisible_known.then_some(0);
-                    room.close_sessions();
-                    if room.roles.is_some() {
-                        room.roles = Some(Role::ALL.iter().map(|r| (*r, 0)).collect());
-                    }
-                }
-            }
-        }
+    }
 
-        let mut users_now = 0u64;
-        let mut rooms_active = 0u64;
-        let mut biggest_room_peak = 0u64;
-        let mut presence: Vec<Presence> = Vec::new();
-        let mut session_devices: Option<HashSet<(u32, Device)>> = None;
-        let mut open_users: HashSet<u32> = HashSet::new();
-        for room in self.rooms.values() {
-            users_now = users_now.saturating_add(room.users);
-            rooms_active += u64::from(room.active);
-            biggest_room_peak = biggest_room_peak.max(room.peak);
-            if room.has_sessions {
-                room.presence(day.start, &mut presence);
-                let devices = session_devices.get_or_insert_with(HashSet::new);
-                for ((user, _), stay) in &room.sessions {
-                    if stay.leave == OPEN {
-                        devices.insert((*user, stay.device));
-                        open_users.insert(*user);
-                    }
-                }
+    /// A complete poll: a room neither refreshed nor failed has ended.
+    fn end_unlisted(&mut self, failed: &[String]) {
+        for (name, room) in self.rooms.iter_mut() {
+            if !room.fresh && !failed.contains(name) {
+                room.end();
             }
         }
-        if session_devices.is_some() {
+    }
+
+    /// The target's users now (returned), peak and accumulated, from the rooms' totals.
+    fn target_figures(&mut self, obs: &Observation, complete: bool, totals: &Totals) -> u64 {
+        let mut users_now = match &totals.sessions {
             // Users now of a session target: distinct people, as its peak counts them.
-            users_now = open_users.len() as u64;
-        }
-        let reported = self
-            .rooms
-            .values()
-            .fold(0u64, |sum, d| sum.saturating_add(d.reported_accumulated));
+            Some(s) => s.open.len() as u64,
+            None => totals.users,
+        };
         // The people of the day known so far: distinct ids, plus what vendors report.
         let distinct = self
             .accumulated
-            .max((self.users.len() as u64).saturating_add(reported));
+            .max((self.users.len() as u64).saturating_add(totals.reported));
         // A partial poll: fresh rooms beside stale ones at their last values. People who moved
         // from a stale room to a fresh one would count twice in the sum, so the target's users
         // now and its peak never go above the people of the day (peak ≤ accumulated).
@@ -522,43 +764,50 @@ impl Ledger {
         } else {
             let stale_beside_fresh = !complete
                 && !obs.rooms.is_empty()
-                && self
-                    .rooms
-                    .iter()
-                    .any(|(name, d)| d.users > 0 && !refreshed.contains(name.as_str()));
+                && self.rooms.values().any(|d| d.figures.users > 0 && !d.fresh);
             // The people in the fresh rooms are there now, each once: never capped below them,
             // nor below the day's people (ids, reported figures, any room's own count).
             let fresh: u64 = self
                 .rooms
-                .iter()
-                .filter(|(name, _)| refreshed.contains(name.as_str()))
-                .fold(0u64, |sum, (_, d)| sum.saturating_add(d.users));
-            let biggest = self.rooms.values().map(|d| d.users).max().unwrap_or(0);
-            self.users_cap = (stale_beside_fresh && session_devices.is_none())
+                .values()
+                .filter(|d| d.fresh)
+                .fold(0u64, |sum, d| sum.saturating_add(d.figures.users));
+            let biggest = self
+                .rooms
+                .values()
+                .map(|d| d.figures.users)
+                .max()
+                .unwrap_or(0);
+            self.users_cap = (stale_beside_fresh && totals.sessions.is_none())
                 .then(|| distinct.max(fresh).max(biggest));
         }
         if let Some(cap) = self.users_cap {
             users_now = users_now.min(cap);
         }
-        let union_peak = if presence.is_empty() {
-            0
-        } else {
-            peak_concurrency(&presence)
-        };
-        self.peak = if presence.is_empty() && session_devices.is_none() {
-            self.peak.max(users_now).max(biggest_room_peak)
-        } else {
+        self.peak = match &totals.sessions {
+            None => self.peak.max(users_now).max(totals.biggest_peak),
             // Sessions: the sweep over the union is exact (a user in two rooms at once is one
             // person), where the sum of the rooms' users now would count them twice.
-            self.peak.max(union_peak)
+            Some(s) if s.presence.is_empty() => self.peak,
+            Some(s) => self.peak.max(peak_concurrency(&s.presence)),
         };
         // Never below the peak: people counted but not listed by id are people all the same.
         self.accumulated = distinct.max(self.peak);
+        users_now
+    }
+
+    /// Users by device (the vendor's, else its session rooms' people now) and watched users.
+    fn devices_and_watched(
+        &mut self,
+        obs: &Observation,
+        complete: bool,
+        sessions: Option<SessionTotals>,
+    ) {
         if let Some(devices) = &obs.devices {
             self.devices = Some(devices.clone());
-        } else if let Some(pairs) = session_devices {
+        } else if let Some(s) = sessions {
             let mut counts: DeviceCounts = Device::ALL.iter().map(|d| (*d, 0)).collect();
-            for (_, d) in pairs {
+            for (_, d) in s.devices {
                 *counts.entry(d).or_default() += 1;
             }
             self.devices = Some(counts);
@@ -568,21 +817,16 @@ impl Ledger {
         if !obs.watched.is_empty() || complete {
             self.watched = obs.watched.clone();
         }
+    }
 
+    /// The rooms' series (not those failing `stale_after` times in a row), the busiest
+    /// `max_rooms` of them, sorted by room; and how many were left out.
+    fn rows(&self, limits: &Limits<'_>) -> (Vec<RoomRow>, u64) {
         let mut rows: Vec<RoomRow> = self
             .rooms
             .iter()
             .filter(|(_, d)| d.failures < limits.stale_after)
-            .map(|(room, d)| RoomRow {
-                room: room.clone(),
-                active: d.active,
-                users: d.users,
-                invisible: d.invisible,
-                peak: d.peak,
-                accumulated: d.accumulated,
-                capacity: limits.capacity.of(room),
-                roles: d.roles.clone(),
-            })
+            .map(|(room, d)| d.row(room, limits.capacity))
             .collect();
         let mut rooms_dropped = 0;
         if rows.len() > limits.max_rooms {
@@ -596,29 +840,20 @@ impl Ledger {
             rows.truncate(limits.max_rooms);
             rows.sort_by(|a, b| a.room.cmp(&b.room));
         }
-        let failed: HashSet<&String> = obs.failed.iter().collect();
-        TargetData {
-            rooms: rows,
-            rooms_active,
-            users: users_now,
-            peak: self.peak,
-            accumulated: self.accumulated,
-            devices: self.devices.clone(),
-            watched: self.watched.clone(),
-            rooms_dropped,
-            rooms_failed: failed.len() as u64,
-            failing_rooms: {
-                let mut failing: Vec<(String, u32)> = self
-                    .rooms
-                    .iter()
-                    .filter(|(_, d)| d.failures > 0)
-                    .map(|(room, d)| (room.clone(), d.failures))
-                    .chain(self.failing_unseen.iter().map(|(r, n)| (r.clone(), *n)))
-                    .collect();
-                failing.sort();
-                failing
-            },
-        }
+        (rows, rooms_dropped)
+    }
+
+    /// Rooms whose last refresh failed, with their failed refreshes in a row, sorted.
+    fn failing_rooms(&self) -> Vec<(String, u32)> {
+        let mut failing: Vec<(String, u32)> = self
+            .rooms
+            .iter()
+            .filter(|(_, d)| d.failures > 0)
+            .map(|(room, d)| (room.clone(), d.failures))
+            .chain(self.failing_unseen.iter().map(|(r, n)| (r.clone(), *n)))
+            .collect();
+        failing.sort();
+        failing
     }
 }
 
@@ -1305,5 +1540,40 @@ mod tests {
         assert!(Ledger::restore_packed(saved)
             .unwrap_err()
             .contains("unknown device"));
+    }
+
+    #[test]
+    fn a_room_saved_empty_takes_its_kind_at_its_next_reading() {
+        let mut l = Ledger::new();
+        let d = at(1, 100);
+        // An empty listed room and a reported one: the file holds no ids for either.
+        let o = obs(vec![present("e", &[]), reported("r", true, 2, 3, 4)]);
+        l.apply(&d, &o, true, &LIMITS);
+        let mut back = Ledger::restore_packed(l.save().unwrap()).unwrap();
+        let o = obs(vec![
+            present("e", &["u1", "u2"]),
+            reported("r", true, 1, 3, 5),
+        ]);
+        let d = back.apply(&at(1, 200), &o, true, &LIMITS);
+        assert_eq!(
+            figures(&d),
+            vec![("e", true, 2, 2, 2), ("r", true, 1, 3, 5)]
+        );
+        assert_eq!((d.users, d.peak, d.accumulated), (3, 3, 7));
+    }
+
+    #[test]
+    fn a_reading_of_another_kind_keeps_the_published_figures() {
+        let mut l = Ledger::new();
+        l.apply_at(1, &obs(vec![reported("a", true, 4, 6, 9)]), 10);
+        let d = l.apply_at(1, &obs(vec![present("a", &["u1"])]), 10);
+        assert_eq!(figures(&d), vec![("a", true, 1, 6, 9)]);
+    }
+
+    #[test]
+    fn a_room_of_reported_figures_stays_small() {
+        // Every room pays for what every kind keeps; the sets of the other kinds are boxed.
+        assert!(std::mem::size_of::<RoomDay>() <= 80);
+        assert_eq!(std::mem::size_of::<Kind>(), 16);
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! Format 1 ([`SavedLedger`]) is still read: it is converted, then restored the same way.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use chrono::NaiveDate;
@@ -16,7 +16,10 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{device_named, role_named, Ledger, RoomDay, SavedLedger, Stay, OPEN};
+use super::{
+    device_named, role_named, Figures, Kind, Ledger, Present, Reported, RoomDay, SavedLedger,
+    Sessions as SessionRoom, Stay, OPEN,
+};
 use crate::model::{Device, Role, RoleCounts};
 
 /// A ledger as the state file keeps it (format 2): the day, the target's figures, its interned
@@ -98,36 +101,46 @@ impl Ledger {
             .rooms
             .iter()
             .map(|(name, r)| {
-                let sessions: Vec<Session> = r
-                    .sessions
-                    .iter()
-                    .map(|(&(user, join), stay)| Session {
-                        join,
-                        user,
-                        leave: stay.leave,
-                        device: code(&Device::ALL, &stay.device),
-                        role: stay.role.map_or(NO_ROLE, |x| code(&Role::ALL, &x)),
-                    })
-                    .collect();
-                let room = PackedRoom {
-                    peak: r.peak,
-                    accumulated: r.accumulated,
-                    reported_accumulated: r.reported_accumulated,
+                let mut room = PackedRoom {
+                    peak: r.figures.peak,
+                    accumulated: r.figures.accumulated,
+                    reported_accumulated: 0,
                     invisible_known: r.invisible_known,
-                    active: r.active,
-                    users: r.users,
+                    active: r.figures.active,
+                    users: r.figures.users,
                     invisible: r.invisible,
-                    roles: r.roles.as_ref().map(|m| {
-                        m.iter()
-                            .map(|(role, n)| (role.label().to_string(), *n))
-                            .collect()
-                    }),
-                    has_sessions: r.has_sessions,
-                    refreshed_at: r.refreshed_at,
+                    roles: None,
+                    has_sessions: false,
+                    refreshed_at: 0,
                     failures: r.failures,
-                    ids: Ids(r.ids.iter().copied().collect()),
-                    sessions: Sessions(sessions),
+                    ids: Ids(Vec::new()),
+                    sessions: Sessions(Vec::new()),
                 };
+                match &r.kind {
+                    Kind::Reported(k) => room.reported_accumulated = k.accumulated,
+                    Kind::Present(k) => room.ids = Ids(k.ids.iter().copied().collect()),
+                    Kind::Sessions(k) => {
+                        room.sessions = Sessions(
+                            k.sessions
+                                .iter()
+                                .map(|(&(user, join), stay)| Session {
+                                    join,
+                                    user,
+                                    leave: stay.leave,
+                                    device: code(&Device::ALL, &stay.device),
+                                    role: stay.role.map_or(NO_ROLE, |x| code(&Role::ALL, &x)),
+                                })
+                                .collect(),
+                        );
+                        room.roles = k.roles.as_ref().map(|m| {
+                            m.iter()
+                                .map(|(role, n)| (role.label().to_string(), *n))
+                                .collect()
+                        });
+                        room.has_sessions = true;
+                        room.refreshed_at = k.refreshed_at;
+                    }
+                }
                 (name.clone(), room)
             })
             .collect();
@@ -175,22 +188,11 @@ impl Ledger {
             }
         };
         for (name, r) in saved.rooms {
-            let mut room = RoomDay {
-                peak: r.peak,
-                accumulated: r.accumulated,
-                reported_accumulated: r.reported_accumulated,
-                invisible_known: r.invisible_known,
-                active: r.active,
-                users: r.users,
-                invisible: r.invisible,
-                has_sessions: r.has_sessions,
-                refreshed_at: r.refreshed_at,
-                failures: r.failures,
-                ..RoomDay::default()
-            };
+            let mut ids = HashSet::new();
             for i in r.ids.0 {
-                room.ids.insert(check(i)?);
+                ids.insert(check(i)?);
             }
+            let mut room_roles = None;
             if let Some(saved_roles) = r.roles {
                 let mut counts = RoleCounts::new();
                 for (label, n) in saved_roles {
@@ -198,9 +200,9 @@ impl Ledger {
                         .ok_or_else(|| format!("room {name}: unknown role {label:?}"))?;
                     counts.insert(role, n);
                 }
-                room.roles = Some(counts);
+                room_roles = Some(counts);
             }
-            room.sessions.reserve(r.sessions.0.len());
+            let mut sessions = HashMap::with_capacity(r.sessions.0.len());
             for s in r.sessions.0 {
                 let device = *devices
                     .get(usize::from(s.device))
@@ -214,8 +216,7 @@ impl Ledger {
                     ),
                 };
                 let user = check(s.user)?;
-                room.ids.insert(user);
-                room.sessions.insert(
+                sessions.insert(
                     (user, s.join),
                     Stay {
                         leave: s.leave,
@@ -224,6 +225,33 @@ impl Ledger {
                     },
                 );
             }
+            // The file does not name a room's kind: what it holds does (a room with neither
+            // ids nor sessions is empty of either kind, and takes its kind at its next reading).
+            let kind = if r.has_sessions || !sessions.is_empty() || room_roles.is_some() {
+                Kind::Sessions(Box::new(SessionRoom {
+                    sessions,
+                    refreshed_at: r.refreshed_at,
+                    roles: room_roles,
+                }))
+            } else if !ids.is_empty() {
+                Kind::Present(Box::new(Present { ids }))
+            } else {
+                Kind::Reported(Reported {
+                    accumulated: r.reported_accumulated,
+                })
+            };
+            let room = RoomDay {
+                figures: Figures {
+                    active: r.active,
+                    users: r.users,
+                    peak: r.peak,
+                    accumulated: r.accumulated,
+                },
+                invisible: r.invisible,
+                invisible_known: r.invisible_known,
+                failures: r.failures,
+                ..RoomDay::new(kind)
+            };
             ledger.rooms.insert(name, room);
         }
         Ok(ledger)
