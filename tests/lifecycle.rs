@@ -142,10 +142,11 @@ async fn reload_keeps_unchanged_targets_restarts_changed_ones_and_drops_removed_
         Arc::ptr_eq(&keep, &running.fleet.supervisor("keep").unwrap()),
         "an unchanged target keeps its supervisor (schedule phase, ledger, vendor state)"
     );
-    // The restarted target shows its day at once, before its first poll.
+    // The restarted target shows its day and its poll state at once, before its first poll
+    // (a target that was up stays up; one that was down stays down).
     let change = running.fleet.supervisor("change").unwrap().view();
     assert!(change.data.is_some(), "the day's figures carried over");
-    assert!(!change.polled);
+    assert!(change.polled && change.up && change.last_success.is_some());
     assert_eq!(change.interval_seconds, 2.0);
     // Another app: the day starts afresh.
     assert!(running
