@@ -1,19 +1,28 @@
-//! Resident memory per room: what the exporter holds for one target between polls (its
-//! ledger, the published data and the rendered exposition, plain and gzip), read from
-//! `/proc/self/status` (`VmRSS`) in a fresh process per case. Run: `cargo bench --bench memory`.
+//! Memory per room: what the exporter holds for one target between polls (its ledger, the
+//! published data and the rendered exposition, plain and gzip), polled hourly for 20 hours.
+//! Run: `cargo bench --bench memory`.
 //!
 //! - URTC-like: 50 000 rooms whose vendor reports peak and accumulated (no sessions, no ids),
-//!   `max_rooms` 50 000 so every room has its series; three polls.
+//!   once with every room's series (`max_rooms: 50000`) and once with the default `max_rooms`
+//!   (5 000 rooms with series, all 50 000 in the ledger and the totals).
 //! - Talk-cloud-like: 10 000 rooms with sessions (join/leave, device, role; about one user in
-//!   five comes back), once with 10 and once with 50 sessions a room by the last poll; bytes
-//!   per session from the difference, bytes per room from the rest.
+//!   five comes back), once with 10 and once with 50 sessions a room, every room's series;
+//!   bytes per session from the difference, bytes per room from the rest. The first poll
+//!   reports the day so far, later ones what changed since the poll before.
 //!
-//! Each case runs in a child process (this binary again, with `--case`), so one case's freed
-//! memory is not another's; the figure is the growth of `VmRSS` from before the first poll to
-//! after the last, over the rooms. Goal: at most 1.0 KiB a room for URTC at 50 000 rooms.
+//! Two figures per case, each in a fresh process (this binary again, with `--case`):
+//!
+//! - resident: the growth of `VmRSS` (`/proc/self/status`) from before the first poll, settled:
+//!   the median after polls 11 to 20 (the allocator keeps what transient buffers freed, so the
+//!   first polls read low);
+//! - ledger: the bytes the ledger holds after the last poll, counted by the allocator below
+//!   (exact, whatever the allocator keeps besides).
+//!
+//! Goal: at most 1.0 KiB resident a room for URTC at 50 000 rooms.
 
-use std::collections::BTreeMap;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rtc_exporter::board::Board;
@@ -27,12 +36,43 @@ use rtc_exporter::model::{
 };
 use rtc_exporter::snapshot::TargetView;
 
+/// The system allocator, counting the bytes held (to tell the ledger's bytes from the rest).
+struct Counting;
+
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call goes to the system allocator with the caller's own arguments; the
+// counter only adds and subtracts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HELD.fetch_add(layout.size(), Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HELD.fetch_add(new_size, Ordering::Relaxed);
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
 const URTC_ROOMS: usize = 50_000;
+const DEFAULT_MAX_ROOMS: usize = 5_000;
 const SESSION_ROOMS: usize = 10_000;
 const SESSIONS: [usize; 2] = [10, 50];
-const POLLS: i64 = 3;
-/// Local midnight of the measured day (UTC), and the first poll an hour later.
+const POLLS: i64 = 20;
+/// Polls whose resident figure counts (the median of them).
+const SETTLED: std::ops::RangeInclusive<i64> = 11..=20;
+/// Local midnight of the measured day (UTC); polls every hour from 01:00.
 const MIDNIGHT: i64 = 1_767_225_600;
+/// Session rooms: everyone joins within the first three hours.
+const JOINS: i64 = 3 * 3600;
 
 /// `VmRSS` of this process, in KiB.
 fn rss_kib() -> u64 {
@@ -44,15 +84,15 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn view(name: &str, vendor: &'static VendorEntry, expected: Arc<Expected>) -> TargetView {
+fn view(vendor: &'static VendorEntry, expected: Arc<Expected>) -> TargetView {
     TargetView {
-        name: name.into(),
+        name: "bench".into(),
         vendor,
         info: TargetInfo {
             app: "app".into(),
             region: String::new(),
         },
-        interval_seconds: 60.0,
+        interval_seconds: 3600.0,
         polled: false,
         up: false,
         last_success: None,
@@ -93,11 +133,10 @@ fn urtc_poll(rooms: usize, poll: i64, rng: &mut fastrand::Rng) -> Observation {
     }
 }
 
-/// The whole day's sessions of one Talk-cloud-like room, up to the last poll: `per_room` stays
-/// of about an hour (one in five a return of the same user), teacher first, then students.
+/// The day's sessions of one Talk-cloud-like room: `per_room` stays of up to two hours, joined
+/// within the first three hours (one in five a return of the same user), teacher first.
 fn day_of_room(room: usize, per_room: usize) -> Vec<(String, i64, i64, Device, Role)> {
     let mut rng = fastrand::Rng::with_seed(room as u64);
-    let last = MIDNIGHT + 3600 * POLLS;
     (0..per_room)
         .map(|k| {
             let user = if k > 0 && rng.u32(..5) == 0 {
@@ -105,7 +144,7 @@ fn day_of_room(room: usize, per_room: usize) -> Vec<(String, i64, i64, Device, R
             } else {
                 format!("{room}-{k}")
             };
-            let join = MIDNIGHT + rng.i64(0..last - MIDNIGHT);
+            let join = MIDNIGHT + rng.i64(0..JOINS);
             let leave = join + rng.i64(60..7200);
             let device = Device::ALL[rng.usize(..Device::ALL.len())];
             let role = if k == 0 { Role::Teacher } else { Role::Student };
@@ -114,14 +153,14 @@ fn day_of_room(room: usize, per_room: usize) -> Vec<(String, i64, i64, Device, R
         .collect()
 }
 
-/// One poll at `now` of `rooms` Talk-cloud-like rooms: every session of the day so far (as a
-/// first poll, or a restart, asks for), open where its leave is still to come.
-fn session_poll(rooms: usize, per_room: usize, now: i64) -> Observation {
+/// One poll at `now` of `rooms` Talk-cloud-like rooms: every session overlapping
+/// [`since`, `now`], open where its leave is still to come.
+fn session_poll(rooms: usize, per_room: usize, since: i64, now: i64) -> Observation {
     let rooms = (0..rooms)
         .map(|i| {
             let sessions = day_of_room(i, per_room)
                 .into_iter()
-                .filter(|s| s.1 <= now)
+                .filter(|s| s.1 <= now && s.2 > since)
                 .map(|(user, join, leave, device, role)| SessionObs {
                     user,
                     join,
@@ -135,10 +174,7 @@ fn session_poll(rooms: usize, per_room: usize, now: i64) -> Observation {
                 active: true,
                 users: 0,
                 invisible: None,
-                day: DayFigures::Sessions {
-                    since: MIDNIGHT,
-                    sessions,
-                },
+                day: DayFigures::Sessions { since, sessions },
             }
         })
         .collect();
@@ -148,13 +184,14 @@ fn session_poll(rooms: usize, per_room: usize, now: i64) -> Observation {
     }
 }
 
-/// Runs one case in this process; prints the growth of `VmRSS` in KiB.
-async fn case(kind: &str, rooms: usize, per_room: usize) {
+/// Runs one case in this process; prints the settled growth of `VmRSS` in KiB and the bytes
+/// the ledger holds.
+async fn case(kind: &str, rooms: usize, per_room: usize, max_rooms: usize) {
     let expected = Arc::new(Expected::default());
     let capacity = Capacity::default();
     let limits = Limits {
         capacity: &capacity,
-        max_rooms: rooms,
+        max_rooms,
         stale_after: 3,
     };
     let metrics = Arc::new(SelfMetrics::new().unwrap());
@@ -164,95 +201,124 @@ async fn case(kind: &str, rooms: usize, per_room: usize) {
         &rtc_exporter::clouds::talkcloud::ENTRY
     };
     let board = Board::new(
-        vec![view("bench", vendor, expected.clone())],
+        vec![view(vendor, expected.clone())],
         metrics,
         Arc::new(SystemClock),
     );
     board.rendered().await;
     let mut ledger = Ledger::new();
     let mut rng = fastrand::Rng::with_seed(17);
+    let date = chrono::DateTime::from_timestamp(MIDNIGHT, 0)
+        .unwrap()
+        .date_naive();
     let before = rss_kib();
+    let mut settled = Vec::new();
     for poll in 1..=POLLS {
         let now = MIDNIGHT + 3600 * poll;
         let obs = if kind == "urtc" {
             urtc_poll(rooms, poll, &mut rng)
         } else {
-            session_poll(rooms, per_room, now)
+            let since = if poll == 1 { MIDNIGHT } else { now - 3600 };
+            session_poll(rooms, per_room, since, now)
         };
         let day = Day {
-            date: chrono::DateTime::from_timestamp(MIDNIGHT, 0)
-                .unwrap()
-                .date_naive(),
+            date,
             start: MIDNIGHT,
             now,
         };
         let data = ledger.apply(&day, &obs, true, &limits);
         drop(obs);
-        let mut v = view("bench", vendor, expected.clone());
+        let mut v = view(vendor, expected.clone());
         v.polled = true;
         v.up = true;
         v.data = Some(Arc::new(data));
         board.publish(v);
         board.rendered().await;
+        if SETTLED.contains(&poll) {
+            settled.push(rss_kib().saturating_sub(before));
+        }
     }
-    let after = rss_kib();
-    let text = board.snapshot().text.len();
-    println!("{} {text}", after.saturating_sub(before));
+    settled.sort_unstable();
+    let resident = settled[settled.len() / 2];
+    let held = HELD.load(Ordering::Relaxed);
     drop(ledger);
+    let ledger_bytes = held - HELD.load(Ordering::Relaxed);
+    println!("{resident} {ledger_bytes}");
 }
 
-/// Runs one case in a child process: (growth of `VmRSS` in bytes, exposition bytes).
-fn child(kind: &str, rooms: usize, per_room: usize) -> (f64, usize) {
+/// Runs one case in a child process: (resident bytes, ledger bytes).
+fn child(kind: &str, rooms: usize, per_room: usize, max_rooms: usize) -> (f64, f64) {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe)
-        .args(["--case", kind, &rooms.to_string(), &per_room.to_string()])
+        .args([
+            "--case",
+            kind,
+            &rooms.to_string(),
+            &per_room.to_string(),
+            &max_rooms.to_string(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut words = text.split_whitespace();
     let kib: f64 = words.next().and_then(|w| w.parse().ok()).unwrap();
-    let exposition: usize = words.next().and_then(|w| w.parse().ok()).unwrap();
-    (kib * 1024.0, exposition)
+    let ledger: f64 = words.next().and_then(|w| w.parse().ok()).unwrap();
+    (kib * 1024.0, ledger)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--case") {
-        let kind = args[i + 1].clone();
-        let rooms: usize = args[i + 2].parse().unwrap();
-        let per_room: usize = args[i + 3].parse().unwrap();
+        let number = |k: usize| -> usize { args[i + k].parse().unwrap() };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(case(&kind, rooms, per_room));
+        rt.block_on(case(&args[i + 1], number(2), number(3), number(4)));
         return;
     }
 
-    let (bytes, text) = child("urtc", URTC_ROOMS, 0);
-    println!(
-        "URTC-like, {URTC_ROOMS} rooms, no sessions: {:.0} KiB resident, {:.2} KiB per room (goal <= 1.0; exposition {:.0} B per room)",
-        bytes / 1024.0,
-        bytes / 1024.0 / URTC_ROOMS as f64,
-        text as f64 / URTC_ROOMS as f64
-    );
-
-    let measured: BTreeMap<usize, f64> = SESSIONS
-        .iter()
-        .map(|&n| (n, child("sessions", SESSION_ROOMS, n).0))
-        .collect();
-    let (lo, hi) = (SESSIONS[0], SESSIONS[1]);
-    let per_session = (measured[&hi] - measured[&lo]) / (SESSION_ROOMS * (hi - lo)) as f64;
-    let per_room = measured[&lo] / SESSION_ROOMS as f64 - lo as f64 * per_session;
-    for (n, bytes) in &measured {
+    for (max_rooms, what) in [
+        (URTC_ROOMS, "every room's series"),
+        (DEFAULT_MAX_ROOMS, "default max_rooms"),
+    ] {
+        let (resident, ledger) = child("urtc", URTC_ROOMS, 0, max_rooms);
         println!(
-            "Talk-cloud-like, {SESSION_ROOMS} rooms x {n} sessions: {:.0} KiB resident, {:.2} KiB per room",
-            bytes / 1024.0,
-            bytes / 1024.0 / SESSION_ROOMS as f64
+            "URTC-like, {URTC_ROOMS} rooms, {what}: {:.2} KiB resident per room ({:.0} MiB; goal <= 1.0), the ledger {:.0} B per room",
+            resident / 1024.0 / URTC_ROOMS as f64,
+            resident / 1048576.0,
+            ledger / URTC_ROOMS as f64
         );
     }
+
+    let measured: Vec<(usize, f64, f64)> = SESSIONS
+        .iter()
+        .map(|&n| {
+            let (resident, ledger) = child("sessions", SESSION_ROOMS, n, SESSION_ROOMS);
+            (n, resident, ledger)
+        })
+        .collect();
+    for (n, resident, ledger) in &measured {
+        println!(
+            "Talk-cloud-like, {SESSION_ROOMS} rooms x {n} sessions: {:.2} KiB resident per room ({:.0} MiB), the ledger {:.0} B per room",
+            resident / 1024.0 / SESSION_ROOMS as f64,
+            resident / 1048576.0,
+            ledger / SESSION_ROOMS as f64
+        );
+    }
+    let (lo, hi) = (&measured[0], &measured[1]);
+    let sessions = (SESSION_ROOMS * (hi.0 - lo.0)) as f64;
+    let per_session = |i: usize| match i {
+        0 => (hi.1 - lo.1) / sessions,
+        _ => (hi.2 - lo.2) / sessions,
+    };
+    let per_room = |i: usize, at: f64| at / SESSION_ROOMS as f64 - lo.0 as f64 * per_session(i);
     println!(
-        "sessions: {per_session:.0} B per session, {per_room:.0} B per room besides its sessions"
+        "sessions: {:.0} B resident per session and {:.2} KiB per room besides; the ledger {:.0} B per session and {:.0} B per room besides",
+        per_session(0),
+        per_room(0, lo.1) / 1024.0,
+        per_session(1),
+        per_room(1, lo.2)
     );
 }
