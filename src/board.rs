@@ -271,14 +271,22 @@ fn render_snapshot(
     own: Vec<u8>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Snapshot {
-    let text = exposition::render(&targets, own, now);
+    // Text and gzip each hold exactly their bytes for as long as the snapshot is served: grown
+    // by doubling, a block can be twice its length, and once freed, its size decides which later
+    // blocks the allocator keeps resident (benches/memory: 0.3 KiB a room at 50 000 rooms,
+    // every room with its series).
+    let mut text = exposition::render(&targets, own, now);
+    text.shrink_to_fit();
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(text.len() / 4),
         flate2::Compression::fast(),
     );
     // Writing into a Vec cannot fail; should it, scrapers get the plain text.
     let gzip = match enc.write_all(&text).and_then(|()| enc.finish()) {
-        Ok(g) => Bytes::from(g),
+        Ok(mut g) => {
+            g.shrink_to_fit();
+            Bytes::from(g)
+        }
         Err(_) => Bytes::new(),
     };
     Snapshot {
