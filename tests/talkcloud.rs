@@ -47,16 +47,7 @@ fn config(s: &SimServer, key: &str, rooms: &str) -> String {
 
 /// Starts the exporter with its clock at `T0`.
 async fn start(text: &str) -> (Running, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::at(T0));
-    let running = app::start_with_clock(
-        common::config(text),
-        &["127.0.0.1:0".to_string()],
-        "/metrics",
-        clock.clone(),
-    )
-    .await
-    .expect("exporter starts");
-    (running, clock)
+    start_at(text, T0).await
 }
 
 /// Moves both clocks to `t`.
