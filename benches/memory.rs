@@ -10,13 +10,20 @@
 //!   bytes per session from the difference, bytes per room from the rest. The first poll
 //!   reports the day so far, later ones what changed since the poll before.
 //!
-//! Two figures per case, each in a fresh process (this binary again, with `--case`):
+//! Figures per case, each in a fresh process (this binary again, with `--case`):
 //!
 //! - resident: the growth of `VmRSS` (`/proc/self/status`) from before the first poll, settled:
 //!   the median after polls 11 to 20 (the allocator keeps what transient buffers freed, so the
 //!   first polls read low);
 //! - ledger: the bytes the ledger holds after the last poll, counted by the allocator below
-//!   (exact, whatever the allocator keeps besides).
+//!   (exact, whatever the allocator keeps besides);
+//! - for URTC: the time from publishing a view to its snapshot being served (render and gzip on
+//!   the board's thread; median of the polls), and the longest pause of a task ticking every
+//!   millisecond on the (only) async worker while a render runs: a render held on the worker would show
+//!   as a pause as long as the render.
+//!
+//! The cases start as the binary does (`malloc::give_big_buffers_back`); one more URTC case
+//! runs with glibc's moving threshold, for comparison.
 //!
 //! Goal: at most 1.0 KiB resident a room for URTC at 50 000 rooms.
 
@@ -211,6 +218,20 @@ async fn case(kind: &str, rooms: usize, per_room: usize, max_rooms: usize) {
     let date = chrono::DateTime::from_timestamp(MIDNIGHT, 0)
         .unwrap()
         .date_naive();
+    // A task on this (only) async worker, ticking every millisecond: the longest gap between
+    // its ticks while a render runs shows whether the render ever held the worker.
+    let ticks = Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                ticks.lock().unwrap().push(std::time::Instant::now());
+            }
+        }
+    });
+    let mut gap = std::time::Duration::ZERO;
+    let mut renders = Vec::new();
     let before = rss_kib();
     let mut settled = Vec::new();
     for poll in 1..=POLLS {
@@ -232,8 +253,18 @@ async fn case(kind: &str, rooms: usize, per_room: usize, max_rooms: usize) {
         v.polled = true;
         v.up = true;
         v.data = Some(Arc::new(data));
+        ticks.lock().unwrap().clear();
+        let t = std::time::Instant::now();
         board.publish(v);
         board.rendered().await;
+        let end = std::time::Instant::now();
+        renders.push(end - t);
+        let mut seen = vec![t];
+        seen.extend(ticks.lock().unwrap().iter().copied());
+        seen.push(end);
+        for w in seen.windows(2) {
+            gap = gap.max(w[1].saturating_duration_since(w[0]));
+        }
         if SETTLED.contains(&poll) {
             settled.push(rss_kib().saturating_sub(before));
         }
@@ -243,11 +274,27 @@ async fn case(kind: &str, rooms: usize, per_room: usize, max_rooms: usize) {
     let held = HELD.load(Ordering::Relaxed);
     drop(ledger);
     let ledger_bytes = held - HELD.load(Ordering::Relaxed);
-    println!("{resident} {ledger_bytes}");
+    ticker.abort();
+    renders.sort_unstable();
+    let render_ms = renders[renders.len() / 2].as_secs_f64() * 1e3;
+    let gap_ms = gap.as_secs_f64() * 1e3;
+    println!("{resident} {ledger_bytes} {render_ms:.1} {gap_ms:.1}");
 }
 
 /// Runs one case in a child process: (resident bytes, ledger bytes).
 fn child(kind: &str, rooms: usize, per_room: usize, max_rooms: usize) -> (f64, f64) {
+    let (resident, ledger, _, _) = child_with(kind, rooms, per_room, max_rooms, &[]);
+    (resident, ledger)
+}
+
+/// [`child`], with more arguments (`--moving-threshold`).
+fn child_with(
+    kind: &str,
+    rooms: usize,
+    per_room: usize,
+    max_rooms: usize,
+    more: &[&str],
+) -> (f64, f64, f64, f64) {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe)
         .args([
@@ -257,20 +304,27 @@ fn child(kind: &str, rooms: usize, per_room: usize, max_rooms: usize) -> (f64, f
             &per_room.to_string(),
             &max_rooms.to_string(),
         ])
+        .args(more)
+        .env_remove("MALLOC_MMAP_THRESHOLD_")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut words = text.split_whitespace();
     let kib: f64 = words.next().and_then(|w| w.parse().ok()).unwrap();
-    let ledger: f64 = words.next().and_then(|w| w.parse().ok()).unwrap();
-    (kib * 1024.0, ledger)
+    let mut next = || -> f64 { words.next().and_then(|w| w.parse().ok()).unwrap() };
+    let (ledger, render_ms, gap_ms) = (next(), next(), next());
+    (kib * 1024.0, ledger, render_ms, gap_ms)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--case") {
         let number = |k: usize| -> usize { args[i + k].parse().unwrap() };
+        // As the binary does first thing (`--moving-threshold`: glibc's own default).
+        if !args.iter().any(|a| a == "--moving-threshold") {
+            rtc_exporter::malloc::give_big_buffers_back();
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -283,14 +337,25 @@ fn main() {
         (URTC_ROOMS, "every room's series"),
         (DEFAULT_MAX_ROOMS, "default max_rooms"),
     ] {
-        let (resident, ledger) = child("urtc", URTC_ROOMS, 0, max_rooms);
+        let (resident, ledger, render_ms, gap_ms) =
+            child_with("urtc", URTC_ROOMS, 0, max_rooms, &[]);
         println!(
             "URTC-like, {URTC_ROOMS} rooms, {what}: {:.2} KiB resident per room ({:.0} MiB; goal <= 1.0), the ledger {:.0} B per room",
             resident / 1024.0 / URTC_ROOMS as f64,
             resident / 1048576.0,
             ledger / URTC_ROOMS as f64
         );
+        println!(
+            "  render + gzip on the board's thread: {render_ms:.1} ms a poll (median); the async worker's longest pause while renders ran {gap_ms:.1} ms (a 1 ms ticker)"
+        );
     }
+
+    let (resident, _, _, _) =
+        child_with("urtc", URTC_ROOMS, 0, URTC_ROOMS, &["--moving-threshold"]);
+    println!(
+        "URTC-like, {URTC_ROOMS} rooms, every room's series, glibc's moving mmap threshold (not the binary's fixed one): {:.2} KiB resident per room",
+        resident / 1024.0 / URTC_ROOMS as f64
+    );
 
     let measured: Vec<(usize, f64, f64)> = SESSIONS
         .iter()

@@ -324,6 +324,8 @@ async fn until_signal() {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: the exposition's buffers go back to the system when replaced.
+    rtc_exporter::malloc::give_big_buffers_back();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(command) = &cli.command {
