@@ -337,7 +337,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Some(Value::Null) => {}
         Some(Value::Sequence(seq)) => {
             let mut first_at: HashMap<String, usize> = HashMap::new();
-            for (i, raw) in seq.into_iter().enumerate() {
+            for (i, mut raw) in seq.into_iter().enumerate() {
+                anchor_secret_files(&mut raw, path);
                 let (name, result) = parse_target(raw, &global);
                 let mut errs = match result {
                     Ok(t) => {
@@ -397,6 +398,32 @@ pub fn beside(config: &Path, written: PathBuf) -> PathBuf {
     }
     let joined = config.parent().unwrap_or(Path::new("")).join(written);
     std::path::absolute(&joined).unwrap_or(joined)
+}
+
+/// Makes every relative `{file: PATH}` secret source in `v` a path beside the config file (see
+/// [`beside`]): a secret file read by a service started in `/` is found where the config
+/// says, whatever the working directory.
+pub fn anchor_secret_files(v: &mut Value, config: &Path) {
+    match v {
+        Value::Mapping(m) => {
+            if m.len() == 1 {
+                if let Some(Value::String(written)) = m.get_mut("file") {
+                    let anchored = beside(config, PathBuf::from(written.as_str()));
+                    *written = anchored.display().to_string();
+                    return;
+                }
+            }
+            for (_, v) in m.iter_mut() {
+                anchor_secret_files(v, config);
+            }
+        }
+        Value::Sequence(items) => {
+            for v in items {
+                anchor_secret_files(v, config);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn key_name(k: &Value) -> String {
@@ -959,6 +986,41 @@ mod tests {
         assert!(PromDuration::parse("5x").is_err());
         assert!(PromDuration::parse("").is_err());
         assert!(PromDuration::parse("s").is_err());
+    }
+
+    #[test]
+    fn a_relative_secret_file_is_beside_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("rtc-secret-beside-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("keys/private"), "s3cret-beside\n").unwrap();
+        let text = "targets:\n  - name: u\n    vendor: ucloud_urtc\n    app_id: a\n    rooms: [r]\n    credentials: { public_key: p, private_key: { file: keys/private } }\n";
+        // The working directory has no keys/private: only the config's folder does.
+        assert!(!Path::new("keys/private").exists());
+        let config = dir.join("exporter.yaml");
+        let parsed = parse(text, &config);
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+        // The same entry as `probe` reads it names the file beside the config.
+        let mut raw: Value = serde_yaml::from_str(text).unwrap();
+        anchor_secret_files(&mut raw, &config);
+        let written = raw["targets"][0]["credentials"]["private_key"]["file"].clone();
+        assert_eq!(
+            written.as_str().map(PathBuf::from),
+            Some(dir.join("keys/private"))
+        );
+        // A missing one is named where it was looked for.
+        std::fs::remove_file(dir.join("keys/private")).unwrap();
+        let err = parse(text, &config).unwrap_err().to_string();
+        assert!(
+            err.contains(&dir.join("keys/private").display().to_string()),
+            "{err}"
+        );
+        // An absolute path and a value that is no source stay as written.
+        let mut v: Value =
+            serde_yaml::from_str("{ a: { file: /run/x }, b: { file: y, other: z } }").unwrap();
+        anchor_secret_files(&mut v, &config);
+        assert_eq!(v["a"]["file"].as_str(), Some("/run/x"));
+        assert_eq!(v["b"]["file"].as_str(), Some("y"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -89,11 +89,14 @@ fn configured_secrets(config_path: &Path, target: &str) -> Masks {
 fn raw_target(config_path: &Path, target: &str) -> Option<serde_yaml::Value> {
     let text = std::fs::read_to_string(config_path).ok()?;
     let root = serde_yaml::from_str::<serde_yaml::Value>(&text).ok()?;
-    root.get("targets")?
+    let mut raw = root
+        .get("targets")?
         .as_sequence()?
         .iter()
         .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(target))
-        .cloned()
+        .cloned()?;
+    crate::config::anchor_secret_files(&mut raw, config_path);
+    Some(raw)
 }
 
 impl Report {

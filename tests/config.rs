@@ -108,7 +108,7 @@ fn secrets_are_resolved_and_never_printed() {
         );
     // Only this test reads this variable.
     std::env::set_var("RTC_TEST_SECRET_INPROC", SECRET_FROM_ENV);
-    let cfg = config::parse(&text, Path::new("full.yaml")).unwrap();
+    let cfg = config::parse(&text, Path::new("tests/fixtures/config/full.ok.yaml")).unwrap();
     let debug = format!("{cfg:?}");
     assert!(
         !debug.contains(SECRET_FROM_ENV) && !debug.contains("file-secret-value"),
