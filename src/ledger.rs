@@ -216,10 +216,12 @@ struct Reported {
     accumulated: u64,
 }
 
-/// The vendor lists who is in now: the ids observed today.
+/// The vendor lists who is in now: the ids observed today, and the users now by role where
+/// the vendor lists roles apart.
 #[derive(Debug, Default)]
 struct Present {
     ids: HashSet<u32>,
+    roles: Option<RoleCounts>,
 }
 
 /// The vendor gives join and leave times: the day's sessions.
@@ -331,7 +333,9 @@ impl Kind {
     fn of(reading: &DayFigures) -> Kind {
         match reading {
             DayFigures::Reported { .. } => Kind::Reported(Reported::default()),
-            DayFigures::Present(_) => Kind::Present(Box::default()),
+            DayFigures::Present(_) | DayFigures::PresentByRole { .. } => {
+                Kind::Present(Box::default())
+            }
             DayFigures::Sessions { .. } => Kind::Sessions(Box::default()),
         }
     }
@@ -342,7 +346,18 @@ impl Kind {
             (Kind::Reported(k), DayFigures::Reported { peak, accumulated }) => {
                 k.fold(f, r.users, *peak, *accumulated)
             }
-            (Kind::Present(k), DayFigures::Present(ids)) => k.fold(f, r.users, ids, users),
+            (Kind::Present(k), DayFigures::Present(ids)) => {
+                k.roles = None;
+                k.fold(f, r.users, ids, users)
+            }
+            (Kind::Present(k), DayFigures::PresentByRole { ids, roles }) => {
+                let mut all = zero_roles();
+                for (role, n) in roles {
+                    *all.entry(*role).or_default() += n;
+                }
+                k.roles = Some(all);
+                k.fold(f, r.users, ids, users)
+            }
             (Kind::Sessions(k), DayFigures::Sessions { since, sessions }) => {
                 k.fold(f, day, *since, sessions, users)
             }
@@ -355,8 +370,14 @@ impl Kind {
 
     /// The room is no longer listed.
     fn end(&mut self) {
-        if let Kind::Sessions(k) = self {
-            k.end();
+        match self {
+            Kind::Sessions(k) => k.end(),
+            Kind::Present(k) => {
+                if k.roles.is_some() {
+                    k.roles = Some(zero_roles());
+                }
+            }
+            Kind::Reported(_) => {}
         }
     }
 
@@ -391,7 +412,8 @@ impl Kind {
     fn roles(&self) -> Option<&RoleCounts> {
         match self {
             Kind::Sessions(k) => k.roles.as_ref(),
-            Kind::Reported(_) | Kind::Present(_) => None,
+            Kind::Present(k) => k.roles.as_ref(),
+            Kind::Reported(_) => None,
         }
     }
 }

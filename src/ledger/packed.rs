@@ -234,7 +234,7 @@ impl Ledger {
                     roles: room_roles,
                 }))
             } else if !ids.is_empty() {
-                Kind::Present(Box::new(Present { ids }))
+                Kind::Present(Box::new(Present { ids, roles: None }))
             } else {
                 Kind::Reported(Reported {
                     accumulated: r.reported_accumulated,
