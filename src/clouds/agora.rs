@@ -21,8 +21,8 @@
 //! # Rooms
 //!
 //! Without `rooms:`, each poll pages the channel list (`page_size` 500 by default, at most 500)
-//! until a short page, a page with no channel not already listed, or the page `total_size`
-//! says is the last, then asks each listed channel's user list, [`CONCURRENCY`] in flight.
+//! until a short (or empty) page or a page with no channel not already listed (not by
+//! `total_size`, which changes while it pages), then asks each listed channel's user list, [`CONCURRENCY`] in flight.
 //! Agora warns that while counts change a channel can appear on two pages or on none: a
 //! channel listed twice is one channel (its later row kept, never summed: `duplicate_row`), a
 //! `total_size` that is neither the channels nor the rows sent is `total_mismatch`, and a
@@ -323,6 +323,30 @@ pub(crate) fn parse_channels(status: u16, body: &[u8]) -> Result<ChannelPage, Ca
     Ok(ChannelPage { rows, total })
 }
 
+/// A page that comes back empty while `total_size` says it holds channels (page 0 with a total
+/// above 0, or a later page the total says is full) would end channels that are in progress:
+/// the request fails.
+pub(crate) fn check_not_cut(
+    page: &ChannelPage,
+    page_no: usize,
+    size: usize,
+) -> Result<(), CallError> {
+    if !page.rows.is_empty() {
+        return Ok(());
+    }
+    let Some(t) = page.total else {
+        return Ok(());
+    };
+    let full = (page_no as u64 + 1).saturating_mul(size as u64);
+    if (page_no == 0 && t > 0) || (page_no > 0 && full <= t) {
+        return Err(malformed(
+            LIST_CHANNELS,
+            format!("page {page_no} is empty but total_size is {t}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Who is in one channel, as its user list tells.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Occupancy {
@@ -608,28 +632,23 @@ impl Agora {
         let mut complete = false;
         for page_no in 0..MAX_PAGES {
             let url = format!("{root}/dev/v1/channel/{app}?page_no={page_no}&page_size={size}");
-            let page = api.call(get(ctx, &self.s, url), parse_channels).await?;
+            // Checked inside the request, so that the answer counts as `malformed`.
+            let page = api
+                .call(get(ctx, &self.s, url), |status, body| {
+                    let page = parse_channels(status, body)?;
+                    check_not_cut(&page, page_no, size)?;
+                    Ok(page)
+                })
+                .await?;
             if page.total.is_some() {
                 total = page.total;
             }
-            if page.rows.is_empty() {
-                if let Some(t) = page.total {
-                    let full = (page_no as u64 + 1).saturating_mul(size as u64);
-                    if (page_no == 0 && t > 0) || (page_no > 0 && full <= t) {
-                        return Err(malformed(
-                            LIST_CHANNELS,
-                            format!("page {page_no} is empty but total_size is {t}"),
-                        ));
-                    }
-                }
-            }
+            // `total_size` does not end the listing: counts change while it pages, and a
+            // total one short would leave the last channel out.
             let nothing_new = listing.fresh(&page.rows) == 0;
             let short = page.rows.len() < size;
-            let said_last = page
-                .total
-                .is_some_and(|t| (page_no as u64 + 1).saturating_mul(size as u64) >= t);
             listing.extend(page.rows);
-            if short || nothing_new || said_last {
+            if short || nothing_new {
                 complete = true;
                 break;
             }
@@ -1002,6 +1021,30 @@ mod tests {
         )
         .unwrap();
         assert!(empty.rows.is_empty());
+    }
+
+    #[test]
+    fn an_empty_page_the_total_says_is_full_fails() {
+        let empty = |t| ChannelPage {
+            rows: Vec::new(),
+            total: t,
+        };
+        // Page 0 empty with channels said to be there.
+        assert!(check_not_cut(&empty(Some(1)), 0, 500).is_err());
+        assert!(check_not_cut(&empty(Some(0)), 0, 500).is_ok());
+        assert!(check_not_cut(&empty(None), 0, 500).is_ok());
+        // Page 1 of 3 with 8 channels: the total says it is full.
+        assert!(check_not_cut(&empty(Some(8)), 1, 3).is_err());
+        // The page after the last full one, with a total one above the channels: read.
+        assert!(check_not_cut(&empty(Some(10)), 3, 3).is_ok());
+        let row = ChannelPage {
+            rows: vec![ChannelRow {
+                name: "a".into(),
+                users: 1,
+            }],
+            total: Some(99),
+        };
+        assert!(check_not_cut(&row, 5, 3).is_ok());
     }
 
     #[test]
