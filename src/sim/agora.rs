@@ -491,7 +491,7 @@ impl Simulator for AgoraSim {
 
     fn describe(&self) -> String {
         format!(
-            "app_id={} customer_id={} customer_secret={}",
+            "app_id={} customer_id={} customer_secret={} (the RESTful API key pair)",
             self.app_id,
             self.customer_id,
             self.secret()
