@@ -276,7 +276,7 @@ fn devices_failures_roles_watched(out: &mut String, targets: &Targets) {
             out,
             "rtc_room_role_users",
             "gauge",
-            "Users in the room now by role, where the vendor tells roles (talkcloud): teacher, assistant, student, viewer, inspector, other.",
+            "Users in the room now by role, where the vendor tells roles (talkcloud, agora): teacher, assistant, student, viewer, inspector, broadcaster, other.",
         );
         for (t, d) in with_data(targets) {
             for r in &d.rooms {

@@ -216,10 +216,12 @@ struct Reported {
     accumulated: u64,
 }
 
-/// The vendor lists who is in now: the ids observed today.
+/// The vendor lists who is in now: the ids observed today, and the users now by role where
+/// the vendor lists roles apart.
 #[derive(Debug, Default)]
 struct Present {
     ids: HashSet<u32>,
+    roles: Option<RoleCounts>,
 }
 
 /// The vendor gives join and leave times: the day's sessions.
@@ -331,7 +333,9 @@ impl Kind {
     fn of(reading: &DayFigures) -> Kind {
         match reading {
             DayFigures::Reported { .. } => Kind::Reported(Reported::default()),
-            DayFigures::Present(_) => Kind::Present(Box::default()),
+            DayFigures::Present(_) | DayFigures::PresentByRole { .. } => {
+                Kind::Present(Box::default())
+            }
             DayFigures::Sessions { .. } => Kind::Sessions(Box::default()),
         }
     }
@@ -342,7 +346,16 @@ impl Kind {
             (Kind::Reported(k), DayFigures::Reported { peak, accumulated }) => {
                 k.fold(f, r.users, *peak, *accumulated)
             }
-            (Kind::Present(k), DayFigures::Present(ids)) => k.fold(f, r.users, ids, users),
+            (Kind::Present(k), DayFigures::Present(ids)) => {
+                k.roles = None;
+                k.fold(f, r.users, ids, users)
+            }
+            // Only the roles the vendor tells apart: a role it cannot tell (Agora has no
+            // teacher) is absent, never 0.
+            (Kind::Present(k), DayFigures::PresentByRole { ids, roles }) => {
+                k.roles = Some(roles.clone());
+                k.fold(f, r.users, ids, users)
+            }
             (Kind::Sessions(k), DayFigures::Sessions { since, sessions }) => {
                 k.fold(f, day, *since, sessions, users)
             }
@@ -355,8 +368,14 @@ impl Kind {
 
     /// The room is no longer listed.
     fn end(&mut self) {
-        if let Kind::Sessions(k) = self {
-            k.end();
+        match self {
+            Kind::Sessions(k) => k.end(),
+            Kind::Present(k) => {
+                for n in k.roles.iter_mut().flat_map(|r| r.values_mut()) {
+                    *n = 0;
+                }
+            }
+            Kind::Reported(_) => {}
         }
     }
 
@@ -391,7 +410,8 @@ impl Kind {
     fn roles(&self) -> Option<&RoleCounts> {
         match self {
             Kind::Sessions(k) => k.roles.as_ref(),
-            Kind::Reported(_) | Kind::Present(_) => None,
+            Kind::Present(k) => k.roles.as_ref(),
+            Kind::Reported(_) => None,
         }
     }
 }
@@ -1453,6 +1473,41 @@ mod tests {
         assert_eq!(roles[&Role::Viewer], 0);
         let devices = d.devices.unwrap_or_default();
         assert_eq!((devices[&Device::Mac], devices[&Device::Web]), (1, 1));
+    }
+
+    #[test]
+    fn listed_rooms_with_roles_show_only_the_roles_told_and_zero_them_when_they_end() {
+        let mut l = Ledger::new();
+        let live = |users: u64, ids: &[&str]| RoomObservation {
+            room: "live".into(),
+            active: true,
+            users,
+            invisible: None,
+            day: DayFigures::PresentByRole {
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+                roles: [(Role::Broadcaster, 1), (Role::Viewer, users - 1)]
+                    .into_iter()
+                    .collect(),
+            },
+        };
+        let d = l.apply(
+            &at(1, 100),
+            &obs(vec![live(3, &["h", "a", "b"])]),
+            true,
+            &LIMITS,
+        );
+        let roles = d.rooms[0].roles.clone().unwrap_or_default();
+        assert_eq!(roles.len(), 2, "no teacher, no other: {roles:?}");
+        assert_eq!((roles[&Role::Broadcaster], roles[&Role::Viewer]), (1, 2));
+        assert_eq!((d.rooms[0].peak, d.rooms[0].accumulated), (3, 3));
+        // Listed again with another viewer: the day's ids grow.
+        let d = l.apply(&at(1, 200), &obs(vec![live(2, &["h", "c"])]), true, &LIMITS);
+        assert_eq!((d.rooms[0].users, d.rooms[0].accumulated), (2, 4));
+        // No longer listed: ended, its roles 0.
+        let d = l.apply(&at(1, 300), &obs(vec![]), true, &LIMITS);
+        let roles = d.rooms[0].roles.clone().unwrap_or_default();
+        assert_eq!((roles[&Role::Broadcaster], roles[&Role::Viewer]), (0, 0));
+        assert_eq!((d.rooms[0].users, d.rooms[0].peak), (0, 3));
     }
 
     #[test]

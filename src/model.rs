@@ -74,7 +74,8 @@ impl Device {
 /// Users by device class.
 pub type DeviceCounts = BTreeMap<Device, u64>;
 
-/// A user's role in a room, where the vendor tells (Talk-cloud `userroleid`).
+/// A user's role in a room, where the vendor tells (Talk-cloud `userroleid`; Agora's live
+/// channels: broadcasters and audience).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// The teacher (presenter) of a class.
@@ -87,18 +88,21 @@ pub enum Role {
     Viewer,
     /// An inspector (patrol).
     Inspector,
+    /// A broadcaster (host) of a live channel: publishes audio and video (Agora's live mode).
+    Broadcaster,
     /// Any other role the vendor names (auditor, parent, unknown).
     Other,
 }
 
 impl Role {
     /// Every role, in label order.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Teacher,
         Role::Assistant,
         Role::Student,
         Role::Viewer,
         Role::Inspector,
+        Role::Broadcaster,
         Role::Other,
     ];
     /// The `role` label value.
@@ -109,6 +113,7 @@ impl Role {
             Role::Student => "student",
             Role::Viewer => "viewer",
             Role::Inspector => "inspector",
+            Role::Broadcaster => "broadcaster",
             Role::Other => "other",
         }
     }
@@ -144,6 +149,14 @@ pub enum DayFigures {
     },
     /// The vendor lists who is in now; the ledger derives observed lower bounds.
     Present(Vec<String>),
+    /// Like [`DayFigures::Present`], with the users now by role (Agora's live channels list
+    /// broadcasters and audience apart).
+    PresentByRole {
+        /// Who is in now.
+        ids: Vec<String>,
+        /// Users now by role.
+        roles: RoleCounts,
+    },
     /// The vendor gives join and leave times; the ledger keeps the day's sessions and computes
     /// exact figures (users now = distinct users with an open session, peak by a sweep,
     /// accumulated = distinct ids).

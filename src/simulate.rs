@@ -40,6 +40,10 @@ pub static SIMULATORS: &[Pair] = &[
         vendor: "talkcloud",
         simulator: |seed| Arc::new(TalkSim::new(seed)),
     },
+    Pair {
+        vendor: "agora",
+        simulator: |seed| Arc::new(crate::sim::agora::AgoraSim::new(seed, 12)),
+    },
 ];
 
 /// The simulator of `vendor`, seeded with `seed`.

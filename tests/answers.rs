@@ -104,6 +104,9 @@ fn defaults(vendor: &str) -> Mapping {
             "sdk_app_id: 1400000001\ncredentials: {secret_id: AKIDfixtureSecretId, secret_key: fixtureSecretKey}"
         }
         "talkcloud" => "credentials: {key: fixturekey123456}",
+        "agora" => {
+            "app_id: 4855fixtureappid0000000000000eae2\ncredentials: {customer_id: fixturecustomerid, customer_secret: fixtureCustomerSecret}"
+        }
         _ => "{}",
     };
     serde_yaml::from_str(text).unwrap_or_default()
@@ -111,6 +114,7 @@ fn defaults(vendor: &str) -> Mapping {
 
 const SECRETS: &[&str] = &[
     "fixture-private-key",
+    "fixtureCustomerSecret",
     "fixtureSecretAccessKey",
     "fixtureSecretKey",
     "fixturekey123456",

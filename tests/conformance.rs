@@ -40,6 +40,7 @@ use futures_util::future::BoxFuture;
 use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
 use rtc_exporter::model::Device;
+use rtc_exporter::sim::agora::AgoraSim;
 use rtc_exporter::sim::scenario::{Call, Session};
 use rtc_exporter::sim::talkcloud::TalkSim;
 use rtc_exporter::sim::tencent_trtc::TrtcSim;
@@ -411,6 +412,60 @@ static VENDORS: &[Vendor] = &[
         ],
         not_applicable: &[],
         secrets: |sim| vec![downcast::<TalkSim>(sim).key().to_string()],
+    },
+    Vendor {
+        name: "agora",
+        sim: |seed| {
+            // Pages of 3 channels: the listing takes several pages. Without `devices` (as
+            // Volcengine's entry): platforms, sampled between polls, grow from poll to poll
+            // and are checked in tests/agora.rs.
+            let sim = AgoraSim::new(seed, 16);
+            let at = sim.clock.now();
+            sim.clock.freeze(at);
+            let n = sim.truth(at).len();
+            assert!(n >= 7, "{n} channels in progress");
+            (Arc::new(sim), at)
+        },
+        keys: |sim| {
+            let a = downcast::<AgoraSim>(sim);
+            format!(
+                "    app_id: \"{}\"\n    page_size: 3\n    devices: false\n    credentials:\n      customer_id: \"{}\"\n      customer_secret: \"{}\"\n",
+                a.app_id,
+                a.customer_id,
+                a.secret()
+            )
+        },
+        truth: |sim, at| {
+            downcast::<AgoraSim>(sim)
+                .truth(at)
+                .into_iter()
+                .map(|t| Expect {
+                    room: t.channel,
+                    users: t.users,
+                    active: true,
+                    peak: None,
+                    accumulated: None,
+                })
+                .collect()
+        },
+        faults: |sim| &downcast::<AgoraSim>(sim).faults,
+        apis: &[("QueryChannelList", 20.0), ("QueryUserList", 20.0)],
+        api_of: |req| rtc_exporter::sim::agora::api_of(&req.path),
+        codes: &[
+            ("400", "400", "error"),
+            ("401", "401", "error"),
+            ("403", "403", "error"),
+            ("404", "404", "error"),
+            ("415", "415", "error"),
+            ("429", "429", "throttled"),
+            ("500", "500", "error"),
+            ("503", "other", "error"),
+        ],
+        not_applicable: &[(
+            Switch::LoseRows,
+            "the channel list is who is in now: every channel ended is a valid answer (a channel missing from one listing keeps its figures; a second listing without it ends it)",
+        )],
+        secrets: |sim| vec![downcast::<AgoraSim>(sim).secret()],
     },
 ];
 

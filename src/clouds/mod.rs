@@ -25,6 +25,7 @@ use crate::metrics::SelfMetrics;
 pub use anomaly::{Anomaly, Found};
 pub use tap::{Exchange, Tap};
 
+pub mod agora;
 pub mod anomaly;
 pub mod merged;
 pub mod talkcloud;
@@ -117,6 +118,7 @@ pub static REGISTRY: &[VendorEntry] = &[
     volcengine_rtc::ENTRY,
     tencent_trtc::ENTRY,
     talkcloud::ENTRY,
+    agora::ENTRY,
 ];
 
 /// Finds a vendor by its `vendor:` name.

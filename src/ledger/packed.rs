@@ -20,7 +20,7 @@ use super::{
     device_named, role_named, Figures, Kind, Ledger, Present, Reported, RoomDay, SavedLedger,
     Sessions as SessionRoom, Stay, OPEN,
 };
-use crate::model::{Device, Role, RoleCounts};
+use crate::model::{Device, Role};
 
 /// A ledger as the state file keeps it (format 2): the day, the target's figures, its interned
 /// user keys and every room's figures and sessions. Restoring checks every index and code, so a
@@ -194,7 +194,9 @@ impl Ledger {
             }
             let mut room_roles = None;
             if let Some(saved_roles) = r.roles {
-                let mut counts = RoleCounts::new();
+                // A role added since the file was written (`broadcaster`) counts 0, as the
+                // room's sessions would give it.
+                let mut counts = super::zero_roles();
                 for (label, n) in saved_roles {
                     let role = role_named(&label)
                         .ok_or_else(|| format!("room {name}: unknown role {label:?}"))?;
@@ -234,7 +236,7 @@ impl Ledger {
                     roles: room_roles,
                 }))
             } else if !ids.is_empty() {
-                Kind::Present(Box::new(Present { ids }))
+                Kind::Present(Box::new(Present { ids, roles: None }))
             } else {
                 Kind::Reported(Reported {
                     accumulated: r.reported_accumulated,

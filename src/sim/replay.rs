@@ -14,7 +14,8 @@ use crate::lock::lock;
 /// One recorded answer.
 #[derive(Debug, Clone)]
 pub struct Recorded {
-    /// The API it answers (`Action`, `X-TC-Action` or the last path segment of the request).
+    /// The API it answers (`Action`, `X-TC-Action`, Agora's API by its path, or the last path
+    /// segment of the request).
     pub api: String,
     /// Only for requests whose query or body contains this text (e.g. `Property=true`).
     pub when: Option<String>,
@@ -59,6 +60,10 @@ pub fn api_of(req: &SimRequest) -> String {
     }
     if let Some(action) = req.header("x-tc-action") {
         return action;
+    }
+    // Agora names its APIs by path only; the last segment is a channel or app id.
+    if let Some(api) = super::agora::api_of(&req.path) {
+        return api.to_string();
     }
     req.path.rsplit('/').next().unwrap_or_default().to_string()
 }
