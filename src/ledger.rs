@@ -259,8 +259,10 @@ struct SessionTotals {
     open: HashSet<u32>,
 }
 
+/// A session room's roles before anyone is counted: every role of a class at 0 (a role
+/// outside them counts where a session names it).
 fn zero_roles() -> RoleCounts {
-    Role::ALL.iter().map(|r| (*r, 0)).collect()
+    Role::CLASS.iter().map(|r| (*r, 0)).collect()
 }
 
 impl RoomDay {

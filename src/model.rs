@@ -105,6 +105,17 @@ impl Role {
         Role::Broadcaster,
         Role::Other,
     ];
+    /// The roles of a class (every role but a live channel's `broadcaster`): what a room of
+    /// sessions with roles (Talk-cloud) shows, zeros included, so that `teacher 0` is there
+    /// for the class alerts and no room carries a `broadcaster 0` it can never have.
+    pub const CLASS: [Role; 6] = [
+        Role::Teacher,
+        Role::Assistant,
+        Role::Student,
+        Role::Viewer,
+        Role::Inspector,
+        Role::Other,
+    ];
     /// The `role` label value.
     pub fn label(self) -> &'static str {
         match self {

@@ -446,13 +446,6 @@ const V1_FIGURES: &[(&str, &str, &str, &str, f64)] = &[
         "inspector",
         0.0,
     ),
-    (
-        "rtc_room_role_users",
-        "talk",
-        "7100000001",
-        "broadcaster",
-        0.0,
-    ),
     ("rtc_room_role_users", "talk", "7100000001", "other", 2.0),
     ("rtc_room_role_users", "talk", "7100000002", "teacher", 0.0),
     (
@@ -469,13 +462,6 @@ const V1_FIGURES: &[(&str, &str, &str, &str, f64)] = &[
         "talk",
         "7100000002",
         "inspector",
-        0.0,
-    ),
-    (
-        "rtc_room_role_users",
-        "talk",
-        "7100000002",
-        "broadcaster",
         0.0,
     ),
     ("rtc_room_role_users", "talk", "7100000002", "other", 0.0),

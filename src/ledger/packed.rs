@@ -194,8 +194,8 @@ impl Ledger {
             }
             let mut room_roles = None;
             if let Some(saved_roles) = r.roles {
-                // A role added since the file was written (`broadcaster`) counts 0, as the
-                // room's sessions would give it.
+                // A class role the file does not name counts 0, as the room's sessions would
+                // give it.
                 let mut counts = super::zero_roles();
                 for (label, n) in saved_roles {
                     let role = role_named(&label)

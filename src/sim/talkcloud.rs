@@ -195,7 +195,7 @@ impl TalkSim {
             .iter()
             .filter(|s| !s.on_stage && from <= s.join && s.join <= at)
             .count();
-        let mut roles: RoleCounts = Role::ALL.iter().map(|r| (*r, 0)).collect();
+        let mut roles: RoleCounts = Role::CLASS.iter().map(|r| (*r, 0)).collect();
         let pairs: HashSet<(&str, Role)> = r
             .stays
             .iter()
@@ -614,7 +614,7 @@ mod tests {
         assert_eq!(
             s.truth("7100000003", T0 - 86_400, T0),
             Truth {
-                roles: Role::ALL.iter().map(|r| (*r, 0)).collect(),
+                roles: Role::CLASS.iter().map(|r| (*r, 0)).collect(),
                 devices: Device::ALL.iter().map(|d| (*d, 0)).collect(),
                 ..Truth::default()
             }
