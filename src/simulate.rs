@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::sim::livekit::LkSim;
 use crate::sim::talkcloud::TalkSim;
 use crate::sim::tencent_trtc::TrtcSim;
 use crate::sim::ucloud_urtc::UrtcSim;
@@ -39,6 +40,10 @@ pub static SIMULATORS: &[Pair] = &[
     Pair {
         vendor: "talkcloud",
         simulator: |seed| Arc::new(TalkSim::new(seed)),
+    },
+    Pair {
+        vendor: "livekit",
+        simulator: |seed| Arc::new(LkSim::new(seed, 8)),
     },
 ];
 

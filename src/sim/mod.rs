@@ -25,6 +25,7 @@ use futures_util::future::BoxFuture;
 
 use crate::lock::lock;
 
+pub mod livekit;
 pub mod replay;
 pub mod scenario;
 pub mod talkcloud;
