@@ -807,7 +807,10 @@ fn parse_target(raw: Value, global: &Global) -> (Option<String>, Result<Target, 
                     _ => {
                         errs.push(FieldError::new(
                             "endpoint",
-                            format!("\"{ep}\" is not an http(s) URL"),
+                            format!(
+                                "\"{}\" (read as \"{ep}\") is not an http(s) URL",
+                                endpoint.as_deref().unwrap_or_default()
+                            ),
                         ));
                         None
                     }

@@ -104,6 +104,7 @@ fn defaults(vendor: &str) -> Mapping {
             "sdk_app_id: 1400000001\ncredentials: {secret_id: AKIDfixtureSecretId, secret_key: fixtureSecretKey}"
         }
         "talkcloud" => "credentials: {key: fixturekey123456}",
+        "livekit" => "credentials: {api_key: APIfixtureKey, api_secret: fixtureApiSecret}",
         _ => "{}",
     };
     serde_yaml::from_str(text).unwrap_or_default()
@@ -114,6 +115,7 @@ const SECRETS: &[&str] = &[
     "fixtureSecretAccessKey",
     "fixtureSecretKey",
     "fixturekey123456",
+    "fixtureApiSecret",
 ];
 
 fn fixtures() -> Vec<PathBuf> {
