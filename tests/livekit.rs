@@ -138,3 +138,139 @@ async fn tokens_of_the_official_python_sdk_are_accepted_and_wrong_ones_refused()
     .await;
     assert_eq!(status, 401, "a grant for one room reads no other");
 }
+
+mod common;
+
+use common::{start, value, wait_polls};
+
+const T: &str = "lk";
+
+fn lk(s: &SimServer) -> &LkSim {
+    s.get::<LkSim>().expect("the LiveKit simulator")
+}
+
+fn config(s: &SimServer) -> String {
+    let sim = lk(s);
+    // The endpoint as LiveKit's SDKs take it: ws://, read as http://.
+    format!(
+        "global:\n  interval: 1s\ntargets:\n  - name: {T}\n    vendor: livekit\n    endpoint: {}\n    credentials:\n      api_key: {}\n      api_secret: \"{}\"\n",
+        s.endpoint.replacen("http://", "ws://", 1),
+        sim.api_key,
+        sim.api_secret()
+    )
+}
+
+fn room_value(text: &str, metric: &str, room: &str) -> Option<f64> {
+    value(text, metric, &[("target", T), ("room", room)])
+}
+
+fn requests(text: &str, api: &str) -> f64 {
+    value(
+        text,
+        "rtc_exporter_vendor_requests_total",
+        &[("target", T), ("api", api), ("outcome", "ok")],
+    )
+    .unwrap_or(0.0)
+}
+
+fn successes(text: &str) -> f64 {
+    value(
+        text,
+        "rtc_exporter_polls_total",
+        &[("target", T), ("result", "success")],
+    )
+    .unwrap_or(0.0)
+}
+
+/// A poll is `ListRooms` and one `ListParticipants` per room listed; the rooms' users are the
+/// simulator's truth; a class that ends shows its room with nobody in while LiveKit keeps it,
+/// then ended, its peak kept.
+#[tokio::test]
+async fn a_poll_asks_once_per_room_and_a_class_that_ends_keeps_its_peak() {
+    let at = chrono::Utc::now().timestamp();
+    let sim = LkSim::new(21, 10);
+    sim.clock.freeze(at);
+    let s = SimServer::start(Arc::new(sim), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let exporter = start(&config(&s)).await;
+    let base = exporter.url();
+    let text = wait_polls(&base, T, "success", 2.0).await;
+
+    let listed = lk(&s).listed_rooms(at).len() as f64;
+    assert!(listed > 0.0, "rooms listed");
+    // Whole polls only (a poll in flight at the scrape may have counted part of its requests).
+    let (lists, parts) = (
+        requests(&text, "ListRooms"),
+        requests(&text, "ListParticipants"),
+    );
+    assert!(
+        parts >= listed * (lists - 1.0) && parts <= listed * lists,
+        "{parts} ListParticipants for {lists} ListRooms of {listed} rooms"
+    );
+    for t in lk(&s).truth(at).into_iter().filter(|t| t.active) {
+        assert_eq!(
+            room_value(&text, "rtc_room_users", &t.room),
+            Some(t.users as f64),
+            "{}",
+            t.room
+        );
+        assert_eq!(
+            room_value(&text, "rtc_room_invisible_users", &t.room),
+            Some(t.hidden as f64),
+            "{}",
+            t.room
+        );
+    }
+    assert!(
+        common::all(&text, "rtc_device_users").is_empty(),
+        "LiveKit tells no device"
+    );
+
+    let room = lk(&s)
+        .truth(at)
+        .into_iter()
+        .find(|t| t.active && t.users > 0)
+        .expect("a room with people in it");
+    let peak = room_value(&text, "rtc_room_peak_users", &room.room).expect("its peak");
+    assert!(lk(&s).end_room(&room.room));
+    // Within LiveKit's departure timeout the room is still listed, with nobody in.
+    lk(&s).clock.freeze(at + 5);
+    let n = successes(&wait_polls(&base, T, "success", 0.0).await);
+    let text = wait_polls(&base, T, "success", n + 2.0).await;
+    assert_eq!(room_value(&text, "rtc_room_users", &room.room), Some(0.0));
+    assert_eq!(room_value(&text, "rtc_room_active", &room.room), Some(1.0));
+    // Then no longer listed: ended, the day's figures kept.
+    lk(&s).clock.freeze(at + 60);
+    let n = successes(&text);
+    let text = wait_polls(&base, T, "success", n + 2.0).await;
+    assert_eq!(room_value(&text, "rtc_room_active", &room.room), Some(0.0));
+    assert_eq!(room_value(&text, "rtc_room_users", &room.room), Some(0.0));
+    assert_eq!(
+        room_value(&text, "rtc_room_peak_users", &room.room),
+        Some(peak)
+    );
+    assert!(room_value(&text, "rtc_room_accumulated_users", &room.room) >= Some(peak));
+
+    // Another secret at the server: every token refused, the target down, the code counted.
+    lk(&s).set_api_secret("rotated-secret");
+    let failures = wait_polls(&base, T, "failure", 2.0).await;
+    assert_eq!(
+        value(&failures, "rtc_exporter_target_up", &[("target", T)]),
+        Some(0.0)
+    );
+    assert!(
+        value(
+            &failures,
+            "rtc_exporter_vendor_errors_total",
+            &[
+                ("target", T),
+                ("api", "ListRooms"),
+                ("code", "unauthenticated")
+            ]
+        )
+        .is_some_and(|n| n >= 2.0),
+        "unauthenticated counted"
+    );
+    exporter.stop().await.unwrap();
+}
