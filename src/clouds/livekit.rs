@@ -27,7 +27,8 @@
 //! when the server skips defaults (an absent `kind` is `STANDARD`, an absent `state` `JOINING`,
 //! an absent list empty). A JSON `null` where a list belongs is not protojson: `malformed`. A
 //! participant without an identity fails the request; one listed twice is one participant
-//! (`duplicate_row`), as is a room listed twice. Errors are `{"code", "msg"}` with the HTTP
+//! (`duplicate_row`), as is a room listed twice. An absent list is empty only in the empty
+//! message `{}`. Errors are `{"code", "msg"}` with the HTTP
 //! status Twirp gives the code; a bad token never reaches Twirp and is a plain-text 401
 //! (`unauthenticated`). `not_found` from `ListParticipants` means the room ended since it was
 //! listed: a real 0, not a failure.
@@ -115,31 +116,51 @@ pub enum Kind {
     Bridge,
 }
 
+/// An enum value as protojson sends it: its name (upper case), or its number (also as a
+/// string). Anything else (`true`, `"1.5"`, a list) is not an enum value: `None`.
+#[derive(Debug, PartialEq)]
+enum EnumValue<'a> {
+    Name(&'a str),
+    Number(u64),
+}
+
+fn enum_value(v: &Value) -> Option<EnumValue<'_>> {
+    match v {
+        Value::String(s)
+            if s.starts_with(|c: char| c.is_ascii_uppercase())
+                && s.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            Some(EnumValue::Name(s))
+        }
+        other => lenient_u64(other).map(EnumValue::Number),
+    }
+}
+
+/// Whether a participant's state (`ParticipantInfo.State`) is `DISCONNECTED`; a state newer
+/// than this build counts as in. `None`: no enum value.
+fn disconnected(v: Option<&Value>) -> Option<bool> {
+    match v {
+        None | Some(Value::Null) => Some(false),
+        Some(v) => Some(matches!(
+            enum_value(v)?,
+            EnumValue::Name("DISCONNECTED") | EnumValue::Number(3)
+        )),
+    }
+}
+
 impl Kind {
-    /// Reads the enum as protojson sends it: its name, or its number.
+    /// Reads the enum: `Some(None)` for a kind newer than this build (a name or number it does
+    /// not know: never counted), `None` for what is no enum value at all.
     fn read(v: &Value) -> Option<Option<Kind>> {
-        let number = match v {
-            Value::String(s) => match s.as_str() {
-                "STANDARD" => return Some(Some(Kind::Standard)),
-                "INGRESS" => return Some(Some(Kind::Ingress)),
-                "EGRESS" => return Some(Some(Kind::Egress)),
-                "SIP" => return Some(Some(Kind::Sip)),
-                "AGENT" => return Some(Some(Kind::Agent)),
-                "CONNECTOR" => return Some(Some(Kind::Connector)),
-                "BRIDGE" => return Some(Some(Kind::Bridge)),
-                other => other.parse::<u64>().ok()?,
-            },
-            other => lenient_u64(other)?,
-        };
-        Some(match number {
-            0 => Some(Kind::Standard),
-            1 => Some(Kind::Ingress),
-            2 => Some(Kind::Egress),
-            3 => Some(Kind::Sip),
-            4 => Some(Kind::Agent),
-            7 => Some(Kind::Connector),
-            8 => Some(Kind::Bridge),
-            // A kind newer than this build: known to be a kind, not which.
+        Some(match enum_value(v)? {
+            EnumValue::Name("STANDARD") | EnumValue::Number(0) => Some(Kind::Standard),
+            EnumValue::Name("INGRESS") | EnumValue::Number(1) => Some(Kind::Ingress),
+            EnumValue::Name("EGRESS") | EnumValue::Number(2) => Some(Kind::Egress),
+            EnumValue::Name("SIP") | EnumValue::Number(3) => Some(Kind::Sip),
+            EnumValue::Name("AGENT") | EnumValue::Number(4) => Some(Kind::Agent),
+            EnumValue::Name("CONNECTOR") | EnumValue::Number(7) => Some(Kind::Connector),
+            EnumValue::Name("BRIDGE") | EnumValue::Number(8) => Some(Kind::Bridge),
             _ => None,
         })
     }
@@ -298,14 +319,20 @@ fn field<'a>(o: &'a Map<String, Value>, snake: &str, camel: &str) -> Option<&'a 
     o.get(snake).or_else(|| o.get(camel))
 }
 
-/// A repeated field: absent is empty (defaults skipped); `null` or another type is malformed.
+/// A repeated field: absent is empty when the whole answer is `{}` (defaults skipped: the
+/// empty message); absent beside other fields, `null` or another type is malformed (an
+/// answer that is not this message must not read as nobody).
 fn list<'a>(
     api: &'static str,
     o: &'a Map<String, Value>,
     name: &str,
 ) -> Result<&'a [Value], CallError> {
     match o.get(name) {
-        None => Ok(&[]),
+        None if o.is_empty() => Ok(&[]),
+        None => Err(CallError::Malformed {
+            api,
+            message: format!("no {name} in an answer that is not empty"),
+        }),
         Some(Value::Array(a)) => Ok(a),
         Some(Value::Null) => Err(CallError::Malformed {
             api,
@@ -389,17 +416,7 @@ pub(crate) fn parse_participants(
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(bad("identity missing or empty")),
         };
-        let state = match p.get("state") {
-            None | Some(Value::Null) => 0,
-            Some(Value::String(s)) => match s.as_str() {
-                "JOINING" => 0,
-                "JOINED" => 1,
-                "ACTIVE" => 2,
-                "DISCONNECTED" => 3,
-                n => n.parse().map_err(|_| bad("state is not a state"))?,
-            },
-            Some(n) => lenient_u64(n).ok_or_else(|| bad("state is not a state"))?,
-        };
+        let gone = disconnected(p.get("state")).ok_or_else(|| bad("state is not a state"))?;
         let kind = match p.get("kind") {
             None | Some(Value::Null) => Some(Kind::Standard),
             Some(k) => Kind::read(k).ok_or_else(|| bad("kind is not a kind"))?,
@@ -418,7 +435,7 @@ pub(crate) fn parse_participants(
             out.repeated += 1;
             continue;
         }
-        if state == 3 || !kind.is_some_and(|k| kinds.contains(&k)) {
+        if gone || !kind.is_some_and(|k| kinds.contains(&k)) {
             out.left_out += 1;
             continue;
         }
@@ -666,16 +683,21 @@ mod tests {
             {"sid":"PA_6","identity":"dave","permission":{"hidden":true}},
             {"sid":"PA_7","identity":"alice","state":"ACTIVE"},
             {"identity":"eve","state":2,"kind":0,"joinedAt":1700000100},
-            {"identity":"zed","state":"ACTIVE","kind":9}
+            {"identity":"zed","state":"ACTIVE","kind":9},
+            {"identity":"yan","state":"ACTIVE","kind":"ROBOT"},
+            {"identity":"xia","state":"MIGRATING"},
+            {"identity":"wim","state":"3"}
         ]}"#;
         let p = parse_participants(200, body, &kinds()).unwrap();
-        assert_eq!(p.ids, vec!["alice", "bob", "dave", "eve"]);
-        assert_eq!((p.hidden, p.repeated, p.left_out), (1, 1, 4));
+        // zed and yan are kinds newer than this build (not counted); xia's state is newer (in);
+        // wim is DISCONNECTED by number.
+        assert_eq!(p.ids, vec!["alice", "bob", "dave", "eve", "xia"]);
+        assert_eq!((p.hidden, p.repeated, p.left_out), (1, 1, 6));
         let all: BTreeSet<Kind> = [Kind::Standard, Kind::Agent, Kind::Egress]
             .into_iter()
             .collect();
         let p = parse_participants(200, body, &all).unwrap();
-        assert_eq!(p.ids, vec!["agent-1", "alice", "dave", "eve", "rec"]);
+        assert_eq!(p.ids, vec!["agent-1", "alice", "dave", "eve", "rec", "xia"]);
         assert_eq!(p.hidden, 2);
     }
 
@@ -701,6 +723,14 @@ mod tests {
             Err(CallError::Malformed { .. })
         ));
         assert_eq!(parse_rooms(200, b"{}").unwrap().0, Vec::new());
+        assert!(matches!(
+            parse_rooms(200, br#"{"a":{"a":1}}"#),
+            Err(CallError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_participants(200, br#"{"participant":[]}"#, &kinds()),
+            Err(CallError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -711,11 +741,15 @@ mod tests {
                 "participants[0]: identity",
             ),
             (
-                r#"{"participants":[{"identity":"a","state":"GONE"}]}"#,
+                r#"{"participants":[{"identity":"a","state":"gone"}]}"#,
                 "state",
             ),
             (
-                r#"{"participants":[{"identity":"a","kind":"ROBOT"}]}"#,
+                r#"{"participants":[{"identity":"a","state":true}]}"#,
+                "state",
+            ),
+            (
+                r#"{"participants":[{"identity":"a","kind":"1.5"}]}"#,
                 "kind",
             ),
             (
