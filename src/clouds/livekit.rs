@@ -13,8 +13,9 @@
 //! SIP participant is a person on a phone), in any state but `DISCONNECTED`, one per identity.
 //! Agents, egress (recorders), ingress (pushed streams), connectors and bridges are services,
 //! not people, unless the target lists them. Hidden participants count, as invisible users.
-//! `num_participants` of `ListRooms` is not used as a count: the server leaves hidden and
-//! dependent participants out of it and refreshes it on its own schedule.
+//! `num_participants` of `ListRooms` is not used as a count: the server leaves agents and
+//! recorders out of it (hidden participants too, as they leave) and refreshes it on its own
+//! schedule.
 //!
 //! Figures: LiveKit tells who is in now (and since when), never who came and went between two
 //! polls, so peak and accumulated are what polling observed since local midnight: lower bounds.
@@ -349,7 +350,7 @@ fn list<'a>(
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RoomRow {
     pub(crate) name: String,
-    /// `num_participants` (hidden and dependent participants left out by the server).
+    /// `num_participants` (agents and recorders left out by the server).
     pub(crate) listed: u64,
 }
 
