@@ -738,7 +738,11 @@ fn parse_target(raw: Value, global: &Global) -> (Option<String>, Result<Target, 
         },
         (None, None) => Some(Schedule::Interval(global.interval)),
     };
-    if let Some(ep) = &endpoint {
+    // `ws://` and `wss://` are the vendor's to read (below, once its client is built).
+    if let Some(ep) = endpoint
+        .as_ref()
+        .filter(|ep| !ep.starts_with("ws://") && !ep.starts_with("wss://"))
+    {
         match reqwest::Url::parse(ep) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             _ => errs.push(FieldError::new(
@@ -818,6 +822,35 @@ fn parse_target(raw: Value, global: &Global) -> (Option<String>, Result<Target, 
             None
         }
     });
+
+    // The vendor reads the endpoint (LiveKit: required, `wss://` taken as `https://`).
+    let endpoint = match &client {
+        Some(c) => match c.endpoint(endpoint.as_deref()) {
+            Ok(Some(ep)) if ep != endpoint.as_deref().unwrap_or_default() => {
+                match reqwest::Url::parse(&ep) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        Some(ep)
+                    }
+                    _ => {
+                        errs.push(FieldError::new(
+                            "endpoint",
+                            format!(
+                                "\"{}\" (read as \"{ep}\") is not an http(s) URL",
+                                endpoint.as_deref().unwrap_or_default()
+                            ),
+                        ));
+                        None
+                    }
+                }
+            }
+            Ok(ep) => ep,
+            Err(message) => {
+                errs.push(FieldError::new("endpoint", message));
+                None
+            }
+        },
+        None => endpoint,
+    };
 
     // A lower qps is all the key can do: above the vendor's documented limit it would raise
     // nothing, and is most likely a misunderstanding.

@@ -21,7 +21,7 @@ use proptest::test_runner::Config;
 use serde_json::{json, Value};
 
 use crate::clouds::talkcloud::answer;
-use crate::clouds::{tencent_trtc, ucloud_urtc, volcengine_rtc};
+use crate::clouds::{livekit, tencent_trtc, ucloud_urtc, volcengine_rtc};
 
 const KEY: &str = "0123456789abcdef";
 
@@ -267,6 +267,47 @@ const PARSERS: &[Parser] = &[
             ("/logininfo/1/entertimestamp", Kind::Time),
             ("/uptablelist/0/entertimestamp", Kind::Time),
             ("/uptablelist/0/userid", Kind::Id),
+        ],
+    },
+    Parser {
+        name: "livekit ListRooms",
+        sample: || {
+            json!({"rooms": [
+                {"sid": "RM_1", "name": "a", "num_participants": 3, "creation_time": "1795170000"},
+                {"sid": "RM_2", "name": "b", "numParticipants": 2, "creationTime": 1_795_170_100}]})
+        },
+        figures: |status, body| {
+            let (rooms, _) = livekit::parse_rooms(status, body).ok()?;
+            Some(vec![nonzero(rooms.len() as u64)])
+        },
+        fields: &[
+            ("/rooms/0/name", Kind::Id),
+            ("/rooms/1/name", Kind::Id),
+            ("/rooms/0/num_participants", Kind::Count),
+            ("/rooms/1/numParticipants", Kind::Count),
+        ],
+    },
+    Parser {
+        name: "livekit ListParticipants",
+        sample: || {
+            json!({"participants": [
+                {"sid": "PA_1", "identity": "a", "state": "ACTIVE", "joined_at": "1795170000",
+                 "kind": "STANDARD", "permission": {"hidden": true}},
+                {"identity": "b", "state": 2, "joined_at": 1_795_170_050, "kind": "SIP"},
+                {"identity": "c", "joinedAt": "1795170060"}]})
+        },
+        figures: |status, body| {
+            let kinds = livekit::DEFAULT_KINDS.iter().copied().collect();
+            let p = livekit::parse_participants(status, body, &kinds).ok()?;
+            Some(vec![nonzero(p.ids.len() as u64)])
+        },
+        fields: &[
+            ("/participants/0/identity", Kind::Id),
+            ("/participants/1/identity", Kind::Id),
+            ("/participants/2/identity", Kind::Id),
+            ("/participants/0/joined_at", Kind::Time),
+            ("/participants/1/joined_at", Kind::Time),
+            ("/participants/2/joinedAt", Kind::Time),
         ],
     },
 ];
@@ -671,6 +712,12 @@ targets:
     vendor: talkcloud
     credentials: { key: abcdefabcdef1234 }
     rooms: ["7100000001", 7100000002, { thirdroomid: my-class }]
+  - name: lk
+    vendor: livekit
+    endpoint: wss://project.livekit.cloud
+    credentials: { api_key: APIexample, api_secret: not-a-real-secret }
+    rooms: [math-101]
+    participant_kinds: [standard, sip, agent]
 "#;
 
 fn parse_config(text: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
@@ -860,7 +907,7 @@ fn invalid_for(key: &str) -> Vec<serde_yaml::Value> {
 #[test]
 fn the_config_sample_loads_and_an_invalid_value_at_a_strict_key_is_refused() {
     let c = parse_config(CONFIG).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.targets.len(), 4);
+    assert_eq!(c.targets.len(), 5);
     holds(&c).unwrap();
     let root: serde_yaml::Value = serde_yaml::from_str(CONFIG).unwrap();
     for path in STRICT_KEYS {

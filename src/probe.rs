@@ -204,6 +204,10 @@ fn secrets_of(e: &Exchange) -> BTreeSet<String> {
                     add(sig);
                 }
             }
+            // `Bearer <token>` (LiveKit's JWT): the token alone, wherever it is echoed.
+            if let Some(token) = v.strip_prefix("Bearer ") {
+                add(token);
+            }
         }
     }
     for (k, v) in form_urlencoded::parse(&e.body) {
@@ -671,6 +675,32 @@ mod tests {
             text.contains("serial=123") && text.contains("AppId=app"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_bearer_token_is_masked_where_an_answer_echoes_it() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJBUEkxMjMifQ.c2lnbmF0dXJl";
+        let e = exchange(
+            "https://h/twirp/livekit.RoomService/ListRooms",
+            &[("authorization", &format!("Bearer {jwt}"))],
+            "{}",
+            &format!(r#"{{"code":"unauthenticated","msg":"token {jwt} is expired"}}"#),
+        );
+        let r = Report {
+            target: "t".into(),
+            vendor: &crate::clouds::livekit::ENTRY,
+            now: Utc::now(),
+            tz: Tz::UTC,
+            exchanges: vec![e],
+            anomalies: vec![],
+            outcome: Err(format!("ListRooms: token {jwt} is expired")),
+            rooms_failed: vec![],
+            data: None,
+            masks: Masks(Default::default()),
+        };
+        let text = render(&r);
+        assert!(!text.contains(jwt), "{text}");
+        assert!(text.contains("unauthenticated"), "{text}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::sim::livekit::LkSim;
 use crate::sim::talkcloud::TalkSim;
 use crate::sim::tencent_trtc::TrtcSim;
 use crate::sim::ucloud_urtc::UrtcSim;
@@ -43,6 +44,10 @@ pub static SIMULATORS: &[Pair] = &[
     Pair {
         vendor: "agora",
         simulator: |seed| Arc::new(crate::sim::agora::AgoraSim::new(seed, 12)),
+    },
+    Pair {
+        vendor: "livekit",
+        simulator: |seed| Arc::new(LkSim::new(seed, 8)),
     },
 ];
 

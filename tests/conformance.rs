@@ -41,6 +41,7 @@ use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
 use rtc_exporter::model::Device;
 use rtc_exporter::sim::agora::AgoraSim;
+use rtc_exporter::sim::livekit::LkSim;
 use rtc_exporter::sim::scenario::{Call, Session};
 use rtc_exporter::sim::talkcloud::TalkSim;
 use rtc_exporter::sim::tencent_trtc::TrtcSim;
@@ -466,6 +467,82 @@ static VENDORS: &[Vendor] = &[
             "the channel list is who is in now: every channel ended is a valid answer (a channel missing from one listing keeps its figures; a second listing without it ends it)",
         )],
         secrets: |sim| vec![downcast::<AgoraSim>(sim).secret()],
+    },
+    Vendor {
+        name: "livekit",
+        sim: |seed| {
+            let sim = LkSim::new(seed, 12);
+            let at = sim.clock.now();
+            sim.clock.freeze(at);
+            let busy = sim.truth(at).iter().filter(|t| t.users > 0).count();
+            assert!(busy > 0, "no room with people in it");
+            (Arc::new(sim), at)
+        },
+        keys: |sim| {
+            let s = downcast::<LkSim>(sim);
+            format!(
+                "    credentials:\n      api_key: {}\n      api_secret: \"{}\"\n",
+                s.api_key,
+                s.api_secret()
+            )
+        },
+        truth: |sim, at| {
+            // The clock stands still: the rooms listed now are every room the exporter sees.
+            downcast::<LkSim>(sim)
+                .truth(at)
+                .into_iter()
+                .filter(|t| t.active)
+                .map(|t| Expect {
+                    room: t.room,
+                    users: t.users,
+                    active: t.active,
+                    peak: None,
+                    accumulated: None,
+                })
+                .collect()
+        },
+        faults: |sim| &downcast::<LkSim>(sim).faults,
+        apis: &[("ListRooms", 10.0), ("ListParticipants", 10.0)],
+        api_of: |req| match req.path.strip_prefix(rtc_exporter::sim::livekit::PREFIX) {
+            Some("ListRooms") => Some("ListRooms"),
+            Some("ListParticipants") => Some("ListParticipants"),
+            _ => None,
+        },
+        codes: &[
+            ("unauthenticated", "unauthenticated", "error"),
+            ("permission_denied", "permission_denied", "error"),
+            ("resource_exhausted", "resource_exhausted", "throttled"),
+            ("invalid_argument", "invalid_argument", "error"),
+            // Not `not_found`: from `ListParticipants` it is a valid answer (the room ended since
+            // it was listed: 0, ended), which tests/answers/livekit-room-ended-between-calls.yaml
+            // covers; `ListRooms` never sends it.
+            ("internal", "internal", "error"),
+            ("unavailable", "unavailable", "error"),
+            ("quota_exceeded", "other", "error"),
+        ],
+        not_applicable: &[
+            (
+                Switch::EmptyLaterPages,
+                "no paging: one answer lists every room, one every participant of a room",
+            ),
+            (
+                Switch::LoseRows,
+                "`ListRooms` lists the rooms that exist now: a room no longer listed has ended",
+            ),
+            (
+                Switch::TotalLarger,
+                "no total in the answer: `num_participants` comes from another request and leaves hidden and dependent participants out",
+            ),
+            (
+                Switch::TotalSmaller,
+                "no total in the answer: `num_participants` comes from another request and leaves hidden and dependent participants out",
+            ),
+            (
+                Switch::AbsentList,
+                "protojson leaves an empty list out when the server skips defaults: an absent list is an empty one",
+            ),
+        ],
+        secrets: |sim| vec![downcast::<LkSim>(sim).api_secret()],
     },
 ];
 

@@ -5,6 +5,8 @@
 
 use std::process::Command;
 
+use rtc_exporter::sim::agora::AgoraSim;
+use rtc_exporter::sim::livekit::LkSim;
 use rtc_exporter::sim::talkcloud::TalkSim;
 use rtc_exporter::sim::tencent_trtc::TrtcSim;
 use rtc_exporter::sim::ucloud_urtc::UrtcSim;
@@ -39,6 +41,12 @@ fn faults(sim: &dyn Simulator) -> &Faults {
     if let Some(s) = any.downcast_ref::<TalkSim>() {
         return &s.faults;
     }
+    if let Some(s) = any.downcast_ref::<LkSim>() {
+        return &s.faults;
+    }
+    if let Some(s) = any.downcast_ref::<AgoraSim>() {
+        return &s.faults;
+    }
     panic!("a simulator this test does not know: {}", sim.vendor())
 }
 
@@ -50,6 +58,11 @@ const APIS: &[&str] = &[
     "DescribeRoomInfo",
     "DescribeUserInfo",
     "getLiveLogininfo",
+    "ListRooms",
+    "ListParticipants",
+    "QueryChannelList",
+    "QueryUserList",
+    "QueryUserStatus",
 ];
 
 async fn probe(args: Vec<String>) -> (i32, String) {

@@ -27,6 +27,7 @@ pub use tap::{Exchange, Tap};
 
 pub mod agora;
 pub mod anomaly;
+pub mod livekit;
 pub mod merged;
 pub mod talkcloud;
 pub mod tap;
@@ -69,6 +70,17 @@ pub trait Vendor: Send + Sync + 'static {
     /// what it cannot read is refused with why (the client then starts afresh).
     fn restore_cursors(&self, _saved: serde_json::Value) -> Result<(), String> {
         Ok(())
+    }
+    /// The endpoint the target polls, from its `endpoint:` key: as the vendor reads it, or why
+    /// it is refused (LiveKit has no default host and maps a `wss://` project URL to
+    /// `https://`). By default the key as it is, where only http(s) URLs pass.
+    fn endpoint(&self, configured: Option<&str>) -> Result<Option<String>, String> {
+        match configured {
+            Some(ep) if ep.starts_with("ws://") || ep.starts_with("wss://") => {
+                Err(format!("\"{ep}\" is not an http(s) URL"))
+            }
+            other => Ok(other.map(str::to_string)),
+        }
     }
 }
 
@@ -119,6 +131,7 @@ pub static REGISTRY: &[VendorEntry] = &[
     tencent_trtc::ENTRY,
     talkcloud::ENTRY,
     agora::ENTRY,
+    livekit::ENTRY,
 ];
 
 /// Finds a vendor by its `vendor:` name.
