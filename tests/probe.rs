@@ -5,12 +5,6 @@
 
 use std::process::Command;
 
-use rtc_exporter::sim::agora::AgoraSim;
-use rtc_exporter::sim::livekit::LkSim;
-use rtc_exporter::sim::talkcloud::TalkSim;
-use rtc_exporter::sim::tencent_trtc::TrtcSim;
-use rtc_exporter::sim::ucloud_urtc::UrtcSim;
-use rtc_exporter::sim::volcengine_rtc::VolcSim;
 use rtc_exporter::sim::{Fault, Faults, SimServer, Simulator};
 
 /// Every string under a `credentials:` key of the config.
@@ -28,42 +22,9 @@ fn credentials(v: &serde_yaml::Value, under: bool, out: &mut Vec<String>) {
 }
 
 fn faults(sim: &dyn Simulator) -> &Faults {
-    let any = sim.as_any();
-    if let Some(s) = any.downcast_ref::<UrtcSim>() {
-        return &s.faults;
-    }
-    if let Some(s) = any.downcast_ref::<VolcSim>() {
-        return &s.faults;
-    }
-    if let Some(s) = any.downcast_ref::<TrtcSim>() {
-        return &s.faults;
-    }
-    if let Some(s) = any.downcast_ref::<TalkSim>() {
-        return &s.faults;
-    }
-    if let Some(s) = any.downcast_ref::<LkSim>() {
-        return &s.faults;
-    }
-    if let Some(s) = any.downcast_ref::<AgoraSim>() {
-        return &s.faults;
-    }
-    panic!("a simulator this test does not know: {}", sim.vendor())
+    sim.faults()
+        .unwrap_or_else(|| panic!("{}'s simulator has no fault switches", sim.vendor()))
 }
-
-const APIS: &[&str] = &[
-    "QueryURtcOnlineUsers",
-    "GetRoomOnlineUsers",
-    "QueryOnlineStatus",
-    "ListRoomInfo",
-    "DescribeRoomInfo",
-    "DescribeUserInfo",
-    "getLiveLogininfo",
-    "ListRooms",
-    "ListParticipants",
-    "QueryChannelList",
-    "QueryUserList",
-    "QueryUserStatus",
-];
 
 async fn probe(args: Vec<String>) -> (i32, String) {
     tokio::task::spawn_blocking(move || {
@@ -137,15 +98,10 @@ async fn probe_polls_each_vendor_once_shows_no_secret_and_exits_1_on_a_fault() {
         }
 
         // Every API answers 502: the failing request is shown, exit 1.
-        for api in APIS {
-            faults(server.sim.as_ref()).set(
-                api,
-                Fault {
-                    http_status: Some(502),
-                    ..Fault::default()
-                },
-            );
-        }
+        faults(server.sim.as_ref()).set_all(Fault {
+            http_status: Some(502),
+            ..Fault::default()
+        });
         let failed_dir = dir.join(format!("failed-{vendor}"));
         let (code, out) = probe(vec![
             "probe".into(),

@@ -501,6 +501,9 @@ impl Simulator for AgoraSim {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn faults(&self) -> Option<&Faults> {
+        Some(&self.faults)
+    }
 }
 
 #[cfg(test)]

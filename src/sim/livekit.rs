@@ -561,6 +561,9 @@ impl Simulator for LkSim {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn faults(&self) -> Option<&Faults> {
+        Some(&self.faults)
+    }
 }
 
 #[cfg(test)]

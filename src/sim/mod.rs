@@ -199,6 +199,11 @@ pub trait Simulator: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// For tests: the concrete simulator (ground truth, faults, clock).
     fn as_any(&self) -> &dyn Any;
+    /// Its fault switches, where it has them (a vendor's simulator has; the replay server of
+    /// recorded answers has none).
+    fn faults(&self) -> Option<&Faults> {
+        None
+    }
 }
 
 /// Faults to inject into one API's answers.
@@ -243,6 +248,9 @@ pub struct Fault {
     pub absent_list: bool,
 }
 
+/// The key of [`Faults::set_all`] (no API has this name).
+const EVERY_API: &str = "*";
+
 /// Faults by API name.
 #[derive(Debug, Default)]
 pub struct Faults(Mutex<HashMap<String, Fault>>);
@@ -252,13 +260,22 @@ impl Faults {
     pub fn set(&self, api: &str, fault: Fault) {
         lock(&self.0).insert(api.to_string(), fault);
     }
+    /// Sets one fault for every API that has none of its own.
+    pub fn set_all(&self, fault: Fault) {
+        lock(&self.0).insert(EVERY_API.to_string(), fault);
+    }
     /// Clears every fault.
     pub fn clear(&self) {
         lock(&self.0).clear();
     }
-    /// The fault of one API (none: the default).
+    /// The fault of one API (its own, else the one for every API, else none: the default).
     pub fn get(&self, api: &str) -> Fault {
-        lock(&self.0).get(api).cloned().unwrap_or_default()
+        let faults = lock(&self.0);
+        faults
+            .get(api)
+            .or_else(|| faults.get(EVERY_API))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

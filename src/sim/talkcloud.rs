@@ -574,6 +574,9 @@ impl Simulator for TalkSim {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn faults(&self) -> Option<&Faults> {
+        Some(&self.faults)
+    }
 }
 
 #[cfg(test)]

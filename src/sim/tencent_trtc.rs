@@ -771,6 +771,9 @@ impl Simulator for TrtcSim {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn faults(&self) -> Option<&Faults> {
+        Some(&self.faults)
+    }
 }
 
 #[cfg(test)]

@@ -389,4 +389,7 @@ impl Simulator for UrtcSim {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn faults(&self) -> Option<&Faults> {
+        Some(&self.faults)
+    }
 }

@@ -908,6 +908,9 @@ impl Simulator for VolcSim {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn faults(&self) -> Option<&Faults> {
+        Some(&self.faults)
+    }
 }
 
 #[cfg(test)]
