@@ -998,7 +998,7 @@ pub fn budget_report(config: &Config) -> Vec<(bool, String)> {
                 .max(1.0);
             let polls = (b.requests as f64 / per_poll).ceil();
             line.push_str(&format!(
-                ": does not fit; each poll covers about {per_poll} rooms and reports the target down, every room is refreshed every {polls} polls"
+                ": does not fit; a poll reads about {per_poll} rooms before it is cut (the target stays up; a room it does not reach keeps its last values, is named by rtc_exporter_room_refresh_failures and loses its series after stale_after polls; at least {polls} polls to read every room where the vendor continues a cut poll)"
             ));
         }
         out.push((!fits, line));

@@ -685,6 +685,16 @@ impl Ledger {
         self.begin(day);
         self.fold_rooms(day, obs);
         self.mark_failed(&obs.failed);
+        // A partial poll (failed or cut short by `poll_timeout`): a room in progress it never
+        // reached keeps its last values as a failed one does, and is named as one (counted
+        // towards `stale_after`), not shown as if it had answered.
+        let reading = !obs.rooms.is_empty() || !obs.failed.is_empty();
+        let unreached = if complete || !reading {
+            Vec::new()
+        } else {
+            self.unreached(&obs.failed)
+        };
+        self.mark_failed(&unreached);
         if complete {
             self.end_unlisted(&obs.failed);
         }
@@ -695,7 +705,7 @@ impl Ledger {
         let users = self.target_figures(obs, complete, &totals);
         self.devices_and_watched(obs, complete, totals.sessions);
         let (rooms, rooms_dropped) = self.rows(limits);
-        let failed: HashSet<&String> = obs.failed.iter().collect();
+        let failed: HashSet<&String> = obs.failed.iter().chain(&unreached).collect();
         TargetData {
             rooms,
             rooms_active: totals.rooms_active,
@@ -764,6 +774,15 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// The rooms in progress that a partial poll neither refreshed nor named as failed.
+    fn unreached(&self, failed: &[String]) -> Vec<String> {
+        self.rooms
+            .iter()
+            .filter(|(name, room)| !room.fresh && room.figures.active && !failed.contains(name))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// A complete poll: a room neither refreshed nor failed has ended.
@@ -1147,10 +1166,14 @@ mod tests {
         }
         assert!(l.roll(&d2, 1500));
         let d = l.apply(&d2, &Observation::default(), false, &LIMITS);
-        // "fresh" answered at 1900: carried; "old" last answered at 100: not; "fails" is named,
-        // with no figures.
+        // "fresh" answered at 1900: carried; "old" last answered at 100: not; "fails" and
+        // "old" (in progress, never reached by the partial polls since) are named, with no
+        // figures.
         assert_eq!(figures(&d), vec![("fresh", true, 1, 1, 1)]);
-        assert_eq!(d.failing_rooms, vec![("fails".to_string(), 2)]);
+        assert_eq!(
+            d.failing_rooms,
+            vec![("fails".to_string(), 2), ("old".to_string(), 2)]
+        );
         assert_eq!((d.users, d.peak, d.accumulated), (1, 1, 1));
     }
 
@@ -1527,7 +1550,8 @@ mod tests {
         assert_eq!((d.rooms[0].users, d.rooms[0].active), (2, true));
         assert_eq!(d.rooms[1].users, 2);
         assert_eq!((d.users, d.rooms_failed), (4, 1));
-        // Not reached at all in a poll cut short: also kept.
+        // Not reached at all in a poll cut short: also kept, and named as failing (a room
+        // the poll never reached is no fresher than one that failed).
         let d = l.apply(
             &at(1, 300),
             &obs(vec![present("b", &["3"])]),
@@ -1535,7 +1559,8 @@ mod tests {
             &LIMITS,
         );
         assert_eq!(d.rooms[0].users, 2);
-        assert_eq!(d.rooms_failed, 0);
+        assert_eq!(d.rooms_failed, 1);
+        assert_eq!(d.failing_rooms, vec![("a".to_string(), 2)]);
         // A room failing stale_after times in a row loses its series, never zeroed.
         for _ in 0..2 {
             l.apply(&at(1, 400), &o, false, &LIMITS);

@@ -3,7 +3,7 @@
 //! second listing lacks it, pages that repeat and miss channels, and platforms sampled between
 //! polls.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,27 @@ async fn poll(c: &dyn Vendor, s: &SimServer, p: &Arc<Plumbing>) -> Observation {
     let mut obs = ctx.progress.take();
     obs.merge(rest);
     obs
+}
+
+/// One poll at `qps` cut after `cut`, as `poll_timeout` cuts it: the rooms reported by then.
+async fn cut_poll(
+    c: &dyn Vendor,
+    s: &SimServer,
+    p: &Arc<Plumbing>,
+    qps: f64,
+    cut: Duration,
+) -> BTreeSet<String> {
+    let now = chrono::DateTime::from_timestamp(T0, 0).unwrap();
+    let mut ctx = PollCtx::new("agora-test", "agora", now, chrono_tz::UTC, p.clone());
+    ctx.endpoint = Some(s.endpoint.clone());
+    ctx.qps = Some(qps);
+    let _ = tokio::time::timeout(cut, c.poll(&ctx)).await;
+    ctx.progress
+        .take()
+        .rooms
+        .into_iter()
+        .map(|r| r.room)
+        .collect()
 }
 
 fn by_room(obs: &Observation) -> BTreeMap<String, (bool, u64)> {
@@ -153,4 +174,43 @@ async fn platforms_are_sampled_between_polls_until_every_user_present_is_known()
     tokio::time::sleep(Duration::from_secs_f64(users as f64 / 19.0 + 1.0)).await;
     let later = poll(c.as_ref(), &s, &p).await;
     assert_eq!(later.devices, Some(want));
+}
+
+#[tokio::test]
+async fn a_poll_cut_short_is_continued_by_the_next_from_where_it_stopped() {
+    // A `rooms:` list longer than a poll can read at the rate: each poll cut short reads a
+    // few channels, and the next begins where it stopped, so every channel is read in turn
+    // (beginning again from the top each time, the last ones would never be).
+    let s = server(16).await;
+    let sim = s.get::<AgoraSim>().unwrap();
+    let channels: BTreeSet<String> = sim.truth(T0).into_iter().map(|t| t.channel).collect();
+    assert!(channels.len() >= 8, "{} channels", channels.len());
+    let list: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let c = client(
+        &s,
+        &format!("rooms: [{}]\ndevices: false\n", list.join(", ")),
+    );
+    let p = plumbing();
+    let mut seen = BTreeSet::new();
+    let mut polls = 0;
+    while seen.len() < channels.len() {
+        polls += 1;
+        assert!(
+            polls <= 12,
+            "after {polls} polls cut short, channels never read: {:?}",
+            channels.difference(&seen).collect::<Vec<_>>()
+        );
+        let got = cut_poll(c.as_ref(), &s, &p, 2.0, Duration::from_millis(1500)).await;
+        assert!(
+            !got.is_empty() && got.len() < channels.len(),
+            "a cut poll read {} of {} channels",
+            got.len(),
+            channels.len()
+        );
+        assert!(
+            !got.is_subset(&seen) || seen.len() == channels.len(),
+            "poll {polls} read only channels read before: {got:?}"
+        );
+        seen.extend(got);
+    }
 }

@@ -60,6 +60,7 @@
 //! costs ⌈N / 500⌉ listing pages (at least 1) plus N user lists for N channels.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -171,6 +172,7 @@ fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
     Ok(Arc::new(Agora {
         s: Arc::new(s),
         state: Arc::new(Mutex::new(State::default())),
+        next: AtomicUsize::new(0),
     }))
 }
 
@@ -555,6 +557,9 @@ struct State {
 pub struct Agora {
     s: Arc<Settings>,
     state: Arc<Mutex<State>>,
+    /// Round robin over the channels' user lists: a poll begins where the last one's answers
+    /// ended, so a poll cut by `poll_timeout` is continued by the next, not begun again.
+    next: AtomicUsize,
 }
 
 impl Drop for Agora {
@@ -763,8 +768,17 @@ impl Agora {
             }
         };
         let users_api = api(ctx, &self.s, LIST_USERS);
+        let mut channels = channels;
+        if !channels.is_empty() {
+            let at = self.next.load(Ordering::Relaxed) % channels.len();
+            channels.rotate_left(at);
+        }
+        let users_api = &users_api;
         stream::iter(channels.iter())
-            .for_each_concurrent(CONCURRENCY, |c| self.users(ctx, &users_api, c))
+            .for_each_concurrent(CONCURRENCY, |c| async move {
+                self.users(ctx, users_api, c).await;
+                self.next.fetch_add(1, Ordering::Relaxed);
+            })
             .await;
         let devices = self.devices(ctx);
         Ok(Observation {
