@@ -9,7 +9,8 @@
 //! 0.70 KiB resident a URTC room at 50 000 rooms with every room's series, against 1.15 KiB
 //! with the moving threshold.
 //!
-//! An operator's own `MALLOC_MMAP_THRESHOLD_` (glibc's variable) wins: nothing is changed then.
+//! An operator's own threshold wins (`MALLOC_MMAP_THRESHOLD_`, or `glibc.malloc.mmap_threshold`
+//! in `GLIBC_TUNABLES`): nothing is changed then.
 //! Other C libraries and systems are left as they are.
 #![allow(unsafe_code)]
 
@@ -19,10 +20,13 @@ pub const THRESHOLD: usize = 1 << 20;
 // glibc refuses a threshold above 32 MiB on 64-bit.
 const _: () = assert!(THRESHOLD <= 32 << 20);
 
-/// Fixes glibc's mmap threshold at [`THRESHOLD`], unless `MALLOC_MMAP_THRESHOLD_` is set.
+/// Fixes glibc's mmap threshold at [`THRESHOLD`], unless the operator set one
+/// (`MALLOC_MMAP_THRESHOLD_`, or `glibc.malloc.mmap_threshold` in `GLIBC_TUNABLES`).
 /// Call it first thing in `main`, before other threads start. Returns whether it changed it.
 pub fn give_big_buffers_back() -> bool {
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+    let tuned =
+        std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.mmap_threshold"));
+    if tuned || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
         return false;
     }
     set_threshold()
@@ -50,7 +54,8 @@ mod tests {
 
     #[test]
     fn glibc_accepts_the_threshold() {
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold"));
+        if !tuned && std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
             assert_eq!(
                 give_big_buffers_back(),
                 cfg!(all(target_os = "linux", target_env = "gnu"))
