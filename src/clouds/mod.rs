@@ -26,6 +26,7 @@ pub use anomaly::{Anomaly, Found};
 pub use tap::{Exchange, Tap};
 
 pub mod agora;
+pub mod alibaba_artc;
 pub mod anomaly;
 pub mod merged;
 pub mod talkcloud;
@@ -119,6 +120,7 @@ pub static REGISTRY: &[VendorEntry] = &[
     tencent_trtc::ENTRY,
     talkcloud::ENTRY,
     agora::ENTRY,
+    alibaba_artc::ENTRY,
 ];
 
 /// Finds a vendor by its `vendor:` name.
