@@ -107,12 +107,16 @@ fn defaults(vendor: &str) -> Mapping {
         "agora" => {
             "app_id: 4855fixtureappid0000000000000eae2\ncredentials: {customer_id: fixturecustomerid, customer_secret: fixtureCustomerSecret}"
         }
+        "alibaba_artc" => {
+            "app_id: a2hzfixture\ncredentials: {access_key_id: LTAIfixtureAccessKeyId, access_key_secret: fixtureAccessKeySecret}"
+        }
         _ => "{}",
     };
     serde_yaml::from_str(text).unwrap_or_default()
 }
 
 const SECRETS: &[&str] = &[
+    "fixtureAccessKeySecret",
     "fixture-private-key",
     "fixtureCustomerSecret",
     "fixtureSecretAccessKey",

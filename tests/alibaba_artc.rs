@@ -1,0 +1,147 @@
+//! The ARTC simulator against Alibaba's official Python SDK (`alibabacloud-rtc20180111` with
+//! `alibabacloud-tea-openapi`): `DescribeChannels` as the SDK sends it by default (the V3
+//! signature, ACS3-HMAC-SHA256) and with `signature_algorithm="v2"` (the RPC HMAC-SHA1
+//! signature) is accepted over real HTTP on 127.0.0.1, and the same request signed with a wrong
+//! secret is refused with `SignatureDoesNotMatch`. So the simulator checks what Alibaba's SDK
+//! sends, not only what our client sends.
+//!
+//! Needs `python3` with `alibabacloud-rtc20180111`; `RTC_PYTHON` names another interpreter
+//! (CI's virtual environment). Without them the test says so and passes; with `RTC_PYTHON` set,
+//! a missing package fails it (CI must run it).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use rtc_exporter::sim::alibaba_artc::ArtcSim;
+use rtc_exporter::sim::SimServer;
+use serde_json::Value;
+
+fn python() -> (String, bool) {
+    match std::env::var("RTC_PYTHON") {
+        Ok(p) if !p.is_empty() => (p, true),
+        _ => ("python3".to_string(), false),
+    }
+}
+
+/// One `DescribeChannels` call through the SDK; prints its body as JSON, or `{"error": code}`.
+const SCRIPT: &str = r#"
+import json, sys
+from alibabacloud_rtc20180111.client import Client
+from alibabacloud_rtc20180111 import models
+from alibabacloud_tea_openapi import models as open_api
+from alibabacloud_tea_util import models as util
+endpoint, key_id, secret, app_id, algorithm = sys.argv[1:6]
+config = open_api.Config(access_key_id=key_id, access_key_secret=secret,
+                         endpoint=endpoint, protocol="http")
+if algorithm != "default":
+    config.signature_algorithm = algorithm
+request = models.DescribeChannelsRequest(app_id=app_id, page_no=1, page_size=100)
+try:
+    resp = Client(config).describe_channels_with_options(request, util.RuntimeOptions())
+    print(json.dumps(resp.body.to_map()))
+except Exception as e:
+    print(json.dumps({"error": getattr(e, "code", None) or type(e).__name__}))
+"#;
+
+/// Runs [`SCRIPT`] once: (endpoint, access key id, secret, app id, algorithm).
+fn sdk_call(python: &str, args: [&str; 5]) -> Value {
+    let out = Command::new(python)
+        .args(["-W", "ignore", "-c", SCRIPT])
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "the SDK script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_channels_from_the_official_python_sdk_is_accepted_and_a_wrong_secret_refused() {
+    let (python, required) = python();
+    let probe = Command::new(&python)
+        .args([
+            "-c",
+            "import alibabacloud_rtc20180111.client, importlib.metadata as m; print(m.version('alibabacloud-rtc20180111'), m.version('alibabacloud-tea-openapi'))",
+        ])
+        .output();
+    let version = match probe {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        other => {
+            let why = match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                !required,
+                "RTC_PYTHON={python} has no alibabacloud-rtc20180111: {why}"
+            );
+            eprintln!(
+                "skipped: {python} with the alibabacloud-rtc20180111 package is needed (pip install alibabacloud-rtc20180111): {why}"
+            );
+            return;
+        }
+    };
+    eprintln!("alibabacloud-rtc20180111, alibabacloud-tea-openapi: {version} ({python})");
+
+    let server = SimServer::start(
+        Arc::new(ArtcSim::new(21, 10)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let sim = server.get::<ArtcSim>().expect("the ARTC simulator");
+    // The SDK takes `host:port`; `protocol="http"`.
+    let endpoint = server.endpoint.trim_start_matches("http://").to_string();
+    let secret = sim.secret();
+    // Frozen at the real time: the SDK's clock agrees, and the channels stand still.
+    let now = sim.clock.now();
+    sim.clock.freeze(now);
+    let want: Vec<String> = sim.truth(now).into_iter().map(|c| c.channel).collect();
+    assert!(!want.is_empty(), "channels in progress");
+
+    let (key_id, app_id) = (sim.access_key_id.clone(), sim.app_id.clone());
+    // The SDK blocks: it runs off the runtime's threads while the simulator serves.
+    let run = |secret: String, algorithm: &'static str| {
+        let (python, endpoint) = (python.clone(), endpoint.clone());
+        let (key_id, app_id) = (key_id.clone(), app_id.clone());
+        tokio::task::spawn_blocking(move || {
+            sdk_call(&python, [&endpoint, &key_id, &secret, &app_id, algorithm])
+        })
+    };
+
+    // The SDK's default: the V3 signature.
+    let v3 = run(secret.clone(), "default").await.unwrap();
+    let records: Vec<String> =
+        serde_json::from_value(v3["Records"].clone()).unwrap_or_else(|e| panic!("{e}: {v3}"));
+    assert_eq!(records, want, "{v3}");
+    assert_eq!(v3["TotalCnt"], Value::from(want.len()), "{v3}");
+    assert_eq!(sim.accepted(), (1, 0), "the default request was signed V3");
+
+    // The RPC HMAC-SHA1 signature, when the SDK is told to.
+    let rpc = run(secret.clone(), "v2").await.unwrap();
+    assert_eq!(rpc["Records"], v3["Records"], "{rpc}");
+    assert_eq!(
+        sim.accepted(),
+        (1, 1),
+        "the v2 request was signed RPC HMAC-SHA1"
+    );
+
+    // A wrong secret, both ways: refused with Alibaba's code.
+    for algorithm in ["default", "v2"] {
+        let wrong = run(format!("{secret}x"), algorithm).await.unwrap();
+        assert_eq!(
+            wrong["error"],
+            Value::from("SignatureDoesNotMatch"),
+            "{algorithm}: {wrong}"
+        );
+    }
+    assert_eq!(sim.accepted(), (1, 1));
+}
