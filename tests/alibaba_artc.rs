@@ -5,14 +5,23 @@
 //! secret is refused with `SignatureDoesNotMatch`. So the simulator checks what Alibaba's SDK
 //! sends, not only what our client sends.
 //!
-//! Needs `python3` with `alibabacloud-rtc20180111`; `RTC_PYTHON` names another interpreter
+//! Also our client, poll by poll: users and roles as the simulator's truth, a channel that
+//! ends read as a real 0, and an exporter clock more than 15 minutes off named by Alibaba's
+//! code; and through `probe`, both signatures.
+//!
+//! The SDK test needs `python3` with `alibabacloud-rtc20180111`; `RTC_PYTHON` names another interpreter
 //! (CI's virtual environment). Without them the test says so and passes; with `RTC_PYTHON` set,
 //! a missing package fails it (CI must run it).
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
-use rtc_exporter::sim::alibaba_artc::ArtcSim;
+use rtc_exporter::clock::ManualClock;
+use rtc_exporter::clouds::{self, DayFigures, Observation, Plumbing, PollCtx, Role, Vendor};
+use rtc_exporter::metrics::SelfMetrics;
+use rtc_exporter::sim::alibaba_artc::{ArtcSim, EMPTIED_FOR};
 use rtc_exporter::sim::SimServer;
 use serde_json::Value;
 
@@ -220,4 +229,101 @@ async fn our_client_signs_both_ways_and_a_wrong_secret_is_named() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const T0: i64 = 1_795_176_000;
+
+/// One poll at `T0` with the exporter's wall clock at `wall`.
+async fn poll_at(c: &dyn Vendor, s: &SimServer, wall: i64) -> Result<Observation, String> {
+    let metrics = Arc::new(SelfMetrics::new().unwrap());
+    let p = Arc::new(
+        Plumbing::new(Duration::from_secs(5), metrics)
+            .unwrap()
+            .with_clock(Arc::new(ManualClock::at(wall))),
+    );
+    let now = chrono::DateTime::from_timestamp(T0, 0).unwrap();
+    let mut ctx = PollCtx::new("artc-test", "alibaba_artc", now, chrono_tz::UTC, p);
+    ctx.endpoint = Some(s.endpoint.clone());
+    let rest = c.poll(&ctx).await.map_err(|e| e.to_string())?;
+    let mut obs = ctx.progress.take();
+    obs.merge(rest);
+    Ok(obs)
+}
+
+#[tokio::test]
+async fn users_and_roles_equal_the_truth_and_an_ended_channel_is_a_real_zero() {
+    let sim = ArtcSim::at(7, 14, T0);
+    sim.clock.freeze(T0);
+    let s = SimServer::start(Arc::new(sim), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let sim = s.get::<ArtcSim>().unwrap();
+    let text = format!(
+        "app_id: \"{}\"\npage_size: 3\ncredentials: {{access_key_id: \"{}\", access_key_secret: \"{}\"}}\n",
+        sim.app_id,
+        sim.access_key_id,
+        sim.secret()
+    );
+    let c =
+        match (clouds::lookup("alibaba_artc").unwrap().parse)(serde_yaml::from_str(&text).unwrap())
+        {
+            Ok(c) => c,
+            Err(e) => panic!("{e:?}"),
+        };
+    let truth = sim.truth(T0);
+    assert!(truth.len() >= 4, "{} channels", truth.len());
+    assert!(truth.iter().any(|t| t.live) && truth.iter().any(|t| !t.live));
+
+    let first = poll_at(c.as_ref(), &s, T0).await.unwrap();
+    assert!(first.failed.is_empty(), "{:?}", first.first_error);
+    let got: BTreeMap<String, (bool, u64)> = first
+        .rooms
+        .iter()
+        .map(|r| (r.room.clone(), (r.active, r.users)))
+        .collect();
+    let want: BTreeMap<String, (bool, u64)> = truth
+        .iter()
+        .map(|t| (t.channel.clone(), (true, t.users)))
+        .collect();
+    assert_eq!(got, want);
+    for t in &truth {
+        let r = first.rooms.iter().find(|r| r.room == t.channel).unwrap();
+        match (&r.day, t.live) {
+            (DayFigures::PresentByRole { ids, roles }, true) => {
+                assert_eq!(roles[&Role::Broadcaster], t.broadcasters, "{}", t.channel);
+                assert_eq!(roles[&Role::Viewer], t.audience, "{}", t.channel);
+                assert_eq!(ids.len() as u64, t.users);
+            }
+            (DayFigures::Present(ids), false) => assert_eq!(ids.len() as u64, t.users),
+            (day, live) => panic!("{}: live {live}, read {day:?}", t.channel),
+        }
+    }
+
+    // A channel ends: the listing no longer has it, and asked by name (`rooms:`) it exists
+    // with nobody for a few seconds, then not at all: users 0 both times, never an error.
+    let gone = truth[0].channel.clone();
+    assert!(sim.end_channel(&gone));
+    let second = poll_at(c.as_ref(), &s, T0).await.unwrap();
+    assert!(second.rooms.iter().all(|r| r.room != gone));
+    let named = match (clouds::lookup("alibaba_artc").unwrap().parse)(
+        serde_yaml::from_str(&format!("{text}rooms: [\"{gone}\"]\n")).unwrap(),
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("{e:?}"),
+    };
+    for at in [T0 + 1, T0 + EMPTIED_FOR + 1] {
+        sim.clock.freeze(at);
+        let obs = poll_at(named.as_ref(), &s, at).await.unwrap();
+        assert!(obs.failed.is_empty(), "{:?}", obs.first_error);
+        let r = &obs.rooms[0];
+        assert_eq!(
+            (r.room.as_str(), r.active, r.users),
+            (gone.as_str(), false, 0)
+        );
+    }
+
+    // The exporter's clock 16 minutes off: refused with Alibaba's code, not a wrong figure.
+    sim.clock.freeze(T0);
+    let e = poll_at(c.as_ref(), &s, T0 + 16 * 60).await.unwrap_err();
+    assert!(e.contains("InvalidTimeStamp.Expired"), "{e}");
 }
