@@ -49,8 +49,8 @@
 //! # Rate
 //!
 //! Per account (access key): `DescribeChannels` 10 QPS, `DescribeChannelUsers` 100 QPS (Alibaba's
-//! pages for each API). A poll of N channels costs ⌈(N + 1) / page_size⌉ listing pages (at least
-//! 1) plus N user lists.
+//! pages for each API). A poll of N channels costs ⌊N / page_size⌋ + 1 listing pages (the last
+//! one short or empty) plus N user lists; with `rooms:`, the N user lists only.
 
 use std::collections::HashSet;
 use std::sync::Arc;
