@@ -21,7 +21,7 @@ use proptest::test_runner::Config;
 use serde_json::{json, Value};
 
 use crate::clouds::talkcloud::answer;
-use crate::clouds::{livekit, tencent_trtc, ucloud_urtc, volcengine_rtc};
+use crate::clouds::{alibaba_artc, livekit, tencent_trtc, ucloud_urtc, volcengine_rtc};
 
 const KEY: &str = "0123456789abcdef";
 
@@ -308,6 +308,51 @@ const PARSERS: &[Parser] = &[
             ("/participants/0/joined_at", Kind::Time),
             ("/participants/1/joined_at", Kind::Time),
             ("/participants/2/joinedAt", Kind::Time),
+        ],
+    },
+    Parser {
+        name: "alibaba_artc DescribeChannels",
+        sample: || {
+            json!({"RequestId": "16A96B9A-F203-4EC5-8E43-CB92E68F4CF8", "PageNo": 1,
+                "PageSize": 10, "TotalCnt": 2, "Records": ["test", 42]})
+        },
+        figures: |status, body| {
+            let p = alibaba_artc::parse_channels(status, body).ok()?;
+            Some(vec![p.total, nonzero(p.rows.len() as u64)])
+        },
+        fields: &[
+            ("/TotalCnt", Kind::Count),
+            ("/Records/0", Kind::Id),
+            ("/Records/1", Kind::Id),
+        ],
+    },
+    Parser {
+        name: "alibaba_artc DescribeChannelUsers",
+        sample: || {
+            json!({"RequestId": "6159ba01-6687-4fb2-a831-f0cd8d188648",
+                "TimeStamp": 1_557_909_133, "IsChannelExist": true, "ChannelProfile": 2,
+                "CommTotalNum": 0, "UserList": [], "InteractiveUserNum": 1,
+                "InteractiveUserList": ["4455****"], "LiveUserNum": 2,
+                "LiveUserList": ["3267****", 7]})
+        },
+        figures: |status, body| {
+            let (occ, _) = alibaba_artc::parse_users(status, body).ok()?;
+            match occ {
+                alibaba_artc::Occupancy::Gone => None,
+                alibaba_artc::Occupancy::Present { users, ids, roles } => {
+                    let mut f = vec![nonzero(users), nonzero(ids.len() as u64)];
+                    f.extend(roles.iter().flat_map(|r| r.values().map(|n| nonzero(*n))));
+                    Some(f)
+                }
+            }
+        },
+        fields: &[
+            ("/IsChannelExist", Kind::Bool),
+            ("/ChannelProfile", Kind::Count),
+            ("/InteractiveUserNum", Kind::Count),
+            ("/InteractiveUserList/0", Kind::Id),
+            ("/LiveUserNum", Kind::Count),
+            ("/LiveUserList/1", Kind::Id),
         ],
     },
 ];
@@ -718,6 +763,13 @@ targets:
     credentials: { api_key: APIexample, api_secret: not-a-real-secret }
     rooms: [math-101]
     participant_kinds: [standard, sip, agent]
+  - name: artc
+    vendor: alibaba_artc
+    app_id: a2hzexample
+    credentials: { access_key_id: LTAIexample, access_key_secret: not-a-real-secret }
+    page_size: 50
+    signature: rpc
+    rooms: [testId]
 "#;
 
 fn parse_config(text: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
@@ -907,7 +959,7 @@ fn invalid_for(key: &str) -> Vec<serde_yaml::Value> {
 #[test]
 fn the_config_sample_loads_and_an_invalid_value_at_a_strict_key_is_refused() {
     let c = parse_config(CONFIG).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.targets.len(), 5);
+    assert_eq!(c.targets.len(), 6);
     holds(&c).unwrap();
     let root: serde_yaml::Value = serde_yaml::from_str(CONFIG).unwrap();
     for path in STRICT_KEYS {

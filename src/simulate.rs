@@ -49,6 +49,10 @@ pub static SIMULATORS: &[Pair] = &[
         vendor: "livekit",
         simulator: |seed| Arc::new(LkSim::new(seed, 8)),
     },
+    Pair {
+        vendor: "alibaba_artc",
+        simulator: |seed| Arc::new(crate::sim::alibaba_artc::ArtcSim::new(seed, 12)),
+    },
 ];
 
 /// The simulator of `vendor`, seeded with `seed`.

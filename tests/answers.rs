@@ -108,12 +108,16 @@ fn defaults(vendor: &str) -> Mapping {
             "app_id: 4855fixtureappid0000000000000eae2\ncredentials: {customer_id: fixturecustomerid, customer_secret: fixtureCustomerSecret}"
         }
         "livekit" => "credentials: {api_key: APIfixtureKey, api_secret: fixtureApiSecret}",
+        "alibaba_artc" => {
+            "app_id: a2hzfixture\ncredentials: {access_key_id: LTAIfixtureAccessKeyId, access_key_secret: fixtureAccessKeySecret}"
+        }
         _ => "{}",
     };
     serde_yaml::from_str(text).unwrap_or_default()
 }
 
 const SECRETS: &[&str] = &[
+    "fixtureAccessKeySecret",
     "fixture-private-key",
     "fixtureCustomerSecret",
     "fixtureSecretAccessKey",

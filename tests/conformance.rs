@@ -41,6 +41,7 @@ use rtc_exporter::app::{self, Running};
 use rtc_exporter::clock::ManualClock;
 use rtc_exporter::model::Device;
 use rtc_exporter::sim::agora::AgoraSim;
+use rtc_exporter::sim::alibaba_artc::ArtcSim;
 use rtc_exporter::sim::livekit::LkSim;
 use rtc_exporter::sim::scenario::{Call, Session};
 use rtc_exporter::sim::talkcloud::TalkSim;
@@ -543,6 +544,72 @@ static VENDORS: &[Vendor] = &[
             ),
         ],
         secrets: |sim| vec![downcast::<LkSim>(sim).api_secret()],
+    },
+    Vendor {
+        name: "alibaba_artc",
+        sim: |seed| {
+            // Pages of 3 channels: the listing takes several pages.
+            let sim = ArtcSim::new(seed, 16);
+            let at = sim.clock.now();
+            sim.clock.freeze(at);
+            let n = sim.truth(at).len();
+            assert!(n >= 7, "{n} channels in progress");
+            (Arc::new(sim), at)
+        },
+        keys: |sim| {
+            let a = downcast::<ArtcSim>(sim);
+            format!(
+                "    app_id: \"{}\"\n    page_size: 3\n    credentials:\n      access_key_id: \"{}\"\n      access_key_secret: \"{}\"\n",
+                a.app_id,
+                a.access_key_id,
+                a.secret()
+            )
+        },
+        truth: |sim, at| {
+            downcast::<ArtcSim>(sim)
+                .truth(at)
+                .into_iter()
+                .map(|t| Expect {
+                    room: t.channel,
+                    users: t.users,
+                    active: true,
+                    peak: None,
+                    accumulated: None,
+                })
+                .collect()
+        },
+        faults: |sim| &downcast::<ArtcSim>(sim).faults,
+        apis: &[("DescribeChannels", 10.0), ("DescribeChannelUsers", 100.0)],
+        api_of: rtc_exporter::sim::alibaba_artc::api_of,
+        codes: &[
+            ("SignatureDoesNotMatch", "SignatureDoesNotMatch", "error"),
+            ("IncompleteSignature", "IncompleteSignature", "error"),
+            (
+                "InvalidAccessKeyId.NotFound",
+                "InvalidAccessKeyId.NotFound",
+                "error",
+            ),
+            (
+                "InvalidAccessKeyId.Inactive",
+                "InvalidAccessKeyId.Inactive",
+                "error",
+            ),
+            ("SignatureNonceUsed", "SignatureNonceUsed", "error"),
+            ("InvalidTimeStamp.Expired", "InvalidTimeStamp.Expired", "error"),
+            ("Forbidden.RAM", "Forbidden.RAM", "error"),
+            ("InvalidParameter", "InvalidParameter", "error"),
+            ("InternalError", "InternalError", "error"),
+            ("ServiceUnavailable", "ServiceUnavailable", "error"),
+            ("Throttling.User", "Throttling.User", "throttled"),
+            ("Throttling", "Throttling", "throttled"),
+            ("Throttling.Api", "Throttling.Api", "throttled"),
+            ("InvalidAppId.NotFound", "other", "error"),
+        ],
+        not_applicable: &[(
+            Switch::LoseRows,
+            "the channel list is who is in now: every channel ended is a valid answer",
+        )],
+        secrets: |sim| vec![downcast::<ArtcSim>(sim).secret()],
     },
 ];
 

@@ -26,6 +26,7 @@ pub use anomaly::{Anomaly, Found};
 pub use tap::{Exchange, Tap};
 
 pub mod agora;
+pub mod alibaba_artc;
 pub mod anomaly;
 pub mod livekit;
 pub mod merged;
@@ -132,6 +133,7 @@ pub static REGISTRY: &[VendorEntry] = &[
     talkcloud::ENTRY,
     agora::ENTRY,
     livekit::ENTRY,
+    alibaba_artc::ENTRY,
 ];
 
 /// Finds a vendor by its `vendor:` name.

@@ -26,6 +26,7 @@ use futures_util::future::BoxFuture;
 use crate::lock::lock;
 
 pub mod agora;
+pub mod alibaba_artc;
 pub mod livekit;
 pub mod replay;
 pub mod scenario;

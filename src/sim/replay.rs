@@ -14,7 +14,7 @@ use crate::lock::lock;
 /// One recorded answer.
 #[derive(Debug, Clone)]
 pub struct Recorded {
-    /// The API it answers (`Action`, `X-TC-Action`, Agora's API by its path, or the last path
+    /// The API it answers (`Action`, `X-TC-Action`, `x-acs-action`, Agora's API by its path, or the last path
     /// segment of the request).
     pub api: String,
     /// Only for requests whose query or body contains this text (e.g. `Property=true`).
@@ -59,6 +59,10 @@ pub fn api_of(req: &SimRequest) -> String {
         return action;
     }
     if let Some(action) = req.header("x-tc-action") {
+        return action;
+    }
+    // Alibaba's V3 signature names the API in a header.
+    if let Some(action) = req.header("x-acs-action") {
         return action;
     }
     // Agora names its APIs by path only; the last segment is a channel or app id.
