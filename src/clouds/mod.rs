@@ -34,6 +34,7 @@ pub mod tencent_trtc;
 pub mod ucloud_urtc;
 pub mod util;
 pub mod volcengine_rtc;
+pub mod zego;
 
 pub use crate::model::{
     DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, RoomObservation, SessionObs,
@@ -119,6 +120,7 @@ pub static REGISTRY: &[VendorEntry] = &[
     tencent_trtc::ENTRY,
     talkcloud::ENTRY,
     agora::ENTRY,
+    zego::ENTRY,
 ];
 
 /// Finds a vendor by its `vendor:` name.
