@@ -44,6 +44,10 @@ pub static SIMULATORS: &[Pair] = &[
         vendor: "agora",
         simulator: |seed| Arc::new(crate::sim::agora::AgoraSim::new(seed, 12)),
     },
+    Pair {
+        vendor: "zego",
+        simulator: |seed| Arc::new(crate::sim::zego::ZegoSim::new(seed, 12)),
+    },
 ];
 
 /// The simulator of `vendor`, seeded with `seed`.
