@@ -107,6 +107,7 @@ fn defaults(vendor: &str) -> Mapping {
         "agora" => {
             "app_id: 4855fixtureappid0000000000000eae2\ncredentials: {customer_id: fixturecustomerid, customer_secret: fixtureCustomerSecret}"
         }
+        "zego" => "app_id: 1234567890\ncredentials: {server_secret: fixtureServerSecret}",
         _ => "{}",
     };
     serde_yaml::from_str(text).unwrap_or_default()
@@ -118,6 +119,7 @@ const SECRETS: &[&str] = &[
     "fixtureSecretAccessKey",
     "fixtureSecretKey",
     "fixturekey123456",
+    "fixtureServerSecret",
 ];
 
 fn fixtures() -> Vec<PathBuf> {

@@ -13,10 +13,10 @@
 //! # Answers and errors
 //!
 //! `{"Code": 0, "Message": "success", "RequestId": "...", "Data": {...}}`; any other `Code` is
-//! the error. 206 ("App request QPS too high") throttles the account ([`super::Api::call`]
-//! pauses it); 100000004 (signature expired), 100000005 (signature wrong) and 100000010 (no
-//! server secret for the AppId) fail the poll with their code, as does any error of
-//! `DescribeUserNum`. An HTTP status other than 200 without ZEGO's JSON is an HTTP error.
+//! the error. 206 (the room APIs' rate limit) and 7 (the public one) throttle the account
+//! ([`super::Api::call`] pauses it); 100000004 (signature expired), 100000005 (signature
+//! wrong), 100000010 (no ServerSecret found: a wrong AppId) and every other error of
+//! `DescribeUserNum` fail the poll with their code. An HTTP status other than 200 without ZEGO's JSON is an HTTP error.
 //!
 //! # Rooms
 //!
@@ -87,9 +87,41 @@ const CONCURRENCY: usize = 8;
 /// A list still handing out Markers after this many pages stops (`page_cap`).
 const MAX_PAGES: usize = 100;
 
-/// The codes ZEGO documents for these calls; others count as `other`.
-const CODES: &[&str] = &["206", "100000004", "100000005", "100000010"];
-const THROTTLED: &str = "206";
+/// The codes ZEGO documents for server API v2 (the public codes and the room signaling ones);
+/// others count as `other`.
+const CODES: &[&str] = &[
+    "1",
+    "2",
+    "3",
+    "4",
+    "7",
+    "104",
+    "206",
+    "5018",
+    "5024",
+    "50001",
+    "50002",
+    "100000000",
+    "100000001",
+    "100000002",
+    "100000003",
+    "100000004",
+    "100000005",
+    "100000006",
+    "100000007",
+    "100000008",
+    "100000009",
+    "100000010",
+    "100000011",
+    "100000012",
+    "100000013",
+    "100000014",
+    "100000015",
+    "100000016",
+    "100000017",
+];
+/// Too many requests: 206 (the room APIs' rate limit) and 7 (the public one).
+const THROTTLED: &[&str] = &["206", "7"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,7 +279,7 @@ fn data(api: &'static str, status: u16, body: &[u8]) -> Result<Map<String, Value
             .to_string();
         return Err(CallError::Vendor {
             api,
-            throttled: code == THROTTLED,
+            throttled: THROTTLED.contains(&code.as_str()),
             label: code_label(CODES, &code),
             message,
             code,
@@ -513,7 +545,9 @@ impl Zego {
         Ok(out)
     }
 
-    /// Waits for `room`'s turn (one list request a second) and takes it.
+    /// Waits until `room`'s list was last answered [`ROOM_GAP`] ago (ZEGO: one request a
+    /// second per room). The time is taken when an answer is in, not when the request was
+    /// queued: the account's limiter may hold a request back, and the vendor counts arrivals.
     async fn room_turn(&self, room: &str) {
         let wait = {
             let map = lock(&self.last_list);
@@ -523,6 +557,9 @@ impl Zego {
         if let Some(w) = wait.filter(|w| !w.is_zero()) {
             tokio::time::sleep(w).await;
         }
+    }
+
+    fn room_answered(&self, room: &str) {
         lock(&self.last_list).insert(room.to_string(), tokio::time::Instant::now());
     }
 
@@ -545,7 +582,9 @@ impl Zego {
             ];
             let page = api
                 .call(get(ctx, &self.c, USER_LIST, &params), parse_users)
-                .await?;
+                .await;
+            self.room_answered(room);
+            let page = page?;
             merged.extend(page.rows);
             match page.marker {
                 None => return Ok(merged),
@@ -726,6 +765,8 @@ mod tests {
             assert_eq!(e.code_label(), Some(code));
             assert!(!e.is_throttle());
         }
+        let e = parse_users(200, br#"{"Code":"7","Message":"x"}"#).unwrap_err();
+        assert!(e.is_throttle());
         let e = parse_users(200, br#"{"Code":"123","Message":"x"}"#).unwrap_err();
         assert_eq!(e.code_label(), Some("other"));
         let e = parse_users(502, b"<html>bad gateway</html>").unwrap_err();

@@ -1,12 +1,13 @@
 //! Simulated ZEGO server API v2: `DescribeUserNum` and `DescribeUserList`, GET with every
 //! parameter in the query.
 //!
-//! Checks the public parameters with code of its own: `AppId` (100000010 when it is not the
-//! app's), `SignatureVersion` 2.0, a `SignatureNonce` of 16 hex characters, a `Timestamp`
-//! within 10 minutes of its clock (100000004 otherwise), and `Signature` = md5 of `AppId`,
-//! `SignatureNonce`, the server secret and `Timestamp` as sent, in hex (100000005 otherwise).
-//! Answers 206 "App request QPS too high" above 10 requests per second per AppId (each API)
-//! and above one `DescribeUserList` per room per second. `DescribeUserNum` takes 1 to 10
+//! Checks the public parameters with code of its own, answering ZEGO's public codes: `AppId`
+//! (100000001 not a number, 100000010 not the app's), `SignatureVersion` 2.0 (100000013 /
+//! 100000014), a `SignatureNonce` of 16 hex characters, a `Timestamp` within 10 minutes of its
+//! clock (100000004 otherwise), and `Signature` = md5 of `AppId`, `SignatureNonce`, the server
+//! secret and `Timestamp` as sent, in hex (100000005 otherwise). Answers 206 (rate limit)
+//! above 10 requests per second per AppId (each API) and above one `DescribeUserList` per room
+//! per second; 2 (input parameter error) for a request it cannot read. `DescribeUserNum` takes 1 to 10
 //! `RoomId[]` (an unknown room counts 0); `DescribeUserList` takes `Limit` 0 to 200 and pages
 //! by `Marker` in join order.
 //!
@@ -40,6 +41,7 @@ pub const USER_NUM: &str = "DescribeUserNum";
 pub const USER_LIST: &str = "DescribeUserList";
 const QPS: f64 = 10.0;
 const ROOM_QPS: f64 = 1.0;
+const RATE_LIMITED: &str = "The rate limit (requests per second) has exceeded the limit.";
 /// A room id no class uses: it counts 0.
 pub const UNKNOWN_ROOM: &str = "no-such-room";
 
@@ -174,26 +176,34 @@ impl ZegoSim {
     fn check(&self, q: &[(String, String)], fault: &Fault) -> Result<(), SimResponse> {
         let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         let err = |code: u64, msg: &str| Err(error(code, msg, fault));
-        let (Some(app), Some(nonce), Some(ts), Some(version), Some(sig)) = (
-            get("AppId"),
-            get("SignatureNonce"),
-            get("Timestamp"),
-            get("SignatureVersion"),
-            get("Signature"),
-        ) else {
-            return err(100000005, "missing public parameter");
+        let Some(app) = get("AppId") else {
+            return err(100000001, "AppId field format error");
         };
-        if app != self.app_id.to_string() {
-            return err(100000010, "no server secret for the AppId");
+        if app.parse::<u32>().is_err() {
+            return err(100000001, "AppId field format error");
         }
-        if version != "2.0" {
-            return err(100000005, "unsupported SignatureVersion");
+        if app != self.app_id.to_string() {
+            return err(100000010, "Failed to get ServerSecret");
+        }
+        let Some(ts) = get("Timestamp") else {
+            return err(100000002, "Timestamp field is empty");
+        };
+        let Some(nonce) = get("SignatureNonce") else {
+            return err(100000008, "SignatureNonce field is empty");
+        };
+        let Some(sig) = get("Signature") else {
+            return err(100000009, "Signature field is empty");
+        };
+        match get("SignatureVersion") {
+            None => return err(100000013, "SignatureVersion field is empty"),
+            Some("2.0") => {}
+            Some(_) => return err(100000014, "Unsupported SignatureVersion"),
         }
         if nonce.len() != 16 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
             return err(100000005, "SignatureNonce is not 16 hex characters");
         }
         let Ok(t) = ts.parse::<i64>() else {
-            return err(100000004, "Timestamp is not a number");
+            return err(100000003, "Timestamp field format error");
         };
         if (t - self.clock.now()).abs() > 600 {
             return err(100000004, "signature expired");
@@ -221,18 +231,19 @@ impl ZegoSim {
         let api = match action.as_str() {
             USER_NUM => USER_NUM,
             USER_LIST => USER_LIST,
-            _ => return error(100000001, "unknown Action", &Fault::default()),
+            "" => return error(100000006, "Action is empty", &Fault::default()),
+            _ => return error(100000007, "Unsupported Action", &Fault::default()),
         };
         let fault = self.faults.get(api);
         if req.method != "GET" {
-            return error(100000001, "GET only", &fault);
+            return error(2, "Input parameter error: GET only", &fault);
         }
         if let Err(r) = self.check(&q, &fault) {
             return r;
         }
         let app = self.app_id.to_string();
         if !self.throttle.allow(&app, api, QPS) {
-            return error(206, "App request QPS too high", &fault);
+            return error(206, RATE_LIMITED, &fault);
         }
         if let Some(code) = &fault.code {
             return error(code.parse().unwrap_or(1), "injected fault", &fault);
@@ -251,31 +262,35 @@ impl ZegoSim {
                 .map(|(_, v)| v.as_str())
                 .collect();
             if rooms.is_empty() || rooms.len() > 10 {
-                return error(100000001, "RoomId[] takes 1 to 10 rooms", &fault);
+                return error(
+                    2,
+                    "Input parameter error: RoomId[] takes 1 to 10 rooms",
+                    &fault,
+                );
             }
             self.counts(&rooms, now, &fault)
         } else {
             let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
             let Some(room) = get("RoomId").filter(|r| !r.is_empty()) else {
-                return error(100000001, "RoomId missing", &fault);
+                return error(2, "Input parameter error: RoomId", &fault);
             };
             let limit = match get("Limit").map(str::parse::<usize>) {
                 None => 200,
                 Some(Ok(n)) if n <= 200 => n,
-                Some(_) => return error(100000001, "Limit must be 0 to 200", &fault),
+                Some(_) => return error(2, "Input parameter error: Limit is 0 to 200", &fault),
             };
             let offset = match get("Marker").filter(|m| !m.is_empty()) {
                 None => 0,
                 Some(m) => match m.strip_prefix("m").and_then(|n| n.parse::<usize>().ok()) {
                     Some(n) => n,
-                    None => return error(100000001, "unknown Marker", &fault),
+                    None => return error(2, "Input parameter error: Marker", &fault),
                 },
             };
             if !self
                 .throttle
                 .allow(&app, &format!("{USER_LIST} {room}"), ROOM_QPS)
             {
-                return error(206, "App request QPS too high", &fault);
+                return error(206, RATE_LIMITED, &fault);
             }
             self.users(room, offset, limit, now, &fault)
         };
