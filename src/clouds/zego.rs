@@ -16,7 +16,8 @@
 //! the error. 206 (the room APIs' rate limit) and 7 (the public one) throttle the account
 //! ([`super::Api::call`] pauses it); 100000004 (signature expired), 100000005 (signature
 //! wrong), 100000010 (no ServerSecret found: a wrong AppId) and every other error of
-//! `DescribeUserNum` fail the poll with their code. An HTTP status other than 200 without ZEGO's JSON is an HTTP error.
+//! `DescribeUserNum` fail the poll with their code. An HTTP status other than 200 without
+//! ZEGO's JSON is an HTTP error.
 //!
 //! # Rooms
 //!
@@ -24,11 +25,11 @@
 //! Each poll asks `DescribeUserNum` for the rooms ten at a time: `UserCount` is users now
 //! (ZEGO's count, which includes `AdminUserCount`; an unknown room counts 0, a room not in
 //! progress). Then every room with someone in it has its user list paged (`Limit`
-//! `page_size`, 200 at most; `Marker` until it comes back empty), at most one request per room
-//! per second, [`CONCURRENCY`] rooms at once. A user listed twice (on one page or across
-//! pages) is one user (`duplicate_row`). The count and the list are read a moment apart:
-//! users now are the larger of the two, and a difference is `list_shorter_than_count` or
-//! `list_longer_than_count`. A null or absent list, or a room asked but missing from the
+//! `page_size`, 200 at most; `Marker` until it comes back empty, or a page comes back empty),
+//! at most one request per room per second, [`CONCURRENCY`] rooms at once. A user listed
+//! twice (on one page or across pages) is one user (`duplicate_row`). The count and the list
+//! are read a moment apart: users now are the larger of the two, and a difference is
+//! `list_shorter_than_count` or `list_longer_than_count`. A null or absent list, or a room asked but missing from the
 //! counts, is `malformed`. A list that fails leaves that room with its last values (a partial
 //! poll).
 //!
@@ -585,9 +586,13 @@ impl Zego {
                 .await;
             self.room_answered(room);
             let page = page?;
+            // An empty page ends the list whatever its Marker says: there is nothing more
+            // to read, and paging on would spend a second per page.
+            let empty = page.rows.is_empty();
             merged.extend(page.rows);
             match page.marker {
                 None => return Ok(merged),
+                Some(_) if empty => return Ok(merged),
                 Some(m) if m == marker => {
                     return Err(malformed(
                         USER_LIST,

@@ -7,9 +7,9 @@
 //! clock (100000004 otherwise), and `Signature` = md5 of `AppId`, `SignatureNonce`, the server
 //! secret and `Timestamp` as sent, in hex (100000005 otherwise). Answers 206 (rate limit)
 //! above 10 requests per second per AppId (each API) and above one `DescribeUserList` per room
-//! per second; 2 (input parameter error) for a request it cannot read. `DescribeUserNum` takes 1 to 10
-//! `RoomId[]` (an unknown room counts 0); `DescribeUserList` takes `Limit` 0 to 200 and pages
-//! by `Marker` in join order.
+//! per second; 2 (input parameter error) for a request it cannot read. `DescribeUserNum`
+//! takes 1 to 10 `RoomId[]` (an unknown room counts 0); `DescribeUserList` takes `Limit` 0 to
+//! 200 and pages by `Marker` in join order.
 //!
 //! Rooms are classes that start and end (the seeded scenario). In even-numbered rooms (as if
 //! on ZEGO's LiveRoom service) users whose id divides by 4 have `UserRole` 1 (anchor), the
