@@ -29,9 +29,9 @@
 //! at most one request per room per second, [`CONCURRENCY`] rooms at once. A user listed
 //! twice (on one page or across pages) is one user (`duplicate_row`). The count and the list
 //! are read a moment apart: users now are the larger of the two, and a difference is
-//! `list_shorter_than_count` or `list_longer_than_count`. A null or absent list, or a room asked but missing from the
-//! counts, is `malformed`. A list that fails leaves that room with its last values (a partial
-//! poll).
+//! `list_shorter_than_count` or `list_longer_than_count`. A null or absent list, or a room
+//! asked but missing from the counts, is `malformed`. A list that fails leaves that room with
+//! its last values (a partial poll).
 //!
 //! The ids listed feed the day's distinct users: peak and accumulated are observed by polling,
 //! lower bounds. `UserRole` means something only for rooms of ZEGO's LiveRoom service (1 the
