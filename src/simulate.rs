@@ -53,6 +53,10 @@ pub static SIMULATORS: &[Pair] = &[
         vendor: "alibaba_artc",
         simulator: |seed| Arc::new(crate::sim::alibaba_artc::ArtcSim::new(seed, 12)),
     },
+    Pair {
+        vendor: "zego",
+        simulator: |seed| Arc::new(crate::sim::zego::ZegoSim::new(seed, 12)),
+    },
 ];
 
 /// The simulator of `vendor`, seeded with `seed`.

@@ -111,6 +111,7 @@ fn defaults(vendor: &str) -> Mapping {
         "alibaba_artc" => {
             "app_id: a2hzfixture\ncredentials: {access_key_id: LTAIfixtureAccessKeyId, access_key_secret: fixtureAccessKeySecret}"
         }
+        "zego" => "app_id: 1234567890\ncredentials: {server_secret: fixtureServerSecret}",
         _ => "{}",
     };
     serde_yaml::from_str(text).unwrap_or_default()
@@ -124,6 +125,7 @@ const SECRETS: &[&str] = &[
     "fixtureSecretKey",
     "fixturekey123456",
     "fixtureApiSecret",
+    "fixtureServerSecret",
 ];
 
 fn fixtures() -> Vec<PathBuf> {

@@ -48,6 +48,7 @@ use rtc_exporter::sim::talkcloud::TalkSim;
 use rtc_exporter::sim::tencent_trtc::TrtcSim;
 use rtc_exporter::sim::ucloud_urtc::UrtcSim;
 use rtc_exporter::sim::volcengine_rtc::VolcSim;
+use rtc_exporter::sim::zego::ZegoSim;
 use rtc_exporter::sim::{Fault, Faults, SimRequest, SimResponse, SimServer, Simulator};
 use rtc_exporter::snapshot::TargetView;
 
@@ -610,6 +611,70 @@ static VENDORS: &[Vendor] = &[
             "the channel list is who is in now: every channel ended is a valid answer",
         )],
         secrets: |sim| vec![downcast::<ArtcSim>(sim).secret()],
+    },
+    Vendor {
+        name: "zego",
+        sim: |seed| {
+            // Lists of 15: rooms of more than 15 users take two Marker pages (one a second
+            // per room). The configured rooms are every class and a room no class
+            // uses (it counts 0).
+            // The first seed from `seed` on whose rooms include one over a page.
+            let found = (seed..seed + 100).find_map(|seed| {
+                let sim = ZegoSim::new(seed, 8);
+                let at = sim.clock.now();
+                sim.clock.freeze(at);
+                let busy = sim.truth(&sim.rooms(), at).iter().any(|t| t.users > 15);
+                busy.then_some((sim, at))
+            });
+            let (sim, at) = found.expect("a room over one page within 100 seeds");
+            (Arc::new(sim), at)
+        },
+        keys: |sim| {
+            let z = downcast::<ZegoSim>(sim);
+            let rooms: Vec<String> = z.rooms().iter().map(|r| format!("\"{r}\"")).collect();
+            format!(
+                "    app_id: {}\n    page_size: 15\n    rooms: [{}]\n    credentials:\n      server_secret: \"{}\"\n",
+                z.app_id,
+                rooms.join(", "),
+                z.secret()
+            )
+        },
+        truth: |sim, at| {
+            let z = downcast::<ZegoSim>(sim);
+            z.truth(&z.rooms(), at)
+                .into_iter()
+                .map(|t| Expect {
+                    room: t.room,
+                    active: t.users > 0,
+                    users: t.users,
+                    peak: None,
+                    accumulated: None,
+                })
+                .collect()
+        },
+        faults: |sim| &downcast::<ZegoSim>(sim).faults,
+        apis: &[("DescribeUserNum", 10.0), ("DescribeUserList", 10.0)],
+        api_of: |req| rtc_exporter::sim::zego::api_of(&req.query),
+        codes: &[
+            ("206", "206", "throttled"),
+            ("7", "7", "throttled"),
+            ("2", "2", "error"),
+            ("100000004", "100000004", "error"),
+            ("100000005", "100000005", "error"),
+            ("100000010", "100000010", "error"),
+            ("4242", "other", "error"),
+        ],
+        not_applicable: &[
+            (
+                Switch::EmptyLaterPages,
+                "a room's list is paged at most once a second: a later page can be empty because its users left meanwhile; against the count it shows as list_shorter_than_count",
+            ),
+            (
+                Switch::LoseRows,
+                "the counts and lists are who is in now: an empty room is a valid answer, nothing earlier to contradict",
+            ),
+        ],
+        secrets: |sim| vec![downcast::<ZegoSim>(sim).secret()],
     },
 ];
 

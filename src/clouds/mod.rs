@@ -36,6 +36,7 @@ pub mod tencent_trtc;
 pub mod ucloud_urtc;
 pub mod util;
 pub mod volcengine_rtc;
+pub mod zego;
 
 pub use crate::model::{
     DayFigures, Device, DeviceCounts, Observation, Role, RoleCounts, RoomObservation, SessionObs,
@@ -134,6 +135,7 @@ pub static REGISTRY: &[VendorEntry] = &[
     agora::ENTRY,
     livekit::ENTRY,
     alibaba_artc::ENTRY,
+    zego::ENTRY,
 ];
 
 /// Finds a vendor by its `vendor:` name.

@@ -34,6 +34,7 @@ pub mod talkcloud;
 pub mod tencent_trtc;
 pub mod ucloud_urtc;
 pub mod volcengine_rtc;
+pub mod zego;
 
 /// A request as a simulator sees it.
 #[derive(Debug, Clone)]
