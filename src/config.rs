@@ -1000,6 +1000,12 @@ pub fn budget_report(config: &Config) -> Vec<(bool, String)> {
             line.push_str(&format!(
                 ": does not fit; a poll reads about {per_poll} rooms before it is cut (the target stays up; a room it does not reach keeps its last values, is named by rtc_exporter_room_refresh_failures and loses its series after stale_after polls; at least {polls} polls to read every room where the vendor continues a cut poll)"
             ));
+            let stale_after = config.global.stale_after;
+            if polls > f64::from(stale_after) {
+                line.push_str(&format!(
+                    "; stale_after {stale_after} is below that: rooms lose their series between two reads"
+                ));
+            }
         }
         out.push((!fits, line));
     }

@@ -338,8 +338,8 @@ const PARSERS: &[Parser] = &[
         figures: |status, body| {
             let (occ, _) = alibaba_artc::parse_users(status, body).ok()?;
             match occ {
-                alibaba_artc::Occupancy::Gone => None,
-                alibaba_artc::Occupancy::Present { users, ids, roles } => {
+                crate::clouds::util::Occupancy::Gone => None,
+                crate::clouds::util::Occupancy::Present { users, ids, roles } => {
                     let mut f = vec![nonzero(users), nonzero(ids.len() as u64)];
                     f.extend(roles.iter().flat_map(|r| r.values().map(|n| nonzero(*n))));
                     Some(f)

@@ -71,7 +71,9 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
 use super::merged::{Identity, Merged};
-use super::util::{code_label, id_string, lenient_bool, lenient_u64, optional};
+use super::util::{
+    code_label, distinct, id_string, lenient_bool, lenient_u64, optional, Occupancy,
+};
 use super::{
     Anomaly, Api, BoxFuture, CallError, DayFigures, Device, DeviceCounts, Observation, PollCtx,
     PollError, Role, RoleCounts, RoomObservation, TargetInfo, Vendor, VendorEntry,
@@ -349,38 +351,8 @@ pub(crate) fn check_not_cut(
     Ok(())
 }
 
-/// Who is in one channel, as its user list tells.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Occupancy {
-    /// `channel_exist: false`: not in progress.
-    Gone,
-    /// In progress.
-    Present {
-        /// Users now.
-        users: u64,
-        /// The distinct ids listed.
-        ids: Vec<String>,
-        /// Users now by role (the live-broadcasting profile only).
-        roles: Option<RoleCounts>,
-    },
-}
-
 /// What disagreed in an answer that still read.
 pub(crate) type Findings = Vec<(Anomaly, String)>;
-
-/// Distinct ids, in order; the repeats counted.
-fn distinct(list: Vec<String>, seen: &mut HashSet<String>) -> (Vec<String>, usize) {
-    let mut out = Vec::with_capacity(list.len());
-    let mut repeats = 0;
-    for id in list {
-        if seen.insert(id.clone()) {
-            out.push(id);
-        } else {
-            repeats += 1;
-        }
-    }
-    (out, repeats)
-}
 
 /// Reads `QueryUserList`.
 pub(crate) fn parse_users(status: u16, body: &[u8]) -> Result<(Occupancy, Findings), CallError> {
@@ -596,28 +568,6 @@ fn api<'a>(ctx: &'a PollCtx, s: &Settings, name: &'static str) -> Api<'a> {
 }
 
 /// The room as the ledger gets it.
-fn observation(channel: &str, occ: Occupancy) -> RoomObservation {
-    match occ {
-        Occupancy::Gone => RoomObservation {
-            room: channel.to_string(),
-            active: false,
-            users: 0,
-            invisible: None,
-            day: DayFigures::Present(Vec::new()),
-        },
-        Occupancy::Present { users, ids, roles } => RoomObservation {
-            room: channel.to_string(),
-            active: true,
-            users,
-            invisible: None,
-            day: match roles {
-                Some(roles) => DayFigures::PresentByRole { ids, roles },
-                None => DayFigures::Present(ids),
-            },
-        },
-    }
-}
-
 fn listed_ids(day: &DayFigures) -> &[String] {
     match day {
         DayFigures::Present(ids) | DayFigures::PresentByRole { ids, .. } => ids,
@@ -714,7 +664,7 @@ impl Agora {
                 for (kind, detail) in found {
                     ctx.anomaly(LIST_USERS, kind, format!("channel {channel}: {detail}"));
                 }
-                let obs = observation(channel, occ);
+                let obs = occ.observation(channel, true);
                 {
                     let mut st = lock(&self.state);
                     if obs.active {

@@ -62,11 +62,12 @@ use serde_json::{Map, Value};
 
 use super::merged::{Identity, Merged};
 use super::util::{
-    code_label, hmac_sha256, id_string, lenient_bool, lenient_u64, optional, sha256_hex,
+    code_label, distinct, hmac_sha256, id_string, lenient_bool, lenient_u64, optional, sha256_hex,
+    Occupancy,
 };
 use super::{
-    anomaly::LOST_BEFORE_BELIEVED, Anomaly, Api, BoxFuture, CallError, DayFigures, Observation,
-    PollCtx, PollError, Role, RoleCounts, RoomObservation, TargetInfo, Vendor, VendorEntry,
+    anomaly::LOST_BEFORE_BELIEVED, Anomaly, Api, BoxFuture, CallError, Observation, PollCtx,
+    PollError, Role, RoleCounts, TargetInfo, Vendor, VendorEntry,
 };
 use crate::fields::{from_value, FieldError, Secret};
 use crate::lock::lock;
@@ -507,37 +508,8 @@ pub(crate) fn check_not_cut(
     Ok(())
 }
 
-/// Who is in one channel, as `DescribeChannelUsers` tells.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Occupancy {
-    /// `IsChannelExist: false`.
-    Gone,
-    /// The channel exists.
-    Present {
-        /// Users now.
-        users: u64,
-        /// The distinct ids listed.
-        ids: Vec<String>,
-        /// Users now by role (interactive-live channels).
-        roles: Option<RoleCounts>,
-    },
-}
-
 /// What disagreed in an answer that still read.
 pub(crate) type Findings = Vec<(Anomaly, String)>;
-
-fn distinct(list: Vec<String>, seen: &mut HashSet<String>) -> (Vec<String>, usize) {
-    let mut out = Vec::with_capacity(list.len());
-    let mut repeats = 0;
-    for id in list {
-        if seen.insert(id.clone()) {
-            out.push(id);
-        } else {
-            repeats += 1;
-        }
-    }
-    (out, repeats)
-}
 
 /// A count and its list: the list (`None` when null or absent) must be there where the count
 /// says people are.
@@ -679,30 +651,6 @@ pub(crate) fn parse_users(status: u16, raw: &[u8]) -> Result<(Occupancy, Finding
         }
     };
     Ok((occupancy, found))
-}
-
-/// The room as the ledger gets it. A channel that exists with nobody in it (just emptied) is
-/// not in progress: users 0, a real 0.
-fn observation(channel: &str, occ: Occupancy) -> RoomObservation {
-    match occ {
-        Occupancy::Gone => RoomObservation {
-            room: channel.to_string(),
-            active: false,
-            users: 0,
-            invisible: None,
-            day: DayFigures::Present(Vec::new()),
-        },
-        Occupancy::Present { users, ids, roles } => RoomObservation {
-            room: channel.to_string(),
-            active: users > 0,
-            users,
-            invisible: None,
-            day: match roles {
-                Some(roles) => DayFigures::PresentByRole { ids, roles },
-                None => DayFigures::Present(ids),
-            },
-        },
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -914,7 +862,9 @@ impl Artc {
                 for (kind, detail) in found {
                     ctx.anomaly(LIST_USERS, kind, format!("channel {channel}: {detail}"));
                 }
-                ctx.room_done(observation(channel, occ));
+                // A channel that exists with nobody in it (just emptied) is not in progress: a
+                // real 0.
+                ctx.room_done(occ.observation(channel, false));
             }
             Err(e) => ctx.room_failed(channel, &e),
         }
@@ -1081,7 +1031,7 @@ mod tests {
     fn a_channel_just_emptied_is_a_real_zero() {
         let body = br#"{"IsChannelExist":true,"ChannelProfile":1,"CommTotalNum":0,"UserList":[]}"#;
         let (occ, _) = parse_users(200, body).unwrap();
-        let obs = observation("c", occ);
+        let obs = occ.observation("c", false);
         assert_eq!((obs.users, obs.active), (0, false));
         let gone = parse_users(200, br#"{"IsChannelExist":false}"#).unwrap().0;
         assert_eq!(gone, Occupancy::Gone);

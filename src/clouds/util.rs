@@ -1,9 +1,12 @@
 //! Helpers every vendor shares, in one place: lenient numbers (a number or a string holding
-//! one), ids, closed code-to-label tables, time windows and HMAC/SHA-256.
+//! one), ids, closed code-to-label tables, time windows and HMAC/SHA-256; and who is in a
+//! channel, for the vendors that list a channel's users (Agora, Alibaba ARTC).
 //!
 //! Vendors document numbers as strings in some places and send numbers in others; the same
 //! answer may mix both. These readers accept both and refuse anything that is not a valid value
 //! (a fraction, a negative count, text), so a field that was not a valid zero never becomes one.
+
+use std::collections::HashSet;
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -192,4 +195,68 @@ mod tests {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }
+}
+
+/// Who is in one channel, as a vendor that lists a channel's users tells (Agora's user list,
+/// Alibaba's `DescribeChannelUsers`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Occupancy {
+    /// The channel does not exist (not in progress).
+    Gone,
+    /// The channel exists.
+    Present {
+        /// Users now.
+        users: u64,
+        /// The distinct ids listed.
+        ids: Vec<String>,
+        /// Users now by role (the live profiles only).
+        roles: Option<crate::model::RoleCounts>,
+    },
+}
+
+impl Occupancy {
+    /// The channel as a room observation: present ids (with roles where told). A channel that
+    /// exists with nobody in it is in progress where `empty_is_active` (Agora lists only
+    /// channels in progress), ended otherwise (Alibaba keeps an emptied channel a few seconds).
+    pub(crate) fn observation(
+        self,
+        channel: &str,
+        empty_is_active: bool,
+    ) -> crate::model::RoomObservation {
+        use crate::model::{DayFigures, RoomObservation};
+        match self {
+            Occupancy::Gone => RoomObservation {
+                room: channel.to_string(),
+                active: false,
+                users: 0,
+                invisible: None,
+                day: DayFigures::Present(Vec::new()),
+            },
+            Occupancy::Present { users, ids, roles } => RoomObservation {
+                room: channel.to_string(),
+                active: empty_is_active || users > 0,
+                users,
+                invisible: None,
+                day: match roles {
+                    Some(roles) => DayFigures::PresentByRole { ids, roles },
+                    None => DayFigures::Present(ids),
+                },
+            },
+        }
+    }
+}
+
+/// Distinct ids, in order (those in `seen` already left out, the rest added to it), and how
+/// many repeats were left out.
+pub(crate) fn distinct(list: Vec<String>, seen: &mut HashSet<String>) -> (Vec<String>, usize) {
+    let mut out = Vec::with_capacity(list.len());
+    let mut repeats = 0;
+    for id in list {
+        if seen.insert(id.clone()) {
+            out.push(id);
+        } else {
+            repeats += 1;
+        }
+    }
+    (out, repeats)
 }

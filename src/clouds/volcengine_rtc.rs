@@ -95,7 +95,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::merged::{Identity, Merged};
-use super::util::{id_string, lenient_bool, lenient_u64, windows_back};
+use super::util::{distinct, id_string, lenient_bool, lenient_u64, windows_back};
 use super::{
     Anomaly, Api, BoxFuture, CallError, DayFigures, Device, DeviceCounts, Observation, PollCtx,
     PollError, RoomObservation, TargetInfo, Vendor, VendorEntry,
@@ -431,18 +431,6 @@ fn user_ids(list: &Option<Vec<Value>>, field: &str) -> Result<Vec<String>, CallE
                 .ok_or_else(|| malformed(GET_ROOM, format!("{field}[{i}] is not a user id")))
         })
         .collect()
-}
-
-/// The distinct ids of `list`, in order, leaving out those in `seen` (added to it); how many
-/// entries were repeats.
-fn distinct(list: Vec<String>, seen: &mut HashSet<String>) -> (Vec<String>, usize) {
-    let before = list.len();
-    let out: Vec<String> = list
-        .into_iter()
-        .filter(|u| seen.insert(u.clone()))
-        .collect();
-    let repeats = before - out.len();
-    (out, repeats)
 }
 
 /// Reads a `Property=false` answer (see [`Anomaly`] for what disagrees but still reads).
