@@ -167,9 +167,7 @@ fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
         }
     }
     if let Some(rooms) = &s.rooms {
-        if rooms.iter().any(|r| r.is_empty()) {
-            return Err(FieldError::new("rooms", "a channel name must not be empty"));
-        }
+        super::util::check_rooms(rooms)?;
     }
     Ok(Arc::new(Agora {
         s: Arc::new(s),

@@ -53,6 +53,7 @@
 //! one short or empty) plus N user lists; with `rooms:`, the N user lists only.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -183,13 +184,12 @@ fn parse(value: serde_yaml::Value) -> Result<Arc<dyn Vendor>, FieldError> {
         }
     }
     if let Some(rooms) = &s.rooms {
-        if rooms.iter().any(|r| r.is_empty()) {
-            return Err(FieldError::new("rooms", "a channel id must not be empty"));
-        }
+        super::util::check_rooms(rooms)?;
     }
     Ok(Arc::new(Artc {
         s: Arc::new(s),
         listed: Mutex::new(Listed::default()),
+        next: AtomicUsize::new(0),
     }))
 }
 
@@ -468,14 +468,16 @@ pub(crate) fn parse_channels(status: u16, raw: &[u8]) -> Result<ChannelPage, Cal
     let total = count(api, &d, "TotalCnt")?;
     let rows = match id_list(api, &d, "Records")? {
         Some(list) => list,
-        None if total.unwrap_or(0) == 0 => Vec::new(),
+        // No list is no channel only where the answer says so: `TotalCnt` 0. Without either,
+        // the answer is not a channel list (reading it would end every channel).
+        None if total == Some(0) => Vec::new(),
         None => {
             return Err(malformed(
                 api,
-                format!(
-                    "Records is null or missing but TotalCnt is {}",
-                    total.unwrap_or(0)
-                ),
+                match total {
+                    Some(t) => format!("Records is null or missing but TotalCnt is {t}"),
+                    None => "neither Records nor TotalCnt".to_string(),
+                },
             ))
         }
     };
@@ -662,6 +664,8 @@ pub struct Artc {
     /// The channels of the last listing taken, and the listings in a row that lost some of
     /// them by ending early.
     listed: Mutex<Listed>,
+    /// Where the next poll begins among the channels (round robin).
+    next: AtomicUsize,
 }
 
 /// What the last listings showed (see [`Artc::lost_rows`]).
@@ -871,13 +875,22 @@ impl Artc {
     }
 
     async fn fetch(&self, ctx: &PollCtx) -> Result<Observation, PollError> {
-        let channels: Vec<String> = match &self.s.rooms {
+        let mut channels: Vec<String> = match &self.s.rooms {
             Some(rooms) => rooms.clone(),
             None => self.list(ctx).await?.into_iter().map(|r| r.0).collect(),
         };
-        let api = self.api(ctx, LIST_USERS);
+        // Round robin: begin where the last poll's answers ended, so a poll cut by
+        // `poll_timeout` is continued by the next, not begun again.
+        if !channels.is_empty() {
+            let at = self.next.load(Ordering::Relaxed) % channels.len();
+            channels.rotate_left(at);
+        }
+        let api = &self.api(ctx, LIST_USERS);
         stream::iter(channels.iter())
-            .for_each_concurrent(CONCURRENCY, |c| self.users(ctx, &api, c))
+            .for_each_concurrent(CONCURRENCY, |c| async move {
+                self.users(ctx, api, c).await;
+                self.next.fetch_add(1, Ordering::Relaxed);
+            })
             .await;
         Ok(Observation::default())
     }
@@ -1103,6 +1116,7 @@ mod tests {
                 .unwrap(),
             ),
             listed: Mutex::new(Listed::default()),
+            next: AtomicUsize::new(0),
         };
         let metrics = Arc::new(crate::metrics::SelfMetrics::new().unwrap());
         let plumbing = Arc::new(

@@ -142,6 +142,19 @@ pub fn sha256_hex(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_listed_twice_or_empty_is_refused_by_its_entry() {
+        let rooms = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_rooms(&rooms(&["a", "b"])).is_ok());
+        let e = check_rooms(&rooms(&["a", "b", "a"])).unwrap_err();
+        assert_eq!(e.path, "rooms[2]");
+        assert!(e.message.contains("listed twice"), "{}", e.message);
+        assert_eq!(
+            check_rooms(&rooms(&["a", " "])).unwrap_err().path,
+            "rooms[1]"
+        );
+    }
     use serde_json::json;
 
     #[test]
@@ -259,4 +272,25 @@ pub(crate) fn distinct(list: Vec<String>, seen: &mut HashSet<String>) -> (Vec<St
         }
     }
     (out, repeats)
+}
+
+/// Checks a `rooms:` allowlist: no empty name and no room twice (a room listed twice would be
+/// asked twice and summed). Errors name the entry (`rooms[1]`).
+pub(crate) fn check_rooms(rooms: &[String]) -> Result<(), crate::fields::FieldError> {
+    let mut seen = HashSet::new();
+    for (i, r) in rooms.iter().enumerate() {
+        if r.trim().is_empty() {
+            return Err(crate::fields::FieldError::new(
+                format!("rooms[{i}]"),
+                "a room must not be empty",
+            ));
+        }
+        if !seen.insert(r.as_str()) {
+            return Err(crate::fields::FieldError::new(
+                format!("rooms[{i}]"),
+                format!("room \"{r}\" is listed twice"),
+            ));
+        }
+    }
+    Ok(())
 }
