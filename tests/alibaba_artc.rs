@@ -25,12 +25,7 @@ use rtc_exporter::sim::alibaba_artc::{ArtcSim, EMPTIED_FOR};
 use rtc_exporter::sim::SimServer;
 use serde_json::Value;
 
-fn python() -> (String, bool) {
-    match std::env::var("RTC_PYTHON") {
-        Ok(p) if !p.is_empty() => (p, true),
-        _ => ("python3".to_string(), false),
-    }
-}
+mod common;
 
 /// One `DescribeChannels` call through the SDK; prints its body as JSON, or `{"error": code}`.
 const SCRIPT: &str = r#"
@@ -74,29 +69,11 @@ fn sdk_call(python: &str, args: [&str; 5]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_channels_from_the_official_python_sdk_is_accepted_and_a_wrong_secret_refused() {
-    let (python, required) = python();
-    let probe = Command::new(&python)
-        .args([
-            "-c",
-            "import alibabacloud_rtc20180111.client, importlib.metadata as m; print(m.version('alibabacloud-rtc20180111'), m.version('alibabacloud-tea-openapi'))",
-        ])
-        .output();
-    let version = match probe {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        other => {
-            let why = match other {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                !required,
-                "RTC_PYTHON={python} has no alibabacloud-rtc20180111: {why}"
-            );
-            eprintln!(
-                "skipped: {python} with the alibabacloud-rtc20180111 package is needed (pip install alibabacloud-rtc20180111): {why}"
-            );
-            return;
-        }
+    let Some((python, version)) = common::python_with(
+        "alibabacloud-rtc20180111",
+        "import alibabacloud_rtc20180111.client, importlib.metadata as m; print(m.version('alibabacloud-rtc20180111'), m.version('alibabacloud-tea-openapi'))",
+    ) else {
+        return;
     };
     eprintln!("alibabacloud-rtc20180111, alibabacloud-tea-openapi: {version} ({python})");
 

@@ -15,13 +15,6 @@ use rtc_exporter::sim::livekit::{LkSim, PREFIX};
 use rtc_exporter::sim::SimServer;
 use serde_json::{json, Value};
 
-fn python() -> (String, bool) {
-    match std::env::var("RTC_PYTHON") {
-        Ok(p) if !p.is_empty() => (p, true),
-        _ => ("python3".to_string(), false),
-    }
-}
-
 /// A token from the official SDK: `AccessToken(key, secret).with_grants(VideoGrants(GRANTS))`.
 fn sdk_token(python: &str, key: &str, secret: &str, grants: &str) -> String {
     let script = format!(
@@ -54,26 +47,11 @@ async fn post(endpoint: &str, method: &str, token: &str, body: Value) -> (u16, S
 
 #[tokio::test]
 async fn tokens_of_the_official_python_sdk_are_accepted_and_wrong_ones_refused() {
-    let (python, required) = python();
-    let probe = Command::new(&python)
-        .args([
-            "-c",
-            "import livekit.api, importlib.metadata as m; print(m.version('livekit-api'))",
-        ])
-        .output();
-    let version = match probe {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        other => {
-            let why = match other {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                Err(e) => e.to_string(),
-            };
-            assert!(!required, "RTC_PYTHON={python} has no livekit-api: {why}");
-            eprintln!(
-                "skipped: {python} with the livekit-api package is needed (pip install livekit-api): {why}"
-            );
-            return;
-        }
+    let Some((python, version)) = common::python_with(
+        "livekit-api",
+        "import livekit.api, importlib.metadata as m; print(m.version('livekit-api'))",
+    ) else {
+        return;
     };
     eprintln!("livekit-api {version} ({python})");
 

@@ -193,3 +193,34 @@ pub async fn try_scrape(base: &str) -> Option<String> {
         .await
         .ok()
 }
+
+/// The Python interpreter for a test of a vendor's official SDK, with the versions `check`
+/// prints (a script that imports the package): `RTC_PYTHON`, else `python3`. Where the package
+/// is missing, `None` after a line saying the test is skipped; with `RTC_PYTHON` set (CI), a
+/// failure instead.
+pub fn python_with(package: &str, check: &str) -> Option<(String, String)> {
+    let (python, required) = match std::env::var("RTC_PYTHON") {
+        Ok(p) if !p.is_empty() => (p, true),
+        _ => ("python3".to_string(), false),
+    };
+    let probe = std::process::Command::new(&python)
+        .args(["-c", check])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {
+            let version = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Some((python, version))
+        }
+        other => {
+            let why = match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(!required, "RTC_PYTHON={python} has no {package}: {why}");
+            eprintln!(
+                "skipped: {python} with the {package} package is needed (pip install {package}): {why}"
+            );
+            None
+        }
+    }
+}
