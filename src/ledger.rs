@@ -685,6 +685,7 @@ impl Ledger {
         self.begin(day);
         self.fold_rooms(day, obs);
         self.mark_failed(&obs.failed);
+        let named_failed: HashSet<&str> = obs.failed.iter().map(String::as_str).collect();
         // A partial poll (failed or cut short by `poll_timeout`): a room in progress it never
         // reached keeps its last values as a failed one does, and is named as one (counted
         // towards `stale_after`), not shown as if it had answered.
@@ -692,11 +693,11 @@ impl Ledger {
         let unreached = if complete || !reading {
             Vec::new()
         } else {
-            self.unreached(&obs.failed)
+            self.unreached(&named_failed)
         };
         self.mark_failed(&unreached);
         if complete {
-            self.end_unlisted(&obs.failed);
+            self.end_unlisted(&named_failed);
         }
         let mut totals = Totals::default();
         for room in self.rooms.values() {
@@ -705,7 +706,7 @@ impl Ledger {
         let users = self.target_figures(obs, complete, &totals);
         self.devices_and_watched(obs, complete, totals.sessions);
         let (rooms, rooms_dropped) = self.rows(limits);
-        let failed: HashSet<&String> = obs.failed.iter().chain(&unreached).collect();
+        let failed = named_failed.len() + unreached.len();
         TargetData {
             rooms,
             rooms_active: totals.rooms_active,
@@ -715,7 +716,7 @@ impl Ledger {
             devices: self.devices.clone(),
             watched: self.watched.clone(),
             rooms_dropped,
-            rooms_failed: failed.len() as u64,
+            rooms_failed: failed as u64,
             failing_rooms: self.failing_rooms(),
         }
     }
@@ -777,18 +778,20 @@ impl Ledger {
     }
 
     /// The rooms in progress that a partial poll neither refreshed nor named as failed.
-    fn unreached(&self, failed: &[String]) -> Vec<String> {
+    fn unreached(&self, failed: &HashSet<&str>) -> Vec<String> {
         self.rooms
             .iter()
-            .filter(|(name, room)| !room.fresh && room.figures.active && !failed.contains(name))
+            .filter(|(name, room)| {
+                !room.fresh && room.figures.active && !failed.contains(name.as_str())
+            })
             .map(|(name, _)| name.clone())
             .collect()
     }
 
     /// A complete poll: a room neither refreshed nor failed has ended.
-    fn end_unlisted(&mut self, failed: &[String]) {
+    fn end_unlisted(&mut self, failed: &HashSet<&str>) {
         for (name, room) in self.rooms.iter_mut() {
-            if !room.fresh && !failed.contains(name) {
+            if !room.fresh && !failed.contains(name.as_str()) {
                 room.end();
             }
         }
