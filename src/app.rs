@@ -12,6 +12,7 @@ use crate::board::Board;
 use crate::clock::{Clock, SystemClock};
 use crate::clouds::Plumbing;
 use crate::config::{self, Config, ConfigError};
+use crate::ha::Ha;
 use crate::metrics::SelfMetrics;
 use crate::serve::{self, RequestLimit, ServeError, Site, Slots};
 use crate::sim::SimServer;
@@ -48,6 +49,9 @@ pub enum AppError {
     /// `--web.config.file`.
     #[error(transparent)]
     Web(#[from] WebConfigError),
+    /// `ha:` (a TLS file that cannot be read).
+    #[error("{0}")]
+    Ha(String),
 }
 
 /// A running exporter.
@@ -59,6 +63,8 @@ pub struct Running {
     /// Every target's supervisor.
     pub fleet: Arc<Fleet>,
     config_file: Option<PathBuf>,
+    /// With `ha:`, this replica's part in the group.
+    pub ha: Option<Arc<Ha>>,
     stop: watch::Sender<bool>,
     others: Vec<JoinHandle<()>>,
     scheme: &'static str,
@@ -70,6 +76,10 @@ impl Running {
     pub async fn stop(self) -> Result<(), AppError> {
         let _ = self.stop.send(true);
         self.fleet.stop().await;
+        // After the last write of the day: the others take over from it at once.
+        if let Some(ha) = &self.ha {
+            ha.resign().await;
+        }
         for t in self.others {
             t.abort();
         }
@@ -197,14 +207,25 @@ async fn launch(
             .with_clock(clock.clone())
             .with_max_response_bytes(config.global.max_response_bytes),
     );
+    let ha = match &config.ha {
+        Some(c) => Some(Ha::new(c.clone(), metrics.clone()).map_err(AppError::Ha)?),
+        None => None,
+    };
+    // With `ha:`, a target shows on the board only once this replica leads it.
     let views = config
         .targets
         .iter()
+        .filter(|_| ha.is_none())
         .map(|t| supervisor::initial_view(t, &config.global, now))
         .collect();
     let board = Arc::new(Board::new(views, metrics, clock));
     let (stop, stopped) = watch::channel(false);
-    let fleet = Fleet::start(&config, board.clone(), plumbing);
+    let fleet = Fleet::start(&config, board.clone(), plumbing, ha.clone());
+    if let Some(ha) = &ha {
+        let b = board.clone();
+        ha.on_change(move || b.refresh());
+        ha.start();
+    }
     let config_file: Option<PathBuf> = Some(config.path.clone()).filter(|p| p.is_file());
     let reloader: Option<serve::Reloader> = match (&config_file, options.enable_lifecycle) {
         (Some(path), true) => {
@@ -251,6 +272,7 @@ async fn launch(
         board,
         fleet,
         config_file,
+        ha,
         stop,
         others,
         scheme,

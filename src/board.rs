@@ -145,6 +145,15 @@ impl Board {
         });
     }
 
+    /// Takes one target's view off (its shard is led by another replica: `ha:`); a new
+    /// snapshot follows.
+    pub fn withdraw(&self, name: &str) {
+        self.change(|p| {
+            p.views.remove(name);
+            p.unpublished.remove(name);
+        });
+    }
+
     /// Renders again with the current views (fresh self-metrics and process figures).
     pub fn refresh(&self) {
         self.change(|_| {});

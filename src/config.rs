@@ -247,6 +247,8 @@ pub struct Config {
     pub global: Global,
     /// The targets, in file order.
     pub targets: Vec<Target>,
+    /// `ha:`: leader election and the day on etcd, where configured.
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 impl Config {
@@ -317,12 +319,32 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let raw_global = root.remove("global").unwrap_or(Value::Null);
     let raw_targets = root.remove("targets");
+    let raw_ha = root.remove("ha");
     for (k, _) in root.iter() {
         errors.push(format!(
-            "{file}: unknown top-level key {}, expected global or targets",
+            "{file}: unknown top-level key {}, expected global, targets or ha",
             key_name(k)
         ));
     }
+    let ha = match raw_ha {
+        None | Some(Value::Null) => None,
+        Some(mut raw) => {
+            anchor_secret_files(&mut raw, path);
+            match crate::ha::parse(raw, |p| beside(path, p)) {
+                Ok(ha) => Some(ha),
+                Err(errs) => {
+                    for e in errs {
+                        if e.path.is_empty() {
+                            errors.push(format!("{file}: ha: {}", e.message));
+                        } else {
+                            errors.push(format!("{file}: ha.{}: {}", e.path, e.message));
+                        }
+                    }
+                    None
+                }
+            }
+        }
+    };
 
     let mut global = parse_global(raw_global, &file, &mut errors);
     global.state_file = global.state_file.map(|p| beside(path, p));
@@ -383,6 +405,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             path: path.to_path_buf(),
             global,
             targets,
+            ha,
         })
     } else {
         Err(ConfigError { errors })

@@ -18,6 +18,8 @@
 //! clouds          trait Vendor + REGISTRY; one HTTP client, the rate limiters, `Api::call` (the
 //!                 one place requests are timed, counted and logged); one file per vendor
 //!                 (client + signing), each reporting in `model` terms
+//! ha              etcd: the lease, which shards of the targets this replica leads, the day's
+//!                 copy in etcd (a small client of etcd's JSON gateway)
 //! config          YAML -> validated Config: vendor keys parsed by the registry's parsers
 //! snapshot        one target's immutable view: the rows its series are rendered from
 //! ledger          the local day per target: peak / accumulated per room and target, the day's
@@ -50,6 +52,7 @@ pub mod clouds;
 pub mod config;
 pub mod exposition;
 pub mod fields;
+pub mod ha;
 pub mod ledger;
 pub mod lock;
 pub mod malloc;

@@ -3,8 +3,8 @@
 //! series are written from the snapshot by [`crate::exposition`].
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric family the exporter can serve, besides the standard `process_*` ones.
@@ -45,6 +45,11 @@ pub const FAMILIES: &[&str] = &[
     "rtc_exporter_config_last_reload_success_timestamp_seconds",
     "rtc_exporter_state_last_write_timestamp_seconds",
     "rtc_exporter_state_write_failures_total",
+    "rtc_exporter_ha_leader",
+    "rtc_exporter_ha_shard_leader",
+    "rtc_exporter_ha_replicas",
+    "rtc_exporter_ha_etcd_up",
+    "rtc_exporter_ha_state_writes_total",
 ];
 
 /// Poll results, the `result` label of `rtc_exporter_polls_total`.
@@ -86,6 +91,23 @@ pub struct SelfMetrics {
     /// `rtc_exporter_state_write_failures_total`.
     pub state_write_failures: IntCounter,
     state_registered: std::sync::Once,
+    /// The HA gauges and counter (registered where `ha:` is configured: [`Self::enable_ha`]).
+    pub ha: HaMetrics,
+    ha_registered: std::sync::Once,
+}
+
+/// `rtc_exporter_ha_*`: what this replica leads and how etcd answers.
+pub struct HaMetrics {
+    /// `rtc_exporter_ha_leader`: 1 while this replica leads at least one shard.
+    pub leader: Gauge,
+    /// `rtc_exporter_ha_shard_leader{shard}`: 1 where this replica leads the shard.
+    pub shard_leader: GaugeVec,
+    /// `rtc_exporter_ha_replicas`: the live replicas seen in etcd, this one included.
+    pub replicas: Gauge,
+    /// `rtc_exporter_ha_etcd_up`: 1 when the last renewal of the lease succeeded.
+    pub etcd_up: Gauge,
+    /// `rtc_exporter_ha_state_writes_total{result}`.
+    pub state_writes: IntCounterVec,
 }
 
 impl SelfMetrics {
@@ -146,6 +168,34 @@ impl SelfMetrics {
             "rtc_exporter_state_write_failures_total",
             "Writes of the state file that failed.",
         )?;
+        let ha = HaMetrics {
+            leader: Gauge::new(
+                "rtc_exporter_ha_leader",
+                "1 while this replica leads at least one shard (only a shard's leader polls its targets and serves their series), else 0.",
+            )?,
+            shard_leader: GaugeVec::new(
+                Opts::new(
+                    "rtc_exporter_ha_shard_leader",
+                    "1 where this replica leads the shard, else 0; sum by shard over the replicas is 1 when all is well.",
+                ),
+                &["shard"],
+            )?,
+            replicas: Gauge::new(
+                "rtc_exporter_ha_replicas",
+                "Live replicas this one sees in etcd, itself included (0 while etcd does not answer).",
+            )?,
+            etcd_up: Gauge::new(
+                "rtc_exporter_ha_etcd_up",
+                "1 when the last renewal of this replica's etcd lease succeeded, else 0.",
+            )?,
+            state_writes: IntCounterVec::new(
+                Opts::new(
+                    "rtc_exporter_ha_state_writes_total",
+                    "Writes of a target's day to etcd by result (success, failure).",
+                ),
+                &["result"],
+            )?,
+        };
         registry.register(Box::new(reload_ok.clone()))?;
         registry.register(Box::new(reload_ok_at.clone()))?;
         #[cfg(target_os = "linux")]
@@ -164,6 +214,8 @@ impl SelfMetrics {
             state_written_at,
             state_write_failures,
             state_registered: std::sync::Once::new(),
+            ha,
+            ha_registered: std::sync::Once::new(),
         })
     }
 
@@ -176,6 +228,31 @@ impl SelfMetrics {
             let _ = self
                 .registry
                 .register(Box::new(self.state_write_failures.clone()));
+        });
+    }
+
+    /// Registers the HA metrics with one `rtc_exporter_ha_shard_leader` series per shard (only
+    /// replicas with `ha:` serve them).
+    pub fn enable_ha(&self, shards: u32) {
+        self.ha_registered.call_once(|| {
+            let h = &self.ha;
+            for shard in 0..shards {
+                h.shard_leader
+                    .with_label_values(&[&shard.to_string()])
+                    .set(0.0);
+            }
+            for result in ["success", "failure"] {
+                h.state_writes.with_label_values(&[result]);
+            }
+            for c in [
+                Box::new(h.leader.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(h.shard_leader.clone()),
+                Box::new(h.replicas.clone()),
+                Box::new(h.etcd_up.clone()),
+                Box::new(h.state_writes.clone()),
+            ] {
+                let _ = self.registry.register(c);
+            }
         });
     }
 

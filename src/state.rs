@@ -352,6 +352,33 @@ pub fn write_target(state_file: &Path, file: &TargetFile) -> Result<u64, String>
     })
 }
 
+/// A target's file as it is kept in etcd (`ha:`): the same JSON, gzipped.
+pub fn to_compressed(file: &TargetFile) -> Result<Vec<u8>, String> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    serde_json::to_writer(&mut gz, file).map_err(|e| format!("cannot encode the day: {e}"))?;
+    gz.finish()
+        .map_err(|e| format!("cannot compress the day: {e}"))
+}
+
+/// Reads what [`to_compressed`] wrote for target `name`; an error says why it cannot be used.
+pub fn from_compressed(data: &[u8], name: &str) -> Result<TargetFile, String> {
+    let file: TargetFile = serde_json::from_reader(flate2::read::GzDecoder::new(data))
+        .map_err(|e| format!("the day kept in etcd is not a state file: {e}"))?;
+    if file.version != VERSION {
+        return Err(format!(
+            "the day kept in etcd is of state format version {} (this build reads {VERSION})",
+            file.version
+        ));
+    }
+    if file.target != name {
+        return Err(format!(
+            "the day kept in etcd holds target {:?}",
+            file.target
+        ));
+    }
+    Ok(file)
+}
+
 /// Removes the files of targets not in `keep` from the folder of `state_file` (targets
 /// removed from the config); returns how many.
 pub fn remove_others(state_file: &Path, keep: &BTreeSet<String>) -> Result<usize, String> {

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::board::Board;
 use crate::clouds::{Plumbing, PollCtx, PollError};
 use crate::config::{Config, Global, Target};
+use crate::ha::Ha;
 use crate::ledger::{Day, Ledger, Limits};
 use crate::lock::lock;
 use crate::metrics::PollResult;
@@ -87,6 +88,12 @@ pub struct Supervisor {
     last_poll: Mutex<Option<Instant>>,
     /// The [`RunState::generation`] its state file holds (0: not written by this supervisor).
     written: AtomicU64,
+    /// With `ha:`: the group, and whether this replica leads the target's shard.
+    ha: Option<(Arc<Ha>, watch::Receiver<bool>)>,
+    /// Whether its view is on the board (always without `ha:`; with it, while leading).
+    shown: Mutex<bool>,
+    /// The [`RunState::generation`] its day in etcd holds (`ha:`).
+    etcd_written: AtomicU64,
 }
 
 fn unix(t: DateTime<Utc>) -> f64 {
@@ -94,17 +101,17 @@ fn unix(t: DateTime<Utc>) -> f64 {
 }
 
 impl Supervisor {
-    /// A supervisor for `target`, with the day's ledger so far (a reload or the state file),
-    /// not yet running.
+    /// A supervisor of `fleet` for `target`, with the day's ledger so far (a reload or the
+    /// state file), not yet running.
     fn new(
+        fleet: &Fleet,
         target: Target,
         global: Global,
-        plumbing: Arc<Plumbing>,
-        board: Arc<Board>,
         ledger: Option<Ledger>,
-        saved: Arc<Notify>,
         previous: Option<TargetView>,
     ) -> Arc<Self> {
+        let (plumbing, board) = (fleet.plumbing.clone(), fleet.board.clone());
+        let (saved, ha) = (fleet.saved.clone(), fleet.ha.clone());
         plumbing
             .metrics
             .init_target(&target.name, target.vendor.name);
@@ -141,7 +148,14 @@ impl Supervisor {
             }
         }
         let cursors = target.client.cursors();
+        let ha = ha.map(|ha| {
+            let gate = ha.gate(&target.name);
+            (ha, gate)
+        });
         Arc::new(Supervisor {
+            shown: Mutex::new(ha.is_none()),
+            ha,
+            etcd_written: AtomicU64::new(0),
             target,
             global,
             plumbing,
@@ -172,6 +186,32 @@ impl Supervisor {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
         lock(&self.state)
+    }
+
+    /// Puts its view on the board, where it is shown (a follower's is not: `ha:`).
+    fn show(&self, view: TargetView) {
+        self.show_counted(view, || {});
+    }
+
+    /// [`Board::publish_counted`] where its view is shown; else only `count` runs.
+    fn show_counted(&self, view: TargetView, count: impl FnOnce()) {
+        let shown = lock(&self.shown);
+        if *shown {
+            self.board.publish_counted(view, count);
+        } else {
+            count();
+        }
+    }
+
+    /// Shows its view from now on (`ha:`: it leads), or takes it off the board.
+    fn set_shown(&self, on: bool) {
+        let mut shown = lock(&self.shown);
+        *shown = on;
+        if on {
+            self.board.publish(self.lock().view.clone());
+        } else {
+            self.board.withdraw(&self.target.name);
+        }
     }
 
     /// Starts its schedule: an interval target's first poll after `phase`; a cron target's
@@ -226,7 +266,7 @@ impl Supervisor {
             view.clone()
         };
         tracing::info!(target_name = %self.target.name, day = %day.date, "local midnight: a new day's figures begin");
-        self.board.publish(view);
+        self.show(view);
         self.saved.notify_one();
     }
 
@@ -252,7 +292,7 @@ impl Supervisor {
             *generation += 1;
             view.clone()
         };
-        self.board.publish(view);
+        self.show(view);
         true
     }
 
@@ -306,7 +346,7 @@ impl Supervisor {
             );
             st.view.clone()
         };
-        self.board.publish(view);
+        self.show(view);
     }
 
     fn overlap(&self, missed: u64) {
@@ -325,7 +365,123 @@ impl Supervisor {
         }
     }
 
+    /// Its schedule; with `ha:`, only while this replica leads its shard: on taking the
+    /// shard, the day kept in etcd first, then a poll at once; on losing it, the poll in
+    /// flight is dropped and its view leaves the board.
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, phase: Duration, at_once: bool) {
+        let Some((ha, gate)) = self.ha.clone() else {
+            return self.schedule(stop, phase, at_once).await;
+        };
+        let mut gate = gate;
+        loop {
+            tokio::select! {
+                r = gate.wait_for(|leading| *leading) => if r.is_err() { return },
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+            let led = tokio::select! {
+                _ = self.take_over(&ha) => true,
+                _ = gate.wait_for(|leading| !*leading) => false,
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            };
+            if led {
+                self.set_shown(true);
+                tokio::select! {
+                    _ = self.clone().schedule(stop.clone(), Duration::ZERO, true) => return,
+                    _ = gate.wait_for(|leading| !*leading) => {
+                        tracing::info!("another replica leads this target now; its polls stop here");
+                    }
+                }
+            }
+            self.set_shown(false);
+        }
+    }
+
+    /// Loads the target's day from etcd, where the last leader wrote it, in place of its own
+    /// (which may be older); tries again every second while etcd does not answer (polling
+    /// without the day would begin its figures afresh).
+    async fn take_over(&self, ha: &Ha) {
+        loop {
+            match ha.load_day(&self.target.name).await {
+                Ok(None) => {
+                    tracing::info!("leading this target; etcd holds no day of it yet");
+                    return;
+                }
+                Ok(Some(data)) => {
+                    let name = self.target.name.clone();
+                    let file =
+                        tokio::task::spawn_blocking(move || state::from_compressed(&data, &name))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("decoding task failed: {e}")));
+                    match file {
+                        Ok(f) => self.adopt(f),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the day kept in etcd is ignored; this replica's own goes on")
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the day kept in etcd; trying again before polling");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Takes `file` (the day the last leader kept in etcd) as its ledger and cursors, where it
+    /// is of the same account and still today.
+    fn adopt(&self, file: TargetFile) {
+        let mut saved = Saved::own(file, PathBuf::from("(etcd)"));
+        let now = self.plumbing.clock.now();
+        let day = Day::at(now, self.global.timezone);
+        let t = &self.target;
+        if let Err(why) = state::entry_for(
+            &saved,
+            t.vendor.name,
+            t.identity,
+            self.global.timezone.name(),
+            day.date,
+        ) {
+            tracing::info!(reason = %why, "the day kept in etcd is not used");
+            return;
+        }
+        let cursors = saved.cursors.clone();
+        restore_cursors(&mut saved, t);
+        let ledger = match saved.day.restore() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "the day kept in etcd is damaged; this replica's own goes on");
+                return;
+            }
+        };
+        let mut st = self.lock();
+        let RunState {
+            ledger: mine,
+            view,
+            generation,
+            cursors: kept,
+        } = &mut *st;
+        *mine = ledger;
+        *kept = cursors;
+        let data = mine.apply(
+            &day,
+            &Observation::default(),
+            false,
+            &limits(t, &self.global),
+        );
+        view.data = Some(Arc::new(data));
+        *generation += 1;
+        // Already in etcd as it is; the state file (if any) gets it at the next write.
+        self.etcd_written.store(*generation, Ordering::Release);
+        tracing::info!(day = %day.date, "leading this target; its day goes on from etcd");
+    }
+
+    async fn schedule(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+        phase: Duration,
+        at_once: bool,
+    ) {
         let clock = self.plumbing.clock.clone();
         let mut rng = fastrand::Rng::new();
         let stopped = |rx: &watch::Receiver<bool>| *rx.borrow();
@@ -437,7 +593,8 @@ impl Supervisor {
         let started = Instant::now();
         *lock(&self.last_poll) = Some(started);
         let now = self.plumbing.clock.now();
-        let ctx = poll_ctx(&self.target, &self.global, self.plumbing.clone(), now);
+        let mut ctx = poll_ctx(&self.target, &self.global, self.plumbing.clone(), now);
+        ctx.gate = self.ha.as_ref().map(|(_, gate)| gate.clone());
         let (obs, whole) = poll_target(&self.target, &self.global, &ctx).await;
         let elapsed = started.elapsed().as_secs_f64();
         let day = Day {
@@ -467,7 +624,7 @@ impl Supervisor {
             (view.consecutive_failures, view.clone(), result)
         };
         // The view and the poll's count reach the page together.
-        self.board.publish_counted(view, || {
+        self.show_counted(view, || {
             self.plumbing
                 .metrics
                 .record_poll(&self.target.name, self.target.vendor.name, result)
@@ -586,10 +743,15 @@ impl Supervisor {
     /// changed since the last write and it has a day. Only a plain copy of the day (numbers, no
     /// `String` but room names) is taken under its lock; compacting, encoding and writing come
     /// after, without it.
-    fn snapshot(&self, timezone: &str, written_at: i64) -> Option<(u64, TargetFile)> {
+    fn snapshot(
+        &self,
+        timezone: &str,
+        written_at: i64,
+        written: &AtomicU64,
+    ) -> Option<(u64, TargetFile)> {
         let (generation, mut ledger, cursors) = {
             let st = self.lock();
-            if st.generation == self.written.load(Ordering::Acquire) {
+            if st.generation == written.load(Ordering::Acquire) {
                 return None;
             }
             (st.generation, st.ledger.save()?, st.cursors.clone())
@@ -728,6 +890,8 @@ pub struct Fleet {
     rng: Mutex<fastrand::Rng>,
     /// The state on disk: what the writer keeps between writes.
     disk: Arc<Disk>,
+    /// With `ha:`, the group (which targets this replica polls; the day in etcd).
+    ha: Option<Arc<Ha>>,
 }
 
 /// What the state's writer keeps between writes (it runs on a blocking thread).
@@ -763,7 +927,7 @@ impl Disk {
         let mut failures = 0;
         for s in all {
             let name = &s.target.name;
-            let Some((generation, file)) = s.snapshot(timezone, now) else {
+            let Some((generation, file)) = s.snapshot(timezone, now, &s.written) else {
                 continue;
             };
             let at = state::target_file(path, name);
@@ -840,7 +1004,12 @@ impl Disk {
 impl Fleet {
     /// Starts every target of `config` (with today's figures from the state file, where it
     /// has them) and the state file's writer.
-    pub fn start(config: &Config, board: Arc<Board>, plumbing: Arc<Plumbing>) -> Arc<Fleet> {
+    pub fn start(
+        config: &Config,
+        board: Arc<Board>,
+        plumbing: Arc<Plumbing>,
+        ha: Option<Arc<Ha>>,
+    ) -> Arc<Fleet> {
         let fleet = Arc::new(Fleet {
             board,
             plumbing,
@@ -855,6 +1024,7 @@ impl Fleet {
                 tidy: AtomicBool::new(true),
                 ..Disk::default()
             }),
+            ha,
         });
         if config.global.state_file.is_some() {
             // Served from the first scrape, before the first write (and with no target that
@@ -960,12 +1130,10 @@ impl Fleet {
             (Schedule::Cron(_), _) => Duration::ZERO,
         };
         let s = Supervisor::new(
+            self,
             target,
             global.clone(),
-            self.plumbing.clone(),
-            self.board.clone(),
             ledger,
-            self.saved.clone(),
             previous.map(Supervisor::view),
         );
         s.spawn(phase, previous.is_none());
@@ -1077,6 +1245,9 @@ impl Fleet {
     /// added ones start.
     pub async fn reload(&self, config: Config) -> ReloadReport {
         let _one = self.changing.lock().await;
+        if config.ha.as_ref() != self.ha.as_ref().map(|h| h.config()) {
+            tracing::warn!("ha: changed in the config file; it applies at the next restart (the running group keeps its lease and shards)");
+        }
         let old_global = self.global();
         let new_global = config.global.clone();
         // Only the global keys that shape polls or the day restart targets (the zone also
@@ -1209,6 +1380,63 @@ impl Fleet {
     /// Writes the state now (if a state file is configured): the file of every target whose
     /// day or cursors changed since its last write, on a blocking thread.
     pub async fn save_now(&self) {
+        self.save_to_disk().await;
+        self.save_to_etcd().await;
+    }
+
+    /// Writes the day of every target whose shard this replica holds to etcd (`ha:`), where
+    /// it changed since its last write there.
+    async fn save_to_etcd(&self) {
+        let Some(ha) = &self.ha else {
+            return;
+        };
+        let global = self.global();
+        let timezone = global.timezone.name().to_string();
+        let supervisors: Vec<Arc<Supervisor>> = self.lock().values().cloned().collect();
+        let metrics = &self.plumbing.metrics.ha;
+        for s in supervisors {
+            let name = s.target.name.clone();
+            if !ha.holds(&name) {
+                continue;
+            }
+            let now = self.plumbing.clock.now().timestamp();
+            let (tz, me) = (timezone.clone(), s.clone());
+            let encoded = tokio::task::spawn_blocking(move || {
+                me.snapshot(&tz, now, &me.etcd_written)
+                    .map(|(generation, file)| (generation, state::to_compressed(&file)))
+            })
+            .await;
+            let (generation, data) = match encoded {
+                Ok(Some((generation, Ok(data)))) => (generation, data),
+                Ok(None) => continue,
+                Ok(Some((_, Err(e)))) => {
+                    metrics.state_writes.with_label_values(&["failure"]).inc();
+                    tracing::warn!(target_name = %name, error = %e, "day not written to etcd");
+                    continue;
+                }
+                Err(e) => {
+                    metrics.state_writes.with_label_values(&["failure"]).inc();
+                    tracing::warn!(target_name = %name, error = %e, "day not written to etcd");
+                    continue;
+                }
+            };
+            match ha.save_day(&name, &data).await {
+                Ok(true) => {
+                    s.etcd_written.store(generation, Ordering::Release);
+                    metrics.state_writes.with_label_values(&["success"]).inc();
+                    tracing::debug!(target_name = %name, bytes = data.len(), "day written to etcd");
+                }
+                // Another replica leads it now: its day is that one's to write.
+                Ok(false) => {}
+                Err(e) => {
+                    metrics.state_writes.with_label_values(&["failure"]).inc();
+                    tracing::warn!(target_name = %name, error = %e, "day not written to etcd");
+                }
+            }
+        }
+    }
+
+    async fn save_to_disk(&self) {
         let global = self.global();
         let Some(path) = global.state_file.clone() else {
             return;

@@ -188,6 +188,12 @@ pub enum CallError {
         /// What failed.
         message: String,
     },
+    /// Not sent, or dropped under way: this replica stopped leading the target's shard (`ha:`).
+    #[error("{api}: not sent: this replica no longer leads the target's shard")]
+    NotLeader {
+        /// The API.
+        api: &'static str,
+    },
     /// An HTTP status the vendor does not use for its own errors, e.g. 502.
     #[error("{api}: HTTP {status} without a vendor error")]
     Http {
@@ -247,6 +253,9 @@ pub struct PollCtx {
     pub request_timeout: Option<Duration>,
     /// `global.max_response_bytes` (the plumbing's otherwise).
     pub max_response_bytes: Option<usize>,
+    /// With `ha:`, whether this replica leads the target's shard: while it does not, no
+    /// request is sent, and one under way is dropped ([`CallError::NotLeader`]).
+    pub gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl PollCtx {
@@ -269,7 +278,14 @@ impl PollCtx {
             progress: Arc::new(Progress::default()),
             request_timeout: None,
             max_response_bytes: None,
+            gate: None,
         }
+    }
+
+    /// Whether requests may go out: always without `ha:`; with it, while this replica leads
+    /// the target's shard.
+    pub fn leading(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| *g.borrow())
     }
 
     /// A copy a task may own, reporting into the same [`Progress`].
@@ -285,6 +301,7 @@ impl PollCtx {
             progress: self.progress.clone(),
             request_timeout: self.request_timeout,
             max_response_bytes: self.max_response_bytes,
+            gate: self.gate.clone(),
         }
     }
 
@@ -656,12 +673,15 @@ impl Api<'_> {
         parse: impl FnOnce(u16, &[u8]) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
         self.wait_turn().await;
+        let api = self.api;
+        if !self.ctx.leading() {
+            return Err(CallError::NotLeader { api });
+        }
         let sent_as = match &self.ctx.plumbing.tap {
             Some(_) => request.try_clone().and_then(|r| r.build().ok()),
             None => None,
         };
         let start = tokio::time::Instant::now();
-        let api = self.api;
         let limit = self
             .ctx
             .max_response_bytes
@@ -700,8 +720,18 @@ impl Api<'_> {
                 }
             };
             Ok::<_, CallError>((status, body))
-        }
-        .await;
+        };
+        // A replica that stops leading drops the request where it stands.
+        let sent = match &self.ctx.gate {
+            Some(gate) => {
+                let mut gate = gate.clone();
+                tokio::select! {
+                    r = sent => r,
+                    _ = gate.wait_for(|leading| !*leading) => return Err(CallError::NotLeader { api }),
+                }
+            }
+            None => sent.await,
+        };
         let elapsed = start.elapsed().as_secs_f64();
         let answer = sent
             .as_ref()

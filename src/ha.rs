@@ -1,0 +1,840 @@
+//! High availability on etcd (`ha:`): which shards of the targets this replica leads, and the
+//! day's figures kept in etcd so that a new leader goes on from them.
+//!
+//! Targets hash by name into `shards` shards ([`shard_of`]); each shard has one leader, the
+//! replica whose lease holds the shard's key (`<prefix>/shards/<k>`), and only the leader polls
+//! the shard's targets. Every replica registers under `<prefix>/members/` with its lease, so
+//! each sees how many are alive (N) and takes at most ⌈shards/N⌉ shards: free ones, when it has
+//! fewer; it gives up the extra ones when a replica joins. A replica that dies loses its lease
+//! after `lease`, its keys go with it, and the others take its shards at their next round
+//! (every fifth of a lease).
+//!
+//! A leader that cannot renew its lease stops leading on its own clock before etcd can expire
+//! the lease: at two thirds of the TTL counted from when the last good renewal was *sent*, so
+//! with clocks that run at the same rate the old leader has stopped a third of a lease before
+//! any other replica can take its shards. Stopping aborts polls in flight and every vendor
+//! request not yet sent ([`crate::clouds::PollCtx::gate`]).
+//!
+//! The leader writes each target's day (its state file's content, gzipped) to
+//! `<prefix>/state/<target>` after its polls, in chunks of at most [`CHUNK`] bytes (under etcd's
+//! default request limit of 1.5 MiB), each write guarded by the shard key still being held by
+//! this replica's lease: a replica that lost a shard can never overwrite the new leader's day.
+
+pub mod etcd;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use serde_yaml::Value as Yaml;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::fields::{from_value, FieldError, PromDuration, Secret};
+use crate::lock::lock;
+use crate::metrics::SelfMetrics;
+use etcd::{Etcd, EtcdError};
+
+/// The shortest `ha.lease`: renewals go every fifth of it.
+pub const MIN_LEASE: Duration = Duration::from_secs(3);
+/// The longest `ha.lease`.
+pub const MAX_LEASE: Duration = Duration::from_secs(300);
+/// The most shards.
+pub const MAX_SHARDS: u32 = 256;
+/// The largest value written at one key (a chunk of a target's day).
+pub const CHUNK: usize = 1 << 20;
+
+/// `ha:`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HaConfig {
+    /// etcd's client URLs.
+    pub endpoints: Vec<String>,
+    /// etcd user and password, where etcd has auth on.
+    pub login: Option<(String, Secret)>,
+    /// TLS towards etcd.
+    pub tls: Option<etcd::Tls>,
+    /// Every key of this exporter's group lives under it.
+    pub prefix: String,
+    /// The lease's TTL.
+    pub lease: Duration,
+    /// Shards the targets are spread over.
+    pub shards: u32,
+    /// This replica's name in etcd.
+    pub id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHa {
+    etcd: RawEtcd,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    lease: Option<PromDuration>,
+    #[serde(default)]
+    shards: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    endpoints: Vec<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<Secret>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+}
+
+/// The default `ha.prefix`.
+pub const DEFAULT_PREFIX: &str = "/rtc-exporter";
+/// The default `ha.lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// Parses `ha:`; `resolve` makes a relative TLS path absolute (beside the config file). Every
+/// error names its field under `ha`.
+pub fn parse(raw: Yaml, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<HaConfig, Vec<FieldError>> {
+    let raw: RawHa = from_value(raw).map_err(|e| vec![e])?;
+    let mut errs = Vec::new();
+    let mut endpoints = Vec::new();
+    if raw.etcd.endpoints.is_empty() {
+        errs.push(FieldError::new(
+            "etcd.endpoints",
+            "must list at least one URL",
+        ));
+    }
+    for (i, e) in raw.etcd.endpoints.iter().enumerate() {
+        match check_endpoint(e) {
+            Ok(u) => endpoints.push(u),
+            Err(why) => errs.push(FieldError::new(format!("etcd.endpoints[{i}]"), why)),
+        }
+    }
+    let login = match (raw.etcd.username, raw.etcd.password) {
+        (Some(u), Some(p)) if !u.is_empty() => Some((u, p)),
+        (Some(_), Some(_)) => {
+            errs.push(FieldError::new("etcd.username", "must not be empty"));
+            None
+        }
+        (Some(_), None) => {
+            errs.push(FieldError::new(
+                "etcd.password",
+                "missing: username needs a password",
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            errs.push(FieldError::new(
+                "etcd.username",
+                "missing: password needs a username",
+            ));
+            None
+        }
+        (None, None) => None,
+    };
+    let tls = raw.etcd.tls.map(|t| etcd::Tls {
+        ca_file: t.ca_file.map(&resolve),
+        cert_file: t.cert_file.map(&resolve),
+        key_file: t.key_file.map(&resolve),
+    });
+    if let Some(t) = &tls {
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            errs.push(FieldError::new(
+                "etcd.tls",
+                "cert_file and key_file go together (a client certificate and its key)",
+            ));
+        }
+        if endpoints.iter().any(|e: &String| e.starts_with("http://")) {
+            errs.push(FieldError::new(
+                "etcd.tls",
+                "set, but an endpoint is http://: TLS needs https:// endpoints",
+            ));
+        }
+    }
+    let prefix = raw.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+    if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+        errs.push(FieldError::new(
+            "prefix",
+            "must start with / and not end with one, e.g. /rtc-exporter/prod",
+        ));
+    } else if prefix.len() > 200 || prefix.chars().any(|c| c.is_control()) {
+        errs.push(FieldError::new(
+            "prefix",
+            "must be at most 200 characters, without control characters",
+        ));
+    }
+    let lease = raw.lease.map(|d| d.0).unwrap_or(DEFAULT_LEASE);
+    if lease < MIN_LEASE || lease > MAX_LEASE {
+        errs.push(FieldError::new(
+            "lease",
+            format!(
+                "must be from {}s to {}s",
+                MIN_LEASE.as_secs(),
+                MAX_LEASE.as_secs()
+            ),
+        ));
+    } else if lease.subsec_nanos() != 0 {
+        errs.push(FieldError::new(
+            "lease",
+            "must be whole seconds (etcd counts a lease's TTL in seconds)",
+        ));
+    }
+    let shards = raw.shards.unwrap_or(1);
+    if !(1..=MAX_SHARDS).contains(&shards) {
+        errs.push(FieldError::new(
+            "shards",
+            format!("must be from 1 to {MAX_SHARDS}"),
+        ));
+    }
+    let id = match raw.id {
+        Some(id) => id,
+        None => default_id(),
+    };
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        errs.push(FieldError::new(
+            "id",
+            "must be 1 to 128 of A-Z a-z 0-9 - _ . (the default is the host name)",
+        ));
+    }
+    if errs.is_empty() {
+        Ok(HaConfig {
+            endpoints,
+            login,
+            tls,
+            prefix,
+            lease,
+            shards,
+            id,
+        })
+    } else {
+        Err(errs)
+    }
+}
+
+/// An etcd client URL: `http://` or `https://`, a host, no path.
+fn check_endpoint(e: &str) -> Result<String, String> {
+    let u = reqwest::Url::parse(e).map_err(|why| format!("not a URL ({why}): {e:?}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!(
+            "must be http:// or https://, not {}://",
+            u.scheme()
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if !matches!(u.path(), "" | "/") || u.query().is_some() {
+        return Err("must be a base URL such as http://etcd:2379, without a path".into());
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("must not hold a user or password: use ha.etcd.username and password".into());
+    }
+    Ok(e.trim_end_matches('/').to_string())
+}
+
+/// `$HOSTNAME` (a pod's name in Kubernetes), else the kernel's host name, else `rtc-exporter`.
+fn default_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty());
+    host.unwrap_or_else(|| "rtc-exporter".to_string())
+}
+
+/// The shard of target `name` among `shards`: a stable hash of the name (xxh3, the same on
+/// every replica and every release), so every replica agrees without asking anyone.
+pub fn shard_of(name: &str, shards: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % u64::from(shards.max(1))) as u32
+}
+
+/// The lease this replica holds and until when, on its own clock, it may lead.
+struct Lease {
+    id: i64,
+    valid_until: Instant,
+}
+
+/// What the writers of the day need: the lease and the shards its keys hold.
+#[derive(Default)]
+struct Held {
+    lease: i64,
+    shards: BTreeSet<u32>,
+}
+
+/// This replica's part in the group: its lease, the shards it leads, the day in etcd.
+pub struct Ha {
+    config: HaConfig,
+    etcd: Etcd,
+    gates: Vec<watch::Sender<bool>>,
+    metrics: Arc<SelfMetrics>,
+    held: Mutex<Held>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// The last etcd error logged (the same one is not logged every round).
+    last_error: Mutex<Option<String>>,
+    /// Called when a gauge changed, so `/metrics` shows it without waiting for a poll.
+    changed: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+impl Ha {
+    /// The group's client for `config`; nothing is asked of etcd before [`Ha::start`].
+    pub fn new(config: HaConfig, metrics: Arc<SelfMetrics>) -> Result<Arc<Ha>, String> {
+        // A request never outlasts a renewal round.
+        let timeout = (config.lease / 5).max(Duration::from_millis(500));
+        let etcd = Etcd::new(
+            &config.endpoints,
+            config.tls.as_ref(),
+            config.login.clone(),
+            timeout,
+        )?;
+        metrics.enable_ha(config.shards);
+        metrics.ha.leader.set(0.0);
+        metrics.ha.etcd_up.set(0.0);
+        let gates = (0..config.shards)
+            .map(|_| watch::channel(false).0)
+            .collect();
+        Ok(Arc::new(Ha {
+            config,
+            etcd,
+            gates,
+            metrics,
+            held: Mutex::new(Held::default()),
+            stop: watch::channel(false).0,
+            task: Mutex::new(None),
+            last_error: Mutex::new(None),
+            changed: Mutex::new(None),
+        }))
+    }
+
+    /// Calls `f` whenever one of the HA gauges changes (the exporter re-renders `/metrics`).
+    pub fn on_change(&self, f: impl Fn() + Send + Sync + 'static) {
+        *lock(&self.changed) = Some(Arc::new(f));
+    }
+
+    /// Sets `gauge` to `v`, telling [`Ha::on_change`]'s hook when that changed it.
+    fn set(&self, gauge: &prometheus::Gauge, v: f64) {
+        if gauge.get() != v {
+            gauge.set(v);
+            let hook = lock(&self.changed).clone();
+            if let Some(f) = hook {
+                f();
+            }
+        }
+    }
+
+    /// Its config.
+    pub fn config(&self) -> &HaConfig {
+        &self.config
+    }
+
+    /// The shard of target `name`.
+    pub fn shard(&self, name: &str) -> u32 {
+        shard_of(name, self.config.shards)
+    }
+
+    /// Whether this replica leads target `name`'s shard, as it changes.
+    pub fn gate(&self, name: &str) -> watch::Receiver<bool> {
+        match self.gates.get(self.shard(name) as usize) {
+            Some(g) => g.subscribe(),
+            None => watch::channel(false).1,
+        }
+    }
+
+    /// Starts campaigning: renewing the lease and taking or giving up shards every fifth of a
+    /// lease.
+    pub fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        *lock(&self.task) = Some(tokio::spawn(me.campaign()));
+    }
+
+    /// Stops leading (every gate closes) and revokes the lease, so the other replicas take
+    /// the shards at their next round rather than after the lease runs out.
+    pub async fn resign(&self) {
+        let _ = self.stop.send(true);
+        let task = lock(&self.task).take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
+        self.close_all("stopping");
+        let lease = std::mem::take(&mut *lock(&self.held)).lease;
+        if lease != 0 {
+            match self.etcd.revoke(lease).await {
+                Ok(()) => tracing::info!("ha: lease revoked; the other replicas take over"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ha: lease not revoked; it runs out on its own")
+                }
+            }
+        }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.config.prefix)
+    }
+
+    fn shard_key(&self, shard: u32) -> String {
+        self.key(&format!("shards/{shard}"))
+    }
+
+    fn tick(&self) -> Duration {
+        self.config.lease / 5
+    }
+
+    async fn campaign(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut lease: Option<Lease> = None;
+        loop {
+            let deadline = lease.as_ref().map(|l| l.valid_until);
+            let leading = self.gates.iter().any(|g| *g.borrow());
+            let outcome = tokio::select! {
+                r = self.round(&mut lease) => Some(r),
+                // Past the deadline, no answer from etcd counts: stop leading now.
+                _ = sleep_until_or_never(deadline.filter(|_| leading)) => None,
+                _ = stop.changed() => return,
+            };
+            match outcome {
+                Some(Ok(())) => {
+                    self.set(&self.metrics.ha.etcd_up, 1.0);
+                    if lock(&self.last_error).take().is_some() {
+                        tracing::info!("ha: etcd answers again");
+                    }
+                }
+                Some(Err(e)) => self.failed(&e),
+                None => self.failed(&"no answer before the lease's deadline"),
+            }
+            let expired = lease
+                .as_ref()
+                .is_none_or(|l| Instant::now() >= l.valid_until);
+            if expired {
+                self.close_all("the lease could not be renewed in time");
+            }
+            let next = Instant::now() + self.tick();
+            let wake = match lease.as_ref().map(|l| l.valid_until) {
+                Some(d) if d > Instant::now() => next.min(d),
+                _ => next,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    fn failed(&self, e: &dyn std::fmt::Display) {
+        self.set(&self.metrics.ha.etcd_up, 0.0);
+        let msg = e.to_string();
+        let mut last = lock(&self.last_error);
+        if last.as_deref() != Some(msg.as_str()) {
+            tracing::warn!(error = %msg, "ha: etcd request failed");
+            *last = Some(msg);
+        }
+    }
+
+    /// One round: renew (or get) the lease, count the replicas, give up or take shards.
+    async fn round(&self, lease: &mut Option<Lease>) -> Result<(), EtcdError> {
+        let sent = Instant::now();
+        if let Some(l) = lease.as_mut() {
+            let ttl = self.etcd.keep_alive(l.id).await?;
+            if ttl <= 0 {
+                tracing::warn!("ha: the lease ran out in etcd; every shard is given up");
+                self.close_all("lease gone");
+                *lease = None;
+                lock(&self.held).shards.clear();
+            } else {
+                l.valid_until = sent + valid_for(ttl);
+            }
+        }
+        let l = match lease {
+            Some(l) => l,
+            None => {
+                let (id, ttl) = self.etcd.grant(self.config.lease).await?;
+                let member = self.key(&format!("members/{}/{id:x}", self.config.id));
+                let value = json!({"id": self.config.id, "shards": self.config.shards});
+                self.etcd
+                    .txn(
+                        vec![],
+                        vec![etcd::put(&member, value.to_string().as_bytes(), id)],
+                        vec![],
+                    )
+                    .await?;
+                lock(&self.held).lease = id;
+                tracing::info!(id = %self.config.id, lease = %format!("{id:x}"), ttl, "ha: joined the group");
+                // Shards are taken from the next round on, once every replica that starts now
+                // has registered.
+                *lease = Some(Lease {
+                    id,
+                    valid_until: sent + valid_for(ttl),
+                });
+                return Ok(());
+            }
+        };
+        let (me, shards) = (l.id, self.config.shards);
+        let members = self.etcd.range_prefix(&self.key("members/")).await?;
+        let mut alike = 0u32;
+        let mut others = BTreeSet::new();
+        for m in &members {
+            let v: Value = serde_json::from_slice(&m.value).unwrap_or_default();
+            match v.get("shards").and_then(Value::as_u64) {
+                Some(k) if k == u64::from(shards) => alike += 1,
+                _ => {
+                    others.insert(
+                        v.get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        if !others.is_empty() {
+            tracing::error!(replicas = ?others, shards, "ha: replicas with another ha.shards run under the same prefix; no shard is taken until every replica has the same");
+        }
+        let alive = alike.max(1);
+        self.set(&self.metrics.ha.replicas, f64::from(alive));
+        let quota = shards.div_ceil(alive) as usize;
+
+        let mut owners: BTreeMap<u32, i64> = BTreeMap::new();
+        let base = self.key("shards/");
+        for kv in self.etcd.range_prefix(&base).await? {
+            let k = String::from_utf8_lossy(&kv.key);
+            if let Some(n) = k.strip_prefix(&base).and_then(|n| n.parse::<u32>().ok()) {
+                owners.insert(n, kv.lease);
+            }
+        }
+        let mut held: BTreeSet<u32> = owners
+            .iter()
+            .filter(|(_, l)| **l == me)
+            .map(|(k, _)| *k)
+            .collect();
+        // A replica joined: the shards beyond this one's share go back, the last ones first.
+        while held.len() > quota {
+            let Some(k) = held.pop_last() else { break };
+            self.set_gate(k, false);
+            let key = self.shard_key(k);
+            self.etcd
+                .txn(
+                    vec![etcd::held_by(&key, me)],
+                    vec![etcd::delete(&key)],
+                    vec![],
+                )
+                .await?;
+            lock(&self.held).shards.remove(&k);
+            tracing::info!(
+                shard = k,
+                share = quota,
+                "ha: shard given up for another replica"
+            );
+        }
+        if others.is_empty() {
+            // Free shards, from a place of this replica's own so that replicas starting together
+            // do not all race for the same one.
+            let start = shard_of(&self.config.id, shards);
+            for i in 0..shards {
+                if held.len() >= quota {
+                    break;
+                }
+                let k = (start + i) % shards;
+                if owners.contains_key(&k) {
+                    continue;
+                }
+                let key = self.shard_key(k);
+                let (won, _) = self
+                    .etcd
+                    .txn(
+                        vec![etcd::absent(&key)],
+                        vec![etcd::put(&key, self.config.id.as_bytes(), me)],
+                        vec![],
+                    )
+                    .await?;
+                if won {
+                    held.insert(k);
+                    tracing::info!(shard = k, "ha: leading shard");
+                }
+            }
+        }
+        lock(&self.held).shards = held.clone();
+        if Instant::now() < l.valid_until {
+            for k in 0..shards {
+                self.set_gate(k, held.contains(&k));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_gate(&self, shard: u32, leading: bool) {
+        if let Some(g) = self.gates.get(shard as usize) {
+            g.send_if_modified(|v| std::mem::replace(v, leading) != leading);
+        }
+        let gauge = self
+            .metrics
+            .ha
+            .shard_leader
+            .with_label_values(&[&shard.to_string()]);
+        self.set(&gauge, if leading { 1.0 } else { 0.0 });
+        let any = self.gates.iter().any(|g| *g.borrow());
+        self.set(&self.metrics.ha.leader, if any { 1.0 } else { 0.0 });
+    }
+
+    fn close_all(&self, why: &str) {
+        let was = self.gates.iter().any(|g| *g.borrow());
+        for k in 0..self.config.shards {
+            self.set_gate(k, false);
+        }
+        if was {
+            tracing::warn!(
+                reason = why,
+                "ha: stopped leading every shard; no vendor is polled"
+            );
+        }
+    }
+
+    /// Whether this replica's lease holds target `name`'s shard key (its day may be written).
+    pub fn holds(&self, name: &str) -> bool {
+        lock(&self.held).shards.contains(&self.shard(name))
+    }
+
+    fn state_key(&self, name: &str) -> String {
+        self.key(&format!("state/{name}"))
+    }
+
+    /// Writes target `name`'s day (`data`: the state file's content, compressed) where this
+    /// replica still holds its shard. `Ok(false)`: not written, another replica leads it.
+    pub async fn save_day(&self, name: &str, data: &[u8]) -> Result<bool, String> {
+        let (lease, holds) = {
+            let h = lock(&self.held);
+            (h.lease, h.shards.contains(&self.shard(name)))
+        };
+        if !holds || lease == 0 {
+            return Ok(false);
+        }
+        let guard = etcd::held_by(&self.shard_key(self.shard(name)), lease);
+        let base = self.state_key(name);
+        let generation = format!("{:016x}", fastrand::u64(..));
+        let chunks: Vec<&[u8]> = if data.is_empty() {
+            vec![&[]]
+        } else {
+            data.chunks(CHUNK).collect()
+        };
+        for (i, c) in chunks.iter().enumerate() {
+            let key = format!("{base}/{generation}/{i:05}");
+            let (ran, _) = self
+                .etcd
+                .txn(vec![guard.clone()], vec![etcd::put(&key, c, 0)], vec![])
+                .await
+                .map_err(|e| e.to_string())?;
+            if !ran {
+                return Ok(false);
+            }
+        }
+        let pointer =
+            json!({"generation": generation, "chunks": chunks.len(), "bytes": data.len()});
+        let dir = format!("{base}/");
+        let this = format!("{base}/{generation}/");
+        let after = format!("{base}/{generation}0");
+        let (ran, _) = self
+            .etcd
+            .txn(
+                vec![guard],
+                vec![
+                    etcd::put(&base, pointer.to_string().as_bytes(), 0),
+                    // Every other generation's chunks go: older ones and any a write cut short
+                    // left behind.
+                    etcd::delete_range(&dir, this.as_bytes()),
+                    etcd::delete_range(&after, &etcd::prefix_end(dir.as_bytes())),
+                ],
+                vec![],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ran)
+    }
+
+    /// Reads target `name`'s day from etcd: `None` where none was written.
+    pub async fn load_day(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        let base = self.state_key(name);
+        let pointer = self
+            .etcd
+            .range_prefix(&base)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|kv| kv.key == base.as_bytes());
+        let Some(pointer) = pointer else {
+            return Ok(None);
+        };
+        let p: Value = serde_json::from_slice(&pointer.value)
+            .map_err(|e| format!("{base}: not a day's pointer: {e}"))?;
+        let (Some(generation), Some(n), Some(bytes)) = (
+            p.get("generation").and_then(Value::as_str),
+            p.get("chunks").and_then(Value::as_u64),
+            p.get("bytes").and_then(Value::as_u64),
+        ) else {
+            return Err(format!(
+                "{base}: the day's pointer lacks generation, chunks or bytes"
+            ));
+        };
+        let chunks = self
+            .etcd
+            .range_prefix(&format!("{base}/{generation}/"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if chunks.len() as u64 != n {
+            return Err(format!(
+                "{base}: {} of the day's {n} chunks are in etcd",
+                chunks.len()
+            ));
+        }
+        let data: Vec<u8> = chunks.into_iter().flat_map(|c| c.value).collect();
+        if data.len() as u64 != bytes {
+            return Err(format!(
+                "{base}: the day's chunks hold {} bytes, not {bytes}",
+                data.len()
+            ));
+        }
+        Ok(Some(data))
+    }
+}
+
+/// How long after sending a renewal that etcd answered with `ttl` this replica may lead: two
+/// thirds of the TTL, a third kept as the margin for clock rates and the answer's travel.
+fn valid_for(ttl: i64) -> Duration {
+    Duration::from_millis((ttl.max(0) as u64).saturating_mul(1000) * 2 / 3)
+}
+
+async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> Result<HaConfig, Vec<String>> {
+        let v: Yaml = serde_yaml::from_str(text).unwrap_or_default();
+        parse(v, |p| PathBuf::from("/etc/rtc").join(p)).map_err(|errs| {
+            errs.into_iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn the_defaults_and_the_limits_of_ha() {
+        let c = parsed("{etcd: {endpoints: [http://127.0.0.1:2379]}, id: a}").ok();
+        let c = c.as_ref();
+        assert_eq!(c.map(|c| c.lease), Some(DEFAULT_LEASE));
+        assert_eq!(c.map(|c| c.shards), Some(1));
+        assert_eq!(c.map(|c| c.prefix.as_str()), Some(DEFAULT_PREFIX));
+        // At the limits, and one step past them.
+        for (text, ok) in [
+            ("lease: 3s", true),
+            ("lease: 300s", true),
+            ("lease: 2s", false),
+            ("lease: 301s", false),
+            ("lease: 2500ms", false),
+            ("lease: 3500ms", false),
+            ("shards: 1", true),
+            ("shards: 256", true),
+            ("shards: 0", false),
+            ("shards: 257", false),
+            ("prefix: /", false),
+            ("prefix: a/b", false),
+            ("prefix: /a/", false),
+            ("id: 'a b'", false),
+        ] {
+            let got = parsed(&format!(
+                "{{etcd: {{endpoints: [http://127.0.0.1:2379]}}, id: a, {text}}}"
+            ));
+            assert_eq!(got.is_ok(), ok, "{text}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_names_its_field() {
+        let errs = parsed(
+            "{etcd: {endpoints: ['ftp://x', 'http://h:2379/v3', 'http://u:p@h:1', 'http://ok:2379'], username: u, tls: {cert_file: c}}, lease: 1s}",
+        )
+        .err()
+        .unwrap_or_default();
+        let text = errs.join("\n");
+        for want in [
+            "etcd.endpoints[0]: must be http:// or https://",
+            "etcd.endpoints[1]: must be a base URL",
+            "etcd.endpoints[2]: must not hold a user or password",
+            "etcd.password: missing",
+            "etcd.tls: cert_file and key_file go together",
+            "etcd.tls: set, but an endpoint is http://",
+            "lease: must be from 3s to 300s",
+        ] {
+            assert!(text.contains(want), "{want} not in:\n{text}");
+        }
+        // The password never shows, also where it is wrong.
+        let errs = parsed("{etcd: {endpoints: [http://h:1], password: hunter2}}")
+            .err()
+            .unwrap_or_default()
+            .join("\n");
+        assert!(!errs.contains("hunter2"), "{errs}");
+        assert!(parsed("{etcd: {endpoints: []}}").is_err());
+        assert!(parsed("{etcd: {endpoints: [http://h:1]}, leader: x}").is_err());
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        // Pinned: a change of hash would move every target to another shard at an upgrade,
+        // with replicas of two releases disagreeing.
+        assert_eq!(shard_of("urtc-main", 6), shard_of("urtc-main", 6));
+        let spread: BTreeSet<u32> = (0..60).map(|i| shard_of(&format!("t{i}"), 6)).collect();
+        assert_eq!(spread.len(), 6);
+        assert_eq!(shard_of("anything", 1), 0);
+        assert_eq!(
+            [
+                shard_of("a", 6),
+                shard_of("urtc-main", 6),
+                shard_of("zego", 6)
+            ],
+            [
+                (xxhash_rust::xxh3::xxh3_64(b"a") % 6) as u32,
+                (xxhash_rust::xxh3::xxh3_64(b"urtc-main") % 6) as u32,
+                (xxhash_rust::xxh3::xxh3_64(b"zego") % 6) as u32
+            ]
+        );
+    }
+
+    #[test]
+    fn a_leader_stops_a_third_of_a_lease_early() {
+        assert_eq!(valid_for(15), Duration::from_secs(10));
+        assert_eq!(valid_for(3), Duration::from_secs(2));
+        assert_eq!(valid_for(0), Duration::ZERO);
+        assert_eq!(valid_for(-1), Duration::ZERO);
+    }
+}
