@@ -94,6 +94,9 @@ pub struct Supervisor {
     shown: Mutex<bool>,
     /// The [`RunState::generation`] its day in etcd holds (`ha:`).
     etcd_written: AtomicU64,
+    /// Its day is the leader's own, current (a reload while leading): not read from etcd at
+    /// the first take-over.
+    current: AtomicBool,
 }
 
 fn unix(t: DateTime<Utc>) -> f64 {
@@ -112,6 +115,7 @@ impl Supervisor {
     ) -> Arc<Self> {
         let (plumbing, board) = (fleet.plumbing.clone(), fleet.board.clone());
         let (saved, ha) = (fleet.saved.clone(), fleet.ha.clone());
+        let previous_led = previous.is_some() && ledger.is_some();
         plumbing
             .metrics
             .init_target(&target.name, target.vendor.name);
@@ -152,7 +156,11 @@ impl Supervisor {
             let gate = ha.gate(&target.name);
             (ha, gate)
         });
+        // A reload while this replica leads the target hands over the day as it is now: newer
+        // than what etcd holds until the next write.
+        let current = previous_led && ha.as_ref().is_some_and(|(_, g)| *g.borrow());
         Arc::new(Supervisor {
+            current: AtomicBool::new(current),
             shown: Mutex::new(ha.is_none()),
             ha,
             etcd_written: AtomicU64::new(0),
@@ -400,6 +408,9 @@ impl Supervisor {
     /// (which may be older); tries again every second while etcd does not answer (polling
     /// without the day would begin its figures afresh).
     async fn take_over(&self, ha: &Ha) {
+        if self.current.swap(false, Ordering::AcqRel) {
+            return;
+        }
         loop {
             match ha.load_day(&self.target.name).await {
                 Ok(None) => {
