@@ -291,7 +291,7 @@ async fn with_one_dead_room_the_class_alerts_fire_for_the_live_rooms() {
     let firing = |alert: &str, severity: &str, room: Option<&str>| {
         let room = room.map_or(String::new(), |r| format!(",room=\"{r}\""));
         format!(
-            "          - labels: 'ALERTS{{alertname=\"{alert}\",alertstate=\"firing\",severity=\"{severity}\",job=\"rtc-exporter\",instance=\"{instance}\",target=\"talk\",vendor=\"talkcloud\"{room}}}'\n            value: 1\n"
+            "          - labels: 'ALERTS{{alertname=\"{alert}\",alertstate=\"firing\",severity=\"{severity}\",job=\"rtc-exporter\",target=\"talk\",vendor=\"talkcloud\"{room}}}'\n            value: 1\n"
         )
     };
     let test = format!(
