@@ -7,7 +7,8 @@
 #     --build-arg RTC_EXPORTER_REVISION="$(git rev-parse --short=12 HEAD)" .
 #
 # The Kubernetes manifests (deploy/kubernetes/) mount their own exporter.yaml over the packaged
-# one. The tests check this file's facts (tests/deploy.rs); nothing in CI builds it.
+# one. The tests check this file's facts (tests/deploy.rs) and .ci/run lints it (hadolint);
+# nothing in CI builds it (no registry to pull the base images from).
 
 # The Rust the project builds with, on Debian 12 (bookworm): the binary needs no newer glibc than
 # the run stage's Debian 12 has.
