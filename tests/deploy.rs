@@ -563,10 +563,8 @@ fn the_base_config_starts_with_no_target_and_reads_secrets_from_the_mounted_fold
     assert!(stdout.contains("OK, 0 target(s)"), "{stdout}");
 }
 
-/// The HA overlay's config with the `ha:` block passes `--config.check`. Ignored until the
-/// exporter reads `ha:` (issue 20); then remove the `ignore`.
+/// The HA overlay's config with the `ha:` block passes `--config.check`.
 #[test]
-#[ignore = "until the exporter reads the ha: block"]
 fn the_ha_config_passes_the_check() {
     let rel = format!("{HA}/exporter.yaml");
     let out = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"))
