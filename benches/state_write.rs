@@ -1,4 +1,5 @@
-//! One write of the state at 1 000 000 sessions, and an incremental one. Run:
+//! One write of the state at 1 000 000 sessions, its size in etcd (`ha:`), and an incremental
+//! one. Run:
 //! `cargo bench --bench state_write`.
 //!
 //! A day of 2 000 rooms × 500 sessions (300 000 distinct user ids, 7 devices, 6 roles, a tenth
@@ -130,7 +131,12 @@ fn measured<T>(f: impl FnOnce() -> T) -> (T, Duration, usize) {
 /// The write of one target, as the writer does it: the copy, then the file. Returns the bytes
 /// on disk.
 fn write(state_file: &Path, name: &str, ledger: &Ledger) -> u64 {
-    let file = TargetFile {
+    state::write_target(state_file, &file_of(name, ledger)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One target's file content, the day compacted as the writer does.
+fn file_of(name: &str, ledger: &Ledger) -> TargetFile {
+    TargetFile {
         version: state::VERSION,
         target: name.to_string(),
         vendor: "talkcloud".into(),
@@ -143,8 +149,7 @@ fn write(state_file: &Path, name: &str, ledger: &Ledger) -> u64 {
             copy.compact();
             copy
         },
-    };
-    state::write_target(state_file, &file).unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -218,7 +223,19 @@ fn main() {
         ms(took),
         mib(p)
     );
-    drop((back, ledger));
+    // What a leader keeps in etcd (`ha:`): the same content, gzipped, in chunks.
+    let file = file_of("big", &ledger);
+    let (gz, took, p) = measured(|| state::to_compressed(&file).unwrap_or_else(|e| panic!("{e}")));
+    println!(
+        "  in etcd (ha:): {:.1} MB gzipped, {:.0} bytes per 1 000 sessions, {} chunks of {} KiB; encoded in {:.0} ms, peak +{:.1} MiB",
+        gz.len() as f64 / 1e6,
+        gz.len() as f64 * 1000.0 / sessions as f64,
+        gz.len().div_ceil(rtc_exporter::ha::CHUNK),
+        rtc_exporter::ha::CHUNK / 1024,
+        ms(took),
+        mib(p)
+    );
+    drop((back, ledger, file, gz));
 
     // The same million sessions as 100 targets: all written, then one changed.
     let rooms = ROOMS / TARGETS;

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
@@ -355,14 +355,22 @@ pub fn write_target(state_file: &Path, file: &TargetFile) -> Result<u64, String>
 /// A target's file as it is kept in etcd (`ha:`): the same JSON, gzipped.
 pub fn to_compressed(file: &TargetFile) -> Result<Vec<u8>, String> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    serde_json::to_writer(&mut gz, file).map_err(|e| format!("cannot encode the day: {e}"))?;
+    {
+        // The encoder writes a few bytes at a time: buffered, gzip sees large writes.
+        let mut json = BufWriter::with_capacity(1 << 16, &mut gz);
+        serde_json::to_writer(&mut json, file)
+            .map_err(|e| format!("cannot encode the day: {e}"))?;
+        json.flush()
+            .map_err(|e| format!("cannot compress the day: {e}"))?;
+    }
     gz.finish()
         .map_err(|e| format!("cannot compress the day: {e}"))
 }
 
 /// Reads what [`to_compressed`] wrote for target `name`; an error says why it cannot be used.
 pub fn from_compressed(data: &[u8], name: &str) -> Result<TargetFile, String> {
-    let file: TargetFile = serde_json::from_reader(flate2::read::GzDecoder::new(data))
+    let gz = BufReader::with_capacity(1 << 16, flate2::read::GzDecoder::new(data));
+    let file: TargetFile = serde_json::from_reader(gz)
         .map_err(|e| format!("the day kept in etcd is not a state file: {e}"))?;
     if file.version != VERSION {
         return Err(format!(
