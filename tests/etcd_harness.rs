@@ -10,8 +10,28 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
 use common::etcd::Etcd;
 use common::wait_for;
+
+/// One POST to etcd's JSON gateway, with a token or none: (status, body).
+async fn post(endpoint: &str, path: &str, token: Option<&str>, body: Value) -> (u16, String) {
+    let mut request = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(format!("{endpoint}{path}"))
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", token);
+    }
+    let r = request.send().await.expect("etcd answers");
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
 
 #[tokio::test]
 async fn one_member_serves_the_helpers_and_keeps_its_data_over_a_restart() {
@@ -147,6 +167,52 @@ async fn a_cluster_answers_with_its_leader_killed_or_a_member_paused() {
     etcd.start_all().await;
     assert!(etcd.is_healthy(2).await);
     assert_eq!(etcd.leases().await, 0);
+}
+
+#[tokio::test]
+async fn with_auth_on_a_user_reaches_its_prefix_only_and_the_helpers_go_on() {
+    let Some(mut etcd) = Etcd::single().await else {
+        return;
+    };
+    etcd.put("/before", "x").await;
+    etcd.enable_auth("rtc-exporter", "s3cret", "/rtc/").await;
+    etcd.put("/rtc/a", "1").await;
+    assert_eq!(etcd.get("/before").await, Some(b"x".to_vec()));
+    let url = etcd.endpoint(0);
+
+    let range = json!({"key": B64.encode("/rtc/a")});
+    let (status, text) = post(&url, "/v3/kv/range", None, range.clone()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("user name is empty"), "{text}");
+    let wrong = json!({"name": "rtc-exporter", "password": "wrong"});
+    let (status, text) = post(&url, "/v3/auth/authenticate", None, wrong).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("authentication failed"), "{text}");
+
+    let right = json!({"name": "rtc-exporter", "password": "s3cret"});
+    let (status, text) = post(&url, "/v3/auth/authenticate", None, right).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).expect("json");
+    let token = answer["token"].as_str().expect("a token");
+    let (status, text) = post(&url, "/v3/kv/range", Some(token), range).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(&B64.encode("1")), "{text}");
+    let inside = json!({"key": B64.encode("/rtc/b"), "value": B64.encode("2")});
+    let (status, text) = post(&url, "/v3/kv/put", Some(token), inside).await;
+    assert_eq!(status, 200, "{text}");
+    let outside = json!({"key": B64.encode("/other"), "value": B64.encode("3")});
+    let (status, text) = post(&url, "/v3/kv/put", Some(token), outside).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("permission denied"), "{text}");
+    let (status, text) = post(&url, "/v3/lease/grant", Some(token), json!({"TTL": 30})).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(etcd.leases().await, 1);
+
+    // A restart forgets the tokens: the helpers authenticate again.
+    etcd.stop(0).await;
+    etcd.start(0).await;
+    assert_eq!(etcd.get("/rtc/b").await, Some(b"2".to_vec()));
+    assert_eq!(etcd.get("/other").await, None);
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //! The key-value helpers speak etcd's JSON gateway on the client port (etcd 3.4 and later:
 //! `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/lease/leases`, keys and values
 //! in base64), to any member that runs and is not paused, retried for a while (an election after
-//! a member is killed takes a second or two).
+//! a member is killed takes a second or two); a refused request fails the test at once.
+//! [`Etcd::enable_auth`] turns etcd's authentication on, with a user confined to a prefix.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -43,6 +44,9 @@ const BOOT_ATTEMPTS: usize = 3;
 /// Log lines quoted in a failure.
 const TAIL_LINES: usize = 25;
 
+/// The root user's password once [`Etcd::enable_auth`] has turned authentication on.
+pub const ROOT_PASSWORD: &str = "rtc-test-root";
+
 /// Numbers each `Etcd` of a test process: its temp dir and cluster token.
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -50,9 +54,13 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 pub struct Etcd {
     binary: String,
     dir: PathBuf,
-    token: String,
+    cluster_token: String,
     members: Vec<Member>,
     http: reqwest::Client,
+    /// Whether etcd authentication is on (the helpers then authenticate as root).
+    auth: bool,
+    /// The root user's token, once authenticated.
+    auth_token: std::sync::Mutex<Option<String>>,
 }
 
 struct Member {
@@ -68,6 +76,24 @@ enum NotReady {
     /// Member `i` exited; `clash` when its log says a port was taken.
     Exited(usize, ExitStatus, bool),
     TimedOut(String),
+}
+
+/// Why a request to a member failed.
+enum Failure {
+    /// Refused (4xx): the same request fails again.
+    Fatal(String),
+    /// The token is unknown to the member (401).
+    Unauthenticated(String),
+    /// No answer, or no leader yet (5xx): worth another try.
+    Retry(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Fatal(e) | Failure::Unauthenticated(e) | Failure::Retry(e) => f.write_str(e),
+        }
+    }
 }
 
 /// The etcd binary, or `None` after a line saying the test is skipped (a failure instead under
@@ -125,12 +151,14 @@ impl Etcd {
         let mut etcd = Etcd {
             binary,
             dir,
-            token: String::new(),
+            cluster_token: String::new(),
             members: Vec::new(),
             http,
+            auth: false,
+            auth_token: std::sync::Mutex::new(None),
         };
         for attempt in 1..=BOOT_ATTEMPTS {
-            etcd.token = format!("rtc-test-{pid}-{seq}-{attempt}");
+            etcd.cluster_token = format!("rtc-test-{pid}-{seq}-{attempt}");
             etcd.members = fresh_members(size);
             for i in 0..size {
                 let member_dir = etcd.member_dir(i);
@@ -324,6 +352,41 @@ impl Etcd {
         self.members.iter().position(|m| m.name == name)
     }
 
+    /// Turns etcd authentication on: user `root` (password [`ROOT_PASSWORD`]) may do
+    /// everything, `user` (with `password`) may read and write the keys under `prefix` and use
+    /// leases, nothing else; a request without a valid token is refused. The helpers go on as
+    /// root.
+    pub async fn enable_auth(&mut self, user: &str, password: &str, prefix: &str) {
+        assert_ne!(user, "root", "root is the harness's own user");
+        let role = format!("{user}-keys");
+        let range = json!({
+            "permType": "READWRITE",
+            "key": B64.encode(prefix),
+            "range_end": B64.encode(prefix_end(prefix.as_bytes())),
+        });
+        for (path, body) in [
+            ("/v3/auth/role/add", json!({"name": role})),
+            ("/v3/auth/role/grant", json!({"name": role, "perm": range})),
+            (
+                "/v3/auth/user/add",
+                json!({"name": "root", "password": ROOT_PASSWORD}),
+            ),
+            (
+                "/v3/auth/user/grant",
+                json!({"user": "root", "role": "root"}),
+            ),
+            (
+                "/v3/auth/user/add",
+                json!({"name": user, "password": password}),
+            ),
+            ("/v3/auth/user/grant", json!({"user": user, "role": role})),
+            ("/v3/auth/enable", json!({})),
+        ] {
+            self.call(path, body).await;
+        }
+        self.auth = true;
+    }
+
     /// The value of `key` (linearizable read), `None` when it is absent.
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let answer = self
@@ -431,7 +494,7 @@ impl Etcd {
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster={initial_cluster}"))
             .arg("--initial-cluster-state=new")
-            .arg(format!("--initial-cluster-token={}", self.token))
+            .arg(format!("--initial-cluster-token={}", self.cluster_token))
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
             .stdin(Stdio::null())
@@ -528,26 +591,73 @@ impl Etcd {
         panic!("{text}");
     }
 
-    /// One POST to member `i`'s JSON gateway.
-    async fn post(&self, i: usize, path: &str, body: &Value) -> Result<Value, String> {
+    /// One POST to member `i`'s JSON gateway, as root where authentication is on.
+    async fn post(&self, i: usize, path: &str, body: &Value) -> Result<Value, Failure> {
+        if !self.auth {
+            return self.send(i, path, body, None).await;
+        }
+        let cached = self.auth_token.lock().expect("token lock").clone();
+        let token = match cached {
+            Some(t) => t,
+            None => {
+                let who = json!({"name": "root", "password": ROOT_PASSWORD});
+                let answer = self.send(i, "/v3/auth/authenticate", &who, None).await?;
+                let Some(t) = answer["token"].as_str() else {
+                    return Err(Failure::Fatal(format!(
+                        "authenticate: no token in {answer}"
+                    )));
+                };
+                *self.auth_token.lock().expect("token lock") = Some(t.to_string());
+                t.to_string()
+            }
+        };
+        let answer = self.send(i, path, body, Some(&token)).await;
+        if matches!(answer, Err(Failure::Unauthenticated(_))) {
+            // Expired, or issued before this member restarted: authenticate again.
+            *self.auth_token.lock().expect("token lock") = None;
+        }
+        answer
+    }
+
+    async fn send(
+        &self,
+        i: usize,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<Value, Failure> {
         let url = format!("{}{path}", self.endpoint(i));
-        let r = self
+        let mut request = self
             .http
             .post(&url)
             .header("content-type", "application/json")
-            .body(body.to_string())
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        let r = request
             .send()
             .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
+            .map_err(|e| Failure::Retry(format!("POST {url}: {e}")))?;
         let status = r.status();
-        let text = r.text().await.map_err(|e| format!("POST {url}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("POST {url}: {status}: {text}"));
+        let text = r
+            .text()
+            .await
+            .map_err(|e| Failure::Retry(format!("POST {url}: {e}")))?;
+        let what = format!("POST {url}: {status}: {text}");
+        match status.as_u16() {
+            200..=299 => serde_json::from_str(&text)
+                .map_err(|e| Failure::Fatal(format!("POST {url}: {e}: {text}"))),
+            401 => Err(Failure::Unauthenticated(what)),
+            // A refused request (bad argument, permission denied): asking again cannot help.
+            400..=499 => Err(Failure::Fatal(what)),
+            // No leader, leader changed, timed out: another try, or another member, may answer.
+            _ => Err(Failure::Retry(what)),
         }
-        serde_json::from_str(&text).map_err(|e| format!("POST {url}: {e}: {text}"))
     }
 
-    /// A POST to any live member, retried until one answers or [`RETRY_FOR`] passes.
+    /// A POST to any live member, retried until one answers or [`RETRY_FOR`] passes; a refused
+    /// request fails the test at once.
     async fn call(&self, path: &str, body: Value) -> Value {
         let deadline = Instant::now() + RETRY_FOR;
         let mut errors = Vec::new();
@@ -555,7 +665,8 @@ impl Etcd {
             for i in self.live() {
                 match self.post(i, path, &body).await {
                     Ok(v) => return v,
-                    Err(e) => errors.push(e),
+                    Err(Failure::Fatal(e)) => panic!("etcd refused {body}: {e}"),
+                    Err(Failure::Retry(e) | Failure::Unauthenticated(e)) => errors.push(e),
                 }
             }
             assert!(
