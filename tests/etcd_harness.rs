@@ -1,8 +1,10 @@
 //! The etcd test harness (`tests/common/etcd.rs`) against real etcd servers: a member answers the
 //! key-value helpers and keeps its data over a restart; a three-member cluster keeps answering
-//! with its leader killed and a member paused, and a restarted member catches up; nothing of a
-//! harness outlives its test, a panicking one included. Skipped with a line where etcd is not
-//! installed (a failure under `RTC_REQUIRE_ETCD=1`).
+//! with its leader killed, a member paused or all members restarted, and a restarted member
+//! catches up; with authentication on, a user reaches its prefix only; a TLS member answers only
+//! clients with a certificate from its CA; nothing of a harness outlives its test, a panicking
+//! one included. Skipped with a line where etcd is not installed (a failure under
+//! `RTC_REQUIRE_ETCD=1`).
 
 mod common;
 
@@ -213,6 +215,54 @@ async fn with_auth_on_a_user_reaches_its_prefix_only_and_the_helpers_go_on() {
     etcd.start(0).await;
     assert_eq!(etcd.get("/rtc/b").await, Some(b"2".to_vec()));
     assert_eq!(etcd.get("/other").await, None);
+}
+
+#[tokio::test]
+async fn a_tls_member_serves_only_clients_with_a_certificate_from_its_ca() {
+    let Some(etcd) = Etcd::cluster_tls(1).await else {
+        return;
+    };
+    let url = etcd.endpoint(0);
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    etcd.put("/tls", "on").await;
+    assert_eq!(etcd.get("/tls").await, Some(b"on".to_vec()));
+    let files = etcd.tls().expect("TLS files");
+    for f in [&files.ca_file, &files.cert_file, &files.key_file] {
+        assert!(f.exists(), "{}", f.display());
+    }
+
+    let health = format!("{url}/health");
+    let client = |identity: bool| {
+        let b = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(files.ca_certificate());
+        let b = if identity {
+            b.identity(files.client_identity())
+        } else {
+            b
+        };
+        b.build().expect("client")
+    };
+    let r = client(true).get(&health).send().await.expect("answer");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.expect("body").contains("true"));
+    let refused = client(false).get(&health).send().await;
+    assert!(
+        refused.is_err(),
+        "answered without a client certificate: {refused:?}"
+    );
+    let plain = health.replacen("https://", "http://", 1);
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(&plain)
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || !plain.expect("answer").status().is_success(),
+        "answered plain HTTP"
+    );
 }
 
 #[test]

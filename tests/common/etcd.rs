@@ -15,7 +15,8 @@
 //! `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/lease/leases`, keys and values
 //! in base64), to any member that runs and is not paused, retried for a while (an election after
 //! a member is killed takes a second or two); a refused request fails the test at once.
-//! [`Etcd::enable_auth`] turns etcd's authentication on, with a user confined to a prefix.
+//! [`Etcd::enable_auth`] turns etcd's authentication on, with a user confined to a prefix;
+//! [`Etcd::cluster_tls`] serves the client URLs on TLS and requires a client certificate.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -55,6 +56,8 @@ pub struct Etcd {
     binary: String,
     dir: PathBuf,
     cluster_token: String,
+    /// Where the client URLs are on TLS, the certificates.
+    tls: Option<TlsFiles>,
     members: Vec<Member>,
     http: reqwest::Client,
     /// Whether etcd authentication is on (the helpers then authenticate as root).
@@ -137,20 +140,38 @@ impl Etcd {
     /// `size` members bootstrapped together (`--initial-cluster`), all healthy and agreeing on a
     /// leader; `None` (the test skipped) where etcd is not installed.
     pub async fn cluster(size: usize) -> Option<Etcd> {
+        Etcd::boot(size, false).await
+    }
+
+    /// As [`Etcd::cluster`], with the client URLs on TLS (`https://127.0.0.1:PORT`): server
+    /// certificates from a test CA, and a client certificate from that CA required
+    /// (`--client-cert-auth`); [`Etcd::tls`] names the files a client needs.
+    pub async fn cluster_tls(size: usize) -> Option<Etcd> {
+        Etcd::boot(size, true).await
+    }
+
+    async fn boot(size: usize, tls: bool) -> Option<Etcd> {
         assert!(size >= 1, "an etcd cluster has at least one member");
         let binary = binary()?;
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("rtc-etcd-{pid}-{seq}"));
         let _ = std::fs::remove_dir_all(&dir);
-        let http = reqwest::Client::builder()
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .expect("HTTP client");
+            .timeout(REQUEST_TIMEOUT);
+        let tls = tls.then(|| TlsFiles::write(&dir.join("tls")));
+        if let Some(files) = &tls {
+            http = http
+                .add_root_certificate(files.ca_certificate())
+                .identity(files.client_identity());
+        }
+        let http = http.build().expect("HTTP client");
         let mut etcd = Etcd {
             binary,
             dir,
+            tls,
             cluster_token: String::new(),
             members: Vec::new(),
             http,
@@ -196,7 +217,13 @@ impl Etcd {
 
     /// Member `i`'s client URL.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// The certificates of a [`Etcd::cluster_tls`], `None` for a plain one.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// Member `i`'s process id while it runs (also while paused).
@@ -476,7 +503,7 @@ impl Etcd {
             .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
         let m = &self.members[i];
         let _ = writeln!(log, "=== test harness: starting {} ===", m.name);
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = self.endpoint(i);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let data = self.member_dir(i).join("data");
         let mut cmd = if Path::new("/usr/bin/setpriv").exists() {
@@ -495,6 +522,11 @@ impl Etcd {
             .arg(format!("--initial-cluster={initial_cluster}"))
             .arg("--initial-cluster-state=new")
             .arg(format!("--initial-cluster-token={}", self.cluster_token))
+            .args(
+                self.tls
+                    .as_ref()
+                    .map_or_else(Vec::new, TlsFiles::server_flags),
+            )
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
             .stdin(Stdio::null())
@@ -700,6 +732,95 @@ impl Drop for Etcd {
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// The PEM files of a TLS cluster, in its temp dir: a test CA, the members' server certificate
+/// (127.0.0.1 and localhost) and a client certificate the members accept (CN `rtc-exporter`).
+pub struct TlsFiles {
+    /// The CA that signed the server and client certificates.
+    pub ca_file: PathBuf,
+    /// A client certificate from that CA.
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl TlsFiles {
+    fn write(dir: &Path) -> TlsFiles {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "rtc-exporter etcd test CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("CA");
+        let leaf = |sans: &[&str], usages: Vec<ExtendedKeyUsagePurpose>| {
+            let key = KeyPair::generate().expect("key");
+            let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+            let mut p = CertificateParams::new(names).expect("certificate params");
+            p.distinguished_name.push(DnType::CommonName, sans[0]);
+            p.extended_key_usages = usages;
+            let cert = p.signed_by(&key, &ca).expect("certificate");
+            (cert.pem(), key.serialize_pem())
+        };
+        // etcd's JSON gateway dials the member's own gRPC with the server certificate, so
+        // under --client-cert-auth it must serve as a client certificate too.
+        let (server_cert, server_key) = leaf(
+            &["127.0.0.1", "localhost"],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        let (client_cert, client_key) =
+            leaf(&["rtc-exporter"], vec![ExtendedKeyUsagePurpose::ClientAuth]);
+        let file = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            path
+        };
+        TlsFiles {
+            ca_file: file("ca.pem", &ca.pem()),
+            cert_file: file("client.pem", &client_cert),
+            key_file: file("client-key.pem", &client_key),
+            server_cert: file("server.pem", &server_cert),
+            server_key: file("server-key.pem", &server_key),
+        }
+    }
+
+    fn server_flags(&self) -> Vec<String> {
+        vec![
+            format!("--cert-file={}", self.server_cert.display()),
+            format!("--key-file={}", self.server_key.display()),
+            format!("--trusted-ca-file={}", self.ca_file.display()),
+            "--client-cert-auth".to_string(),
+        ]
+    }
+
+    fn read(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The CA, for a client to trust.
+    pub fn ca_certificate(&self) -> reqwest::Certificate {
+        reqwest::Certificate::from_pem(&TlsFiles::read(&self.ca_file)).expect("CA PEM")
+    }
+
+    /// The client certificate and key, for a client to present.
+    pub fn client_identity(&self) -> reqwest::Identity {
+        let mut pem = TlsFiles::read(&self.cert_file);
+        pem.extend(TlsFiles::read(&self.key_file));
+        reqwest::Identity::from_pem(&pem).expect("client certificate PEM")
     }
 }
 
