@@ -17,6 +17,7 @@
 //! a member is killed takes a second or two); a refused request fails the test at once.
 //! [`Etcd::enable_auth`] turns etcd's authentication on, with a user confined to a prefix;
 //! [`Etcd::cluster_tls`] serves the client URLs on TLS and requires a client certificate.
+//! Waits and timeouts run on the real clock: a test that pauses tokio's clock cannot use this.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -209,8 +210,8 @@ impl Etcd {
         self.members.len()
     }
 
-    /// Every member's client URL (`http://127.0.0.1:PORT`), running or not: the endpoint list
-    /// of a client config.
+    /// Every member's client URL (`http://127.0.0.1:PORT`, `https://` for a
+    /// [`Etcd::cluster_tls`]), running or not: the endpoint list of a client config.
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
