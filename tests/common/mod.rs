@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: start the exporter against a config, scrape it,
-//! read samples by name and labels, wait for a condition.
+//! read samples by name and labels, wait for a condition; [`etcd`] runs real etcd servers.
 #![allow(dead_code)]
+
+pub mod etcd;
 
 use std::time::Duration;
 
