@@ -1,0 +1,780 @@
+//! High availability with real etcd servers (Debian's etcd-server): replicas of the binary
+//! against simulated vendors, counted at the simulators; `kill -9`, etcd stopped and back,
+//! three replicas over six shards.
+//!
+//! Skipped with a line where `etcd` is not installed, unless `RTC_REQUIRE_ETCD=1` (CI).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::etcd::Etcd;
+use common::{all, free_port, terminate, try_scrape, value, wait_for};
+use rtc_exporter::sim::ucloud_urtc::UrtcSim;
+use rtc_exporter::sim::SimServer;
+use tokio::time::Instant;
+
+/// The lease of these tests: etcd's shortest that the exporter accepts.
+const LEASE: Duration = Duration::from_secs(3);
+/// Their poll interval.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// One simulated URTC account and the targets pointed at it.
+struct Vendor {
+    server: SimServer,
+    app: String,
+    public: String,
+    private: String,
+}
+
+impl Vendor {
+    async fn start(seed: u64) -> Vendor {
+        let sim = UrtcSim::new(seed, 6);
+        let (app, public, private) = (
+            sim.app_id.clone(),
+            sim.public_key.clone(),
+            sim.private_key(),
+        );
+        let server = SimServer::start(Arc::new(sim), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        Vendor {
+            server,
+            app,
+            public,
+            private,
+        }
+    }
+
+    fn served(&self) -> u64 {
+        self.server.served.load(Ordering::SeqCst)
+    }
+
+    fn target(&self, name: &str) -> String {
+        format!(
+            "  - name: {name}\n    vendor: ucloud_urtc\n    endpoint: {}\n    app_id: {}\n    credentials: {{ public_key: {}, private_key: {} }}\n",
+            self.server.endpoint, self.app, self.public, self.private
+        )
+    }
+}
+
+/// A config of `targets` with `ha:` on `etcd` (no `ha:` where `etcd` is `None`).
+fn config(
+    vendor: &Vendor,
+    targets: &[String],
+    etcd: Option<&[String]>,
+    prefix: &str,
+    shards: u32,
+    id: &str,
+) -> String {
+    let mut text = format!(
+        "global: {{ interval: {}ms, poll_timeout: 900ms, request_timeout: 800ms }}\ntargets:\n",
+        INTERVAL.as_millis()
+    );
+    for t in targets {
+        text.push_str(&vendor.target(t));
+    }
+    if let Some(endpoints) = etcd {
+        text.push_str(&format!(
+            "ha:\n  etcd: {{ endpoints: [{}] }}\n  prefix: {prefix}\n  lease: {}s\n  shards: {shards}\n  id: {id}\n",
+            endpoints.join(", "),
+            LEASE.as_secs()
+        ));
+    }
+    text
+}
+
+/// One exporter process.
+struct Replica {
+    child: Option<Child>,
+    base: String,
+    log: PathBuf,
+}
+
+impl Replica {
+    fn start(dir: &Path, id: &str, config: &str) -> Replica {
+        let file = dir.join(format!("{id}.yaml"));
+        std::fs::write(&file, config).unwrap();
+        let log = dir.join(format!("{id}.log"));
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"))
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Replica {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    async fn scrape(&self) -> Option<String> {
+        self.child.as_ref()?;
+        try_scrape(&self.base).await
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            assert!(
+                terminate(&mut c).success(),
+                "exit after SIGTERM\n{}",
+                self.logs()
+            );
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn gauge(text: &str, name: &str) -> f64 {
+    value(text, name, &[]).unwrap_or(-1.0)
+}
+
+/// The targets whose series a scrape shows (it leads their shard).
+fn shown(text: &str) -> BTreeSet<String> {
+    all(text, "rtc_exporter_target_up")
+        .into_iter()
+        .filter_map(|s| s.label("target").map(str::to_string))
+        .collect()
+}
+
+/// Vendor requests an exporter counted, all targets.
+fn requests(text: &str) -> f64 {
+    all(text, "rtc_exporter_vendor_requests_total")
+        .iter()
+        .map(|s| s.value)
+        .sum()
+}
+
+fn polls(text: &str) -> f64 {
+    all(text, "rtc_exporter_polls_total")
+        .iter()
+        .filter(|s| s.label("result") != Some("overlap"))
+        .map(|s| s.value)
+        .sum()
+}
+
+/// A quiet moment's counts: the exporter's requests and polls, and the simulator's, read
+/// between two scrapes that agree (no poll ran in between).
+async fn settled(r: &Replica, others: &[&Replica], vendor: &Vendor) -> (f64, f64, u64, f64) {
+    wait_for(
+        "a moment between polls",
+        Duration::from_secs(30),
+        || async {
+            let a = r.scrape().await?;
+            let served = vendor.served();
+            let mut other = 0.0;
+            for o in others {
+                other += requests(&o.scrape().await?);
+            }
+            let b = r.scrape().await?;
+            (requests(&a) == requests(&b) && polls(&a) == polls(&b))
+                .then(|| (requests(&a), polls(&a), served, other))
+        },
+    )
+    .await
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rtc-ha-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The leader among `replicas` once exactly one leads: its index.
+async fn one_leader(replicas: &[&Replica], within: Duration) -> usize {
+    wait_for("exactly one leader", within, || async {
+        let mut leaders = Vec::new();
+        for (i, r) in replicas.iter().enumerate() {
+            if let Some(t) = r.scrape().await {
+                if gauge(&t, "rtc_exporter_ha_leader") == 1.0 {
+                    leaders.push(i);
+                }
+            }
+        }
+        (leaders.len() == 1).then(|| leaders[0])
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_makes_exactly_the_vendor_requests_of_one_exporter() {
+    let Some(etcd) = Etcd::single().await else {
+        return;
+    };
+    let dir = temp("pair");
+    let vendor = Vendor::start(31).await;
+    let targets = vec!["urtc-a".to_string(), "urtc-b".to_string()];
+    let endpoints = etcd.endpoints();
+
+    // One exporter alone (no ha:): its requests per poll.
+    let mut alone = Replica::start(
+        &dir,
+        "alone",
+        &config(&vendor, &targets, None, "", 1, "alone"),
+    );
+    wait_for("six polls alone", Duration::from_secs(30), || async {
+        let t = alone.scrape().await?;
+        (polls(&t) >= 6.0).then_some(())
+    })
+    .await;
+    let (req_alone, polls_alone, served_alone, _) = settled(&alone, &[], &vendor).await;
+    alone.stop();
+    assert_eq!(
+        served_alone as f64, req_alone,
+        "every request the simulator served was counted"
+    );
+    let per_poll = req_alone / polls_alone;
+
+    // A pair on etcd against the same account.
+    let before = vendor.served();
+    let prefix = "/rtc-test/pair";
+    let a = Replica::start(
+        &dir,
+        "a",
+        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "a"),
+    );
+    let b = Replica::start(
+        &dir,
+        "b",
+        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "b"),
+    );
+    let leader = one_leader(&[&a, &b], Duration::from_secs(30)).await;
+    let (lead, follow) = if leader == 0 { (&a, &b) } else { (&b, &a) };
+    wait_for(
+        "six polls by the leader",
+        Duration::from_secs(30),
+        || async {
+            let t = lead.scrape().await?;
+            (polls(&t) >= 6.0).then_some(())
+        },
+    )
+    .await;
+    let (req_lead, polls_lead, served, req_follow) = settled(lead, &[follow], &vendor).await;
+    assert_eq!(req_follow, 0.0, "the follower sent no vendor request");
+    assert_eq!(
+        (served - before) as f64,
+        req_lead,
+        "the simulator served exactly the leader's requests"
+    );
+    assert_eq!(
+        req_lead / polls_lead,
+        per_poll,
+        "a poll of the pair asks what a poll of one exporter asks"
+    );
+    let t = follow.scrape().await.unwrap();
+    assert!(
+        shown(&t).is_empty(),
+        "a follower shows no target's series:\n{t}"
+    );
+    assert_eq!(gauge(&t, "rtc_exporter_ha_leader"), 0.0);
+    assert_eq!(gauge(&t, "rtc_exporter_ha_replicas"), 2.0);
+    let (status, _) = common::get(&follow.base, "/-/ready").await;
+    assert_eq!(status, 200, "a follower is ready");
+}
+
+/// Today's peak and accumulated figures of every target a scrape shows.
+fn figures(text: &str) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    for name in [
+        "rtc_peak_users",
+        "rtc_accumulated_users",
+        "rtc_room_peak_users",
+        "rtc_room_accumulated_users",
+    ] {
+        for s in all(text, name) {
+            let key = format!(
+                "{}/{}",
+                s.label("target").unwrap_or(""),
+                s.label("room").unwrap_or("")
+            );
+            out.insert((name.to_string(), key), s.value);
+        }
+    }
+    out
+}
+
+/// Kills the leader of a pair and measures until the other has polled: `(seconds, lowered)`
+/// where `lowered` lists any figure below what the killed leader served.
+async fn kill_and_take_over(a: &mut Replica, b: &mut Replica) -> (f64, Vec<String>) {
+    let leader = one_leader(&[a, b], Duration::from_secs(30)).await;
+    let (lead, other) = if leader == 0 { (a, b) } else { (b, a) };
+    let polled_before = polls(&other.scrape().await.unwrap());
+    // What the leader serves now is in etcd a moment later (written after each poll).
+    let before = figures(&lead.scrape().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let killed = Instant::now();
+    lead.kill9();
+    let after = wait_for(
+        "the other replica leads and polls",
+        Duration::from_secs(30),
+        || async {
+            let t = other.scrape().await?;
+            (gauge(&t, "rtc_exporter_ha_leader") == 1.0 && polls(&t) > polled_before).then_some(t)
+        },
+    )
+    .await;
+    let took = killed.elapsed().as_secs_f64();
+    let now = figures(&after);
+    let lowered = before
+        .iter()
+        .filter(|(k, v)| now.get(*k).is_none_or(|n| n < *v))
+        .map(|(k, v)| format!("{k:?}: {v} before, {:?} after", now.get(k)))
+        .collect();
+    (took, lowered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_hands_over_within_a_lease_and_an_interval_lowering_nothing() {
+    let Some(etcd) = Etcd::single().await else {
+        return;
+    };
+    let dir = temp("kill");
+    let vendor = Vendor::start(32).await;
+    let targets = vec!["urtc-a".to_string(), "urtc-b".to_string()];
+    let endpoints = etcd.endpoints();
+    let prefix = "/rtc-test/kill";
+    let mut a = Replica::start(
+        &dir,
+        "a",
+        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "a"),
+    );
+    let mut b = Replica::start(
+        &dir,
+        "b",
+        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "b"),
+    );
+    // Three polls, so the day has figures.
+    tokio::time::sleep(LEASE + 3 * INTERVAL).await;
+    let (took, lowered) = kill_and_take_over(&mut a, &mut b).await;
+    assert!(
+        lowered.is_empty(),
+        "figures lowered by the failover: {lowered:#?}"
+    );
+    // One lease plus one interval, and the scrapes' own 100 ms steps.
+    let bound = (LEASE + INTERVAL).as_secs_f64() + 0.5;
+    assert!(
+        took <= bound,
+        "took {took:.2}s, more than a lease plus an interval ({bound}s)"
+    );
+    eprintln!("failover: {took:.2}s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_gone_stops_the_leader_within_its_lease_and_etcd_back_gives_one_leader() {
+    let Some(mut etcd) = Etcd::single().await else {
+        return;
+    };
+    let dir = temp("etcd-gone");
+    let vendor = Vendor::start(33).await;
+    let targets = vec!["urtc-a".to_string()];
+    let endpoints = etcd.endpoints();
+    let prefix = "/rtc-test/gone";
+    let a = Replica::start(
+        &dir,
+        "a",
+        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "a"),
+    );
+    let b = Replica::start(
+        &dir,
+        "b",
+        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "b"),
+    );
+    one_leader(&[&a, &b], Duration::from_secs(30)).await;
+    tokio::time::sleep(2 * INTERVAL).await;
+
+    let stopped = Instant::now();
+    etcd.stop(0).await;
+    // Within the lease both say they lead nothing, and no request reaches the vendor.
+    wait_for(
+        "no leader while etcd is down",
+        LEASE + Duration::from_secs(1),
+        || async {
+            let (ta, tb) = (a.scrape().await?, b.scrape().await?);
+            (gauge(&ta, "rtc_exporter_ha_leader") == 0.0
+                && gauge(&tb, "rtc_exporter_ha_leader") == 0.0
+                && gauge(&ta, "rtc_exporter_ha_etcd_up") == 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(stopped.elapsed() <= LEASE + Duration::from_secs(1));
+    let served = vendor.served();
+    tokio::time::sleep(3 * INTERVAL).await;
+    assert_eq!(
+        vendor.served(),
+        served,
+        "no vendor request while nobody leads"
+    );
+    let (ta, tb) = (a.scrape().await.unwrap(), b.scrape().await.unwrap());
+    assert!(
+        shown(&ta).is_empty() && shown(&tb).is_empty(),
+        "no target series without a leader"
+    );
+
+    etcd.start(0).await;
+    one_leader(&[&a, &b], Duration::from_secs(30)).await;
+    // And it stays one.
+    tokio::time::sleep(LEASE).await;
+    one_leader(&[&a, &b], Duration::from_secs(1)).await;
+    wait_for("polls again", Duration::from_secs(30), || async {
+        (vendor.served() > served).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_over_six_shards_cover_every_target_once_also_after_a_kill() {
+    let Some(mut etcd) = Etcd::cluster(3).await else {
+        return;
+    };
+    let dir = temp("shards");
+    let vendor = Vendor::start(34).await;
+    let targets: Vec<String> = (0..12).map(|i| format!("urtc-{i:02}")).collect();
+    let endpoints = etcd.endpoints();
+    let prefix = "/rtc-test/shards";
+    let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
+        .iter()
+        .map(|id| {
+            Replica::start(
+                &dir,
+                id,
+                &config(&vendor, &targets, Some(&endpoints), prefix, 6, id),
+            )
+        })
+        .collect();
+    let everyone: BTreeSet<String> = targets.iter().cloned().collect();
+
+    // Every target shown by exactly one replica, each leading at most ⌈6/n⌉ shards.
+    async fn covered(replicas: &[Replica], everyone: &BTreeSet<String>, share: f64) -> bool {
+        let mut seen: Vec<String> = Vec::new();
+        for r in replicas {
+            let Some(t) = r.scrape().await else { continue };
+            let led: f64 = all(&t, "rtc_exporter_ha_shard_leader")
+                .iter()
+                .map(|s| s.value)
+                .sum();
+            if led > share {
+                return false;
+            }
+            seen.extend(shown(&t));
+        }
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        seen.len() == everyone.len() && &unique == everyone
+    }
+    wait_for(
+        "3 replicas cover 12 targets once",
+        Duration::from_secs(40),
+        || async { covered(&replicas, &everyone, 2.0).await.then_some(()) },
+    )
+    .await;
+
+    // One etcd member down: the group goes on.
+    etcd.kill(2);
+    tokio::time::sleep(LEASE).await;
+    assert!(
+        covered(&replicas, &everyone, 2.0).await,
+        "one etcd member down changes nothing"
+    );
+
+    // One replica killed: the two left take its shards within a lease (and a round).
+    replicas[1].kill9();
+    let killed = Instant::now();
+    wait_for(
+        "2 replicas cover 12 targets once",
+        Duration::from_secs(40),
+        || async { covered(&replicas, &everyone, 3.0).await.then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "shards of the killed replica taken in {:.2}s",
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(killed.elapsed() <= LEASE * 2 + Duration::from_secs(2));
+    for r in &mut replicas {
+        r.stop();
+    }
+}
+
+/// Not run by default: the failover time of ten kills, for the README's figure
+/// (`cargo test --test ha -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn failover_time_of_ten_kills() {
+    let Some(etcd) = Etcd::single().await else {
+        return;
+    };
+    let dir = temp("ten-kills");
+    let vendor = Vendor::start(35).await;
+    let targets = vec!["urtc-a".to_string(), "urtc-b".to_string()];
+    let endpoints = etcd.endpoints();
+    let prefix = "/rtc-test/ten";
+    let cfg = |id: &str| config(&vendor, &targets, Some(&endpoints), prefix, 1, id);
+    let mut a = Replica::start(&dir, "a0", &cfg("a"));
+    let mut b = Replica::start(&dir, "b0", &cfg("b"));
+    let mut times = Vec::new();
+    for k in 0..10 {
+        tokio::time::sleep(LEASE + 2 * INTERVAL).await;
+        let (took, lowered) = kill_and_take_over(&mut a, &mut b).await;
+        assert!(lowered.is_empty(), "kill {k}: {lowered:#?}");
+        times.push(took);
+        // The killed one comes back as a follower.
+        if a.child.is_none() {
+            a = Replica::start(&dir, &format!("a{}", k + 1), &cfg("a"));
+        } else {
+            b = Replica::start(&dir, &format!("b{}", k + 1), &cfg("b"));
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    eprintln!(
+        "failover of 10 kills (lease {}s, interval {}s): median {:.2}s, min {:.2}s, max {:.2}s",
+        LEASE.as_secs(),
+        INTERVAL.as_secs(),
+        (times[4] + times[5]) / 2.0,
+        times[0],
+        times[9]
+    );
+}
+
+fn ha_config(endpoints: &[String], prefix: &str, id: &str) -> rtc_exporter::ha::HaConfig {
+    let text = format!(
+        "{{etcd: {{endpoints: [{}]}}, prefix: {prefix}, lease: 3s, id: {id}}}",
+        endpoints.join(", ")
+    );
+    rtc_exporter::ha::parse(serde_yaml::from_str(&text).unwrap(), |p| p)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+async fn leads(ha: &rtc_exporter::ha::Ha, target: &str, within: Duration) {
+    let mut gate = ha.gate(target);
+    tokio::time::timeout(within, gate.wait_for(|l| *l))
+        .await
+        .expect("leads in time")
+        .expect("gate open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_never_overwrites_the_new_leaders_day_and_large_days_go_in_chunks() {
+    use rtc_exporter::ha::{etcd, Ha};
+    use rtc_exporter::metrics::SelfMetrics;
+    let Some(server) = Etcd::single().await else {
+        return;
+    };
+    let endpoints = server.endpoints();
+    let prefix = "/rtc-test/deposed";
+    let a = Ha::new(
+        ha_config(&endpoints, prefix, "a"),
+        Arc::new(SelfMetrics::new().unwrap()),
+    )
+    .unwrap();
+    a.start();
+    leads(&a, "t", Duration::from_secs(10)).await;
+    let b = Ha::new(
+        ha_config(&endpoints, prefix, "b"),
+        Arc::new(SelfMetrics::new().unwrap()),
+    )
+    .unwrap();
+    b.start();
+
+    // A day of 2.5 chunks goes in three, and reads back whole.
+    let big: Vec<u8> = (0..(rtc_exporter::ha::CHUNK * 5 / 2))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    assert_eq!(a.save_day("t", &big).await, Ok(true));
+    assert_eq!(b.load_day("t").await, Ok(Some(big.clone())));
+    let client = etcd::Etcd::new(&endpoints, None, None, Duration::from_secs(2)).unwrap();
+    let keys = client
+        .range_prefix(&format!("{prefix}/state/t/"))
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 3);
+    // A smaller one replaces it, and the old chunks go.
+    assert_eq!(a.save_day("t", b"day of a").await, Ok(true));
+    assert_eq!(b.load_day("t").await, Ok(Some(b"day of a".to_vec())));
+    let keys = client
+        .range_prefix(&format!("{prefix}/state/t/"))
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "older chunks removed");
+
+    // A's lease revoked behind its back (as if it hung past its lease): B takes the shard.
+    let shard = client
+        .range_prefix(&format!("{prefix}/shards/"))
+        .await
+        .unwrap();
+    assert_eq!(shard.len(), 1);
+    client.revoke(shard[0].lease).await.unwrap();
+    leads(&b, "t", Duration::from_secs(10)).await;
+    assert_eq!(b.save_day("t", b"day of b").await, Ok(true));
+    // A still thinks it may hold the shard until its next round; etcd refuses its write.
+    assert_eq!(a.save_day("t", b"stale day of a").await, Ok(false));
+    assert_eq!(b.load_day("t").await, Ok(Some(b"day of b".to_vec())));
+    // And A sees it lost the shard within a round.
+    let mut gate = a.gate("t");
+    tokio::time::timeout(Duration::from_secs(3), gate.wait_for(|l| !*l))
+        .await
+        .expect("A stops leading")
+        .expect("gate");
+    a.resign().await;
+    b.resign().await;
+}
+
+#[test]
+fn config_check_takes_ha_at_its_limits_and_names_the_field_past_them() {
+    let dir = temp("check");
+    let run = |ha: &str| {
+        let file = dir.join("c.yaml");
+        std::fs::write(
+            &file,
+            format!("targets:\nha:\n  etcd: {{endpoints: [http://127.0.0.1:1]}}\n{ha}"),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"))
+            .args(["--config.check", "--config.file"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
+    };
+    for ok in [
+        "  lease: 3s\n",
+        "  lease: 300s\n",
+        "  lease: 5m\n",
+        "  shards: 256\n",
+        "  shards: 1\n",
+    ] {
+        let (code, text) = run(ok);
+        assert_eq!(code, Some(0), "{ok}: {text}");
+    }
+    for (bad, says) in [
+        ("  lease: 2s\n", "ha.lease: must be from 3s to 300s"),
+        ("  lease: 301s\n", "ha.lease: must be from 3s to 300s"),
+        ("  lease: 3500ms\n", "ha.lease: must be whole seconds"),
+        ("  shards: 0\n", "ha.shards: must be from 1 to 256"),
+        ("  shards: 257\n", "ha.shards: must be from 1 to 256"),
+        ("  shards: -1\n", "ha.shards"),
+        ("  id: 'two words'\n", "ha.id: must be"),
+        ("  prefix: /\n", "ha.prefix: must start with /"),
+        ("  lead: 1\n", "unknown field `lead`"),
+    ] {
+        let (code, text) = run(bad);
+        assert_eq!(code, Some(1), "{bad}: {text}");
+        assert!(text.contains(says), "{bad}: want {says:?} in:\n{text}");
+    }
+}
+
+/// `Ha` on `config` text for a fresh set of metrics.
+fn ha_from(text: &str) -> Arc<rtc_exporter::ha::Ha> {
+    let c = rtc_exporter::ha::parse(serde_yaml::from_str(text).unwrap(), |p| p)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let metrics = Arc::new(rtc_exporter::metrics::SelfMetrics::new().unwrap());
+    rtc_exporter::ha::Ha::new(c, metrics).unwrap()
+}
+
+/// Whether `ha` comes to lead within `within`.
+async fn comes_to_lead(ha: &rtc_exporter::ha::Ha, within: Duration) -> bool {
+    let mut gate = ha.gate("t");
+    let led = matches!(
+        tokio::time::timeout(within, gate.wait_for(|l| *l)).await,
+        Ok(Ok(_))
+    );
+    led
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_a_client_certificate_and_with_a_user_and_password() {
+    let Some(server) = Etcd::cluster_tls(1).await else {
+        return;
+    };
+    let tls = server.tls().unwrap();
+    let endpoint = server.endpoint(0);
+    let with_cert = format!(
+        "{{etcd: {{endpoints: [{endpoint}], tls: {{ca_file: {}, cert_file: {}, key_file: {}}}}}, prefix: /tls, lease: 3s, id: a}}",
+        tls.ca_file.display(),
+        tls.cert_file.display(),
+        tls.key_file.display()
+    );
+    let ha = ha_from(&with_cert);
+    ha.start();
+    assert!(
+        comes_to_lead(&ha, Duration::from_secs(10)).await,
+        "leads over TLS"
+    );
+    assert_eq!(ha.save_day("t", b"day").await, Ok(true));
+    ha.resign().await;
+    // Without the client certificate etcd refuses it: it never leads.
+    let without = format!(
+        "{{etcd: {{endpoints: [{endpoint}], tls: {{ca_file: {}}}}}, prefix: /tls, lease: 3s, id: b}}",
+        tls.ca_file.display()
+    );
+    let ha = ha_from(&without);
+    ha.start();
+    assert!(
+        !comes_to_lead(&ha, Duration::from_secs(3)).await,
+        "no certificate, no lead"
+    );
+    ha.resign().await;
+
+    let Some(mut server) = Etcd::single().await else {
+        return;
+    };
+    let endpoint = server.endpoint(0);
+    server
+        .enable_auth("exporter", "s3cret-pass", "/auth/")
+        .await;
+    let login = |password: &str| {
+        format!(
+            "{{etcd: {{endpoints: [{endpoint}], username: exporter, password: {password}}}, prefix: /auth, lease: 3s, id: a}}"
+        )
+    };
+    let ha = ha_from(&login("s3cret-pass"));
+    ha.start();
+    assert!(
+        comes_to_lead(&ha, Duration::from_secs(10)).await,
+        "leads with its user"
+    );
+    assert_eq!(ha.save_day("t", b"day").await, Ok(true));
+    assert_eq!(ha.load_day("t").await, Ok(Some(b"day".to_vec())));
+    ha.resign().await;
+    let ha = ha_from(&login("wrong-pass"));
+    ha.start();
+    assert!(
+        !comes_to_lead(&ha, Duration::from_secs(3)).await,
+        "a wrong password never leads"
+    );
+    let err = ha.load_day("t").await.err().unwrap_or_default();
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(
+        !err.contains("wrong-pass"),
+        "the password reached an error: {err}"
+    );
+    ha.resign().await;
+}
