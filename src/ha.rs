@@ -255,6 +255,38 @@ fn check_endpoint(e: &str) -> Result<String, String> {
     Ok(e.trim_end_matches('/').to_string())
 }
 
+/// What `--config.check` says of `ha:`: the group, and which targets each shard holds (every
+/// replica computes the same).
+pub fn summary<'a>(ha: &HaConfig, targets: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut lines = vec![format!(
+        "ha: etcd {}, prefix {}, lease {}s, {} shard(s), id {}",
+        ha.endpoints.join(" "),
+        ha.prefix,
+        ha.lease.as_secs(),
+        ha.shards,
+        ha.id
+    )];
+    let mut by_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    for name in targets {
+        by_shard
+            .entry(shard_of(name, ha.shards))
+            .or_default()
+            .push(name);
+    }
+    for k in 0..ha.shards {
+        let names = by_shard.remove(&k).unwrap_or_default();
+        if ha.shards > 1 || !names.is_empty() {
+            let shown = if names.is_empty() {
+                "(no target)".to_string()
+            } else {
+                names.join(" ")
+            };
+            lines.push(format!("ha: shard {k}: {shown}"));
+        }
+    }
+    lines
+}
+
 /// `$HOSTNAME` (a pod's name in Kubernetes), else the kernel's host name, else `rtc-exporter`.
 fn default_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -827,6 +859,33 @@ mod tests {
                 (xxhash_rust::xxh3::xxh3_64(b"urtc-main") % 6) as u32,
                 (xxhash_rust::xxh3::xxh3_64(b"zego") % 6) as u32
             ]
+        );
+    }
+
+    #[test]
+    fn config_check_says_which_targets_each_shard_holds() {
+        let c = parsed("{etcd: {endpoints: [http://e:2379]}, id: r1, shards: 3, prefix: /p}");
+        let Ok(c) = c else { panic!("{c:?}") };
+        let names = ["a", "urtc-main", "zego"];
+        let lines = summary(&c, names);
+        assert_eq!(
+            lines[0],
+            "ha: etcd http://e:2379, prefix /p, lease 15s, 3 shard(s), id r1"
+        );
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        for n in names {
+            let k = shard_of(n, 3);
+            assert!(
+                lines[1 + k as usize].contains(n),
+                "{n} in shard {k}: {lines:?}"
+            );
+        }
+        let one = parsed("{etcd: {endpoints: [http://e:2379]}, id: r1}");
+        let Ok(one) = one else { panic!("{one:?}") };
+        assert_eq!(
+            summary(&one, []).len(),
+            1,
+            "one shard and no target: the group line only"
         );
     }
 

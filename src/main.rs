@@ -386,6 +386,13 @@ fn main() -> ExitCode {
                         rtc_exporter::state::folder(p).display()
                     );
                 }
+                if let Some(ha) = &c.ha {
+                    for line in
+                        rtc_exporter::ha::summary(ha, c.targets.iter().map(|t| t.name.as_str()))
+                    {
+                        println!("{line}");
+                    }
+                }
                 for w in c.warnings() {
                     println!("warning: {w}");
                 }
