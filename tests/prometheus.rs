@@ -167,6 +167,41 @@ fn every_alert_has_for_severity_runbook_and_tests_both_ways() {
     );
 }
 
+/// The alerts over target and room gauges (`max by (job, target, vendor...)`: with `ha:` their
+/// series move between replicas, and after a crash no replica serves them for a lease and a
+/// scrape or two) keep firing 2m, which bridges that gap; the others (each process's own, the
+/// shards', the counter rates, whose window still holds the dead leader's samples) have no
+/// keep_firing_for, so they resolve when they clear.
+#[test]
+fn the_target_and_room_alerts_keep_firing_across_a_failover_gap() {
+    let mut kept = Vec::new();
+    for (name, rule) in alerts() {
+        let expr = rule["expr"].as_str().unwrap_or_default().trim_start();
+        let keep = rule["keep_firing_for"].as_str();
+        if expr.starts_with("max by (job, target, vendor") {
+            assert_eq!(
+                keep,
+                Some("2m"),
+                "{name}: over target series, no keep_firing_for: 2m"
+            );
+            kept.push(name);
+        } else {
+            assert_eq!(
+                keep, None,
+                "{name}: keep_firing_for on an alert that does not move"
+            );
+        }
+    }
+    assert!(kept.len() >= 9, "{kept:?}");
+    for name in [
+        "RtcExporterTargetDown",
+        "RtcRoomOverCapacity",
+        "RtcClassNoTeacher",
+    ] {
+        assert!(kept.iter().any(|k| k == name), "{name}: {kept:?}");
+    }
+}
+
 /// The Alertmanager example names only alerts that exist, and amtool accepts it where
 /// installed.
 #[test]
