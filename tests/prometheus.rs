@@ -167,6 +167,122 @@ fn every_alert_has_for_severity_runbook_and_tests_both_ways() {
     );
 }
 
+/// The alerts over target and room gauges (`max by (job, target, vendor...)`: with `ha:` their
+/// series move between replicas, and after a crash no replica serves them for a lease and a
+/// scrape or two) keep firing 2m, which bridges that gap; the others (each process's own, the
+/// shards', the counter rates, whose window still holds the dead leader's samples) have no
+/// keep_firing_for, so they resolve when they clear.
+#[test]
+fn the_target_and_room_alerts_keep_firing_across_a_failover_gap() {
+    let mut kept = Vec::new();
+    for (name, rule) in alerts() {
+        let expr = rule["expr"].as_str().unwrap_or_default().trim_start();
+        let keep = rule["keep_firing_for"].as_str();
+        if expr.starts_with("max by (job, target, vendor") {
+            assert_eq!(
+                keep,
+                Some("2m"),
+                "{name}: over target series, no keep_firing_for: 2m"
+            );
+            kept.push(name);
+        } else {
+            assert_eq!(
+                keep, None,
+                "{name}: keep_firing_for on an alert that does not move"
+            );
+        }
+    }
+    assert!(kept.len() >= 9, "{kept:?}");
+    for name in [
+        "RtcExporterTargetDown",
+        "RtcRoomOverCapacity",
+        "RtcClassNoTeacher",
+    ] {
+        assert!(kept.iter().any(|k| k == name), "{name}: {kept:?}");
+    }
+}
+
+/// The dashboard's day figures (peak and distinct users today, of targets and of rooms) at a
+/// failover across local midnight: the old leader's last scrape before midnight (at 10m here:
+/// yesterday's 500) and the new leader's first after it (10m15s: today's 20) overlap until the
+/// old one's series go stale (10m30s). The figure is the newest scrape's, today's 20, not the
+/// larger (yesterday's).
+/// promtool evaluates the dashboard's own queries, with its variables as "All" selects them.
+#[test]
+fn the_day_figures_at_a_failover_across_midnight_come_from_the_newest_scrape() {
+    let queries = dashboard_queries();
+    let wanted = [
+        (
+            "panel Peak concurrent users today (A)",
+            "{job=\"j\",target=\"t\",vendor=\"v\"}",
+        ),
+        (
+            "panel Accumulated users today (A)",
+            "{job=\"j\",target=\"t\",vendor=\"v\"}",
+        ),
+        (
+            "panel Rooms now (the 50 busiest) (B)",
+            "{target=\"t\",vendor=\"v\",room=\"r\"}",
+        ),
+        (
+            "panel Rooms now (the 50 busiest) (C)",
+            "{target=\"t\",vendor=\"v\",room=\"r\"}",
+        ),
+    ];
+    // Scrapes every 30 s, a's on the minute and half minute, b's 15 s later.
+    let series = |name: &str, room: bool, instance: &str| {
+        let values: Vec<String> = (0..50)
+            .map(|i| {
+                let t = i * 15;
+                match (instance, t % 30 == 0) {
+                    ("a", true) if t <= 600 => "500".into(),
+                    ("a", true) if t == 630 => "stale".into(),
+                    ("b", false) if t >= 615 => "20".into(),
+                    _ => "_".into(),
+                }
+            })
+            .collect();
+        let room = if room { ",room=\"r\"" } else { "" };
+        format!(
+            "      - series: '{name}{{job=\"j\",instance=\"{instance}\",target=\"t\",vendor=\"v\"{room}}}'\n        values: '{}'\n",
+            values.join(" ")
+        )
+    };
+    let mut input = String::new();
+    for (name, room) in [
+        ("rtc_peak_users", false),
+        ("rtc_accumulated_users", false),
+        ("rtc_room_peak_users", true),
+        ("rtc_room_accumulated_users", true),
+        ("rtc_room_users", true),
+    ] {
+        input.push_str(&series(name, room, "a"));
+        input.push_str(&series(name, room, "b"));
+    }
+    let mut cases = String::new();
+    for (what, labels) in wanted {
+        let (_, q) = queries
+            .iter()
+            .find(|(w, _)| w == what)
+            .unwrap_or_else(|| panic!("no {what} in the dashboard"));
+        for (at, value) in [("10m", 500), ("10m15s", 20), ("10m20s", 20), ("11m", 20)] {
+            cases.push_str(&format!(
+                "      - expr: '{}'\n        eval_time: {at}\n        exp_samples:\n          - labels: '{labels}'\n            value: {value}\n",
+                q.replace('\'', "''")
+            ));
+        }
+    }
+    let test = format!(
+        "rule_files: []\nevaluation_interval: 15s\ntests:\n  - interval: 15s\n    input_series:\n{input}    promql_expr_test:\n{cases}"
+    );
+    let dir = std::env::temp_dir().join(format!("rtc-midnight-failover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("midnight.test.yml");
+    std::fs::write(&file, &test).unwrap();
+    run("promtool", &["test", "rules", &file.display().to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The Alertmanager example names only alerts that exist, and amtool accepts it where
 /// installed.
 #[test]
