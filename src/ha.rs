@@ -311,6 +311,9 @@ pub fn shard_of(name: &str, shards: u32) -> u32 {
 struct Lease {
     id: i64,
     valid_until: Instant,
+    /// Shards beyond this replica's share: no longer polled, their keys given back at the next
+    /// round, once the last poll's day has been written to etcd (about 0.2 s after it).
+    releasing: BTreeSet<u32>,
 }
 
 /// What the writers of the day need: the lease and the shards its keys hold.
@@ -481,6 +484,7 @@ impl Ha {
 
     fn failed(&self, e: &dyn std::fmt::Display) {
         self.set(&self.metrics.ha.etcd_up, 0.0);
+        self.set(&self.metrics.ha.replicas, 0.0);
         let msg = e.to_string();
         let mut last = lock(&self.last_error);
         if last.as_deref() != Some(msg.as_str()) {
@@ -523,6 +527,7 @@ impl Ha {
                 *lease = Some(Lease {
                     id,
                     valid_until: sent + valid_for(ttl),
+                    releasing: BTreeSet::new(),
                 });
                 return Ok(());
             }
@@ -566,23 +571,32 @@ impl Ha {
             .map(|(k, _)| *k)
             .collect();
         // A replica joined: the shards beyond this one's share go back, the last ones first.
-        while held.len() > quota {
-            let Some(k) = held.pop_last() else { break };
-            self.set_gate(k, false);
-            let key = self.shard_key(k);
-            self.etcd
-                .txn(
-                    vec![etcd::held_by(&key, me)],
-                    vec![etcd::delete(&key)],
-                    vec![],
-                )
-                .await?;
-            lock(&self.held).shards.remove(&k);
-            tracing::info!(
-                shard = k,
-                share = quota,
-                "ha: shard given up for another replica"
-            );
+        // Polling stops at once; the key goes at the next round, after the last day's write.
+        let extra: BTreeSet<u32> = held
+            .iter()
+            .rev()
+            .take(held.len().saturating_sub(quota))
+            .copied()
+            .collect();
+        l.releasing.retain(|k| extra.contains(k));
+        for &k in &extra {
+            if !l.releasing.insert(k) {
+                let key = self.shard_key(k);
+                self.etcd
+                    .txn(
+                        vec![etcd::held_by(&key, me)],
+                        vec![etcd::delete(&key)],
+                        vec![],
+                    )
+                    .await?;
+                held.remove(&k);
+                l.releasing.remove(&k);
+                tracing::info!(
+                    shard = k,
+                    share = quota,
+                    "ha: shard given up for another replica"
+                );
+            }
         }
         if others.is_empty() {
             // Free shards, from a place of this replica's own so that replicas starting together
@@ -612,9 +626,10 @@ impl Ha {
             }
         }
         lock(&self.held).shards = held.clone();
-        if Instant::now() < l.valid_until {
-            for k in 0..shards {
-                self.set_gate(k, held.contains(&k));
+        for k in 0..shards {
+            let lead = held.contains(&k) && !l.releasing.contains(&k);
+            if !lead || Instant::now() < l.valid_until {
+                self.set_gate(k, lead);
             }
         }
         Ok(())

@@ -785,3 +785,72 @@ async fn etcd_over_tls_with_a_client_certificate_and_with_a_user_and_password() 
     );
     ha.resign().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_joins_gets_its_share_and_no_shard_is_ever_led_twice() {
+    let Some(server) = Etcd::single().await else {
+        return;
+    };
+    let endpoint = server.endpoint(0);
+    let text = |id: &str| {
+        format!(
+            "{{etcd: {{endpoints: [{endpoint}]}}, prefix: /join, lease: 3s, shards: 4, id: {id}}}"
+        )
+    };
+    // One target name per shard.
+    let names: Vec<String> = (0..4)
+        .map(|k| {
+            (0..)
+                .map(|i| format!("t{i}"))
+                .find(|n| rtc_exporter::ha::shard_of(n, 4) == k)
+                .unwrap()
+        })
+        .collect();
+    let led = |ha: &rtc_exporter::ha::Ha| -> Vec<bool> {
+        names.iter().map(|n| *ha.gate(n).borrow()).collect()
+    };
+    let a = ha_from(&text("a"));
+    a.start();
+    wait_for("a leads all four", Duration::from_secs(10), || async {
+        led(&a).iter().all(|l| *l).then_some(())
+    })
+    .await;
+    let b = ha_from(&text("b"));
+    b.start();
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut balanced = false;
+    while Instant::now() < until {
+        let (la, lb) = (led(&a), led(&b));
+        for k in 0..4 {
+            assert!(!(la[k] && lb[k]), "shard {k} led by both: {la:?} {lb:?}");
+        }
+        let (na, nb) = (
+            la.iter().filter(|l| **l).count(),
+            lb.iter().filter(|l| **l).count(),
+        );
+        if na == 2 && nb == 2 {
+            balanced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        balanced,
+        "two shards each: a {:?}, b {:?}",
+        led(&a),
+        led(&b)
+    );
+    a.resign().await;
+    // a's shards come to b at its next round (the lease revoked, not run out).
+    let took = Instant::now();
+    wait_for("b leads all four", Duration::from_secs(5), || async {
+        led(&b).iter().all(|l| *l).then_some(())
+    })
+    .await;
+    assert!(
+        took.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        took.elapsed()
+    );
+    b.resign().await;
+}
