@@ -7,7 +7,7 @@
 //! each sees how many are alive (N) and takes at most ⌈shards/N⌉ shards: free ones, when it has
 //! fewer; it gives up the extra ones when a replica joins. A replica that dies loses its lease
 //! after `lease`, its keys go with it, and the others take its shards at their next round
-//! (every fifth of a lease).
+//! (a round every fifth of a lease, at most [`MAX_ROUND`] apart).
 //!
 //! A leader that cannot renew its lease stops leading on its own clock before etcd can expire
 //! the lease: at two thirds of the TTL counted from when the last good renewal was *sent*, so
@@ -40,8 +40,13 @@ use crate::lock::lock;
 use crate::metrics::SelfMetrics;
 use etcd::{Etcd, EtcdError};
 
+/// The longest time between two rounds (renewal, count, take or give shards): a long lease
+/// still takes a free shard, or one of a replica that just started, within seconds.
+pub const MAX_ROUND: Duration = Duration::from_secs(2);
 /// The shortest `ha.lease`: renewals go every fifth of it.
 pub const MIN_LEASE: Duration = Duration::from_secs(3);
+/// Why every shard is given up at a stop (logged as information, not a warning).
+const STOPPING: &str = "stopping";
 /// The longest `ha.lease`.
 pub const MAX_LEASE: Duration = Duration::from_secs(300);
 /// The most shards.
@@ -341,8 +346,8 @@ pub struct Ha {
 impl Ha {
     /// The group's client for `config`; nothing is asked of etcd before [`Ha::start`].
     pub fn new(config: HaConfig, metrics: Arc<SelfMetrics>) -> Result<Arc<Ha>, String> {
-        // A request never outlasts a renewal round.
-        let timeout = (config.lease / 5).max(Duration::from_millis(500));
+        // A request never outlasts a round.
+        let timeout = round_of(config.lease).max(Duration::from_millis(500));
         let etcd = Etcd::new(
             &config.endpoints,
             config.tls.as_ref(),
@@ -402,8 +407,8 @@ impl Ha {
         }
     }
 
-    /// Starts campaigning: renewing the lease and taking or giving up shards every fifth of a
-    /// lease.
+    /// Starts campaigning: renewing the lease and taking or giving up shards every round (a
+    /// fifth of a lease, at most [`MAX_ROUND`]).
     pub fn start(self: &Arc<Self>) {
         let me = self.clone();
         *lock(&self.task) = Some(tokio::spawn(me.campaign()));
@@ -418,7 +423,7 @@ impl Ha {
             t.abort();
             let _ = t.await;
         }
-        self.close_all("stopping");
+        self.close_all(STOPPING);
         let lease = std::mem::take(&mut *lock(&self.held)).lease;
         if lease != 0 {
             match self.etcd.revoke(lease).await {
@@ -439,7 +444,7 @@ impl Ha {
     }
 
     fn tick(&self) -> Duration {
-        self.config.lease / 5
+        round_of(self.config.lease)
     }
 
     async fn campaign(self: Arc<Self>) {
@@ -654,7 +659,9 @@ impl Ha {
         for k in 0..self.config.shards {
             self.set_gate(k, false);
         }
-        if was {
+        if was && why == STOPPING {
+            tracing::info!("ha: stopped leading every shard (stopping)");
+        } else if was {
             tracing::warn!(
                 reason = why,
                 "ha: stopped leading every shard; no vendor is polled"
@@ -767,6 +774,11 @@ impl Ha {
         }
         Ok(Some(data))
     }
+}
+
+/// The time between two rounds for `lease`.
+fn round_of(lease: Duration) -> Duration {
+    (lease / 5).min(MAX_ROUND)
 }
 
 /// How long after sending a renewal that etcd answered with `ttl` this replica may lead: two

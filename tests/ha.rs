@@ -22,11 +22,14 @@ use tokio::time::Instant;
 /// The lease of these tests: the shortest the exporter accepts, or `RTC_HA_LEASE_SECS` (the
 /// failover measurement at the default lease: `RTC_HA_LEASE_SECS=15`).
 fn lease() -> Duration {
-    let secs = std::env::var("RTC_HA_LEASE_SECS")
+    Duration::from_secs(lease_secs())
+}
+
+fn lease_secs() -> u64 {
+    std::env::var("RTC_HA_LEASE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    Duration::from_secs(secs)
+        .unwrap_or(3)
 }
 /// Their poll interval.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -853,4 +856,100 @@ async fn a_replica_that_joins_gets_its_share_and_no_shard_is_ever_led_twice() {
         took.elapsed()
     );
     b.resign().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_at_its_longest_leads_and_a_reload_keeps_the_group_and_adds_a_target() {
+    let Some(etcd) = Etcd::single().await else {
+        return;
+    };
+    let dir = temp("reload");
+    let vendor = Vendor::start(36).await;
+    let endpoints = etcd.endpoints();
+    let text = |targets: &[String], lease: &str| {
+        config(
+            &vendor,
+            targets,
+            Some(&endpoints),
+            "/rtc-test/reload",
+            1,
+            "r",
+        )
+        .replace(
+            &format!("lease: {}s", lease_secs()),
+            &format!("lease: {lease}"),
+        )
+    };
+    let one = vec!["urtc-a".to_string()];
+    let mut r = Replica::start(&dir, "r", &text(&one, "300s"));
+    wait_for(
+        "leads with a 300 s lease",
+        Duration::from_secs(30),
+        || async {
+            let t = r.scrape().await?;
+            (gauge(&t, "rtc_exporter_ha_leader") == 1.0
+                && shown(&t) == ["urtc-a".to_string()].into())
+            .then_some(())
+        },
+    )
+    .await;
+    // A reload that changes ha: and adds a target: the group stays, the new target is polled.
+    let two = vec!["urtc-a".to_string(), "urtc-b".to_string()];
+    std::fs::write(dir.join("r.yaml"), text(&two, "299s")).unwrap();
+    let pid = r.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for(
+        "both targets shown after the reload",
+        Duration::from_secs(30),
+        || async {
+            let t = r.scrape().await?;
+            (gauge(&t, "rtc_exporter_config_last_reload_successful") == 1.0
+                && gauge(&t, "rtc_exporter_ha_leader") == 1.0
+                && shown(&t).len() == 2
+                && polls(&t) >= 3.0)
+                .then_some(())
+        },
+    )
+    .await;
+    r.stop();
+    let logs = r.logs();
+    assert!(logs.contains("applies at the next restart"), "{logs}");
+    assert!(
+        logs.contains("lease revoked"),
+        "a stop revokes the lease: {logs}"
+    );
+}
+
+#[test]
+fn the_example_configs_ha_block_uncommented_is_valid() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/exporter.yaml.example"
+    ))
+    .unwrap();
+    let block: String = example
+        .lines()
+        .skip_while(|l| *l != "# ha:")
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    assert!(block.starts_with("ha:\n"), "{block}");
+    let dir = temp("example-ha");
+    std::fs::write(dir.join("etcd_password"), "pw\n").unwrap();
+    let file = dir.join("c.yaml");
+    std::fs::write(&file, format!("targets:\n{block}")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"))
+        .args(["--config.check", "--config.file"])
+        .arg(&file)
+        .env("CREDENTIALS_DIRECTORY", &dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ha: etcd https://etcd-0.example:2379 https://etcd-1.example:2379 https://etcd-2.example:2379, prefix /rtc-exporter/prod, lease 15s, 1 shard(s), id rtc-1"), "{text}");
 }
