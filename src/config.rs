@@ -327,7 +327,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         ));
     }
     let ha = match raw_ha {
-        None | Some(Value::Null) => None,
+        None => None,
+        Some(Value::Null) => {
+            errors.push(format!(
+                "{file}: ha: empty: give it at least etcd.endpoints, or remove the key"
+            ));
+            None
+        }
         Some(mut raw) => {
             anchor_secret_files(&mut raw, path);
             match crate::ha::parse(raw, |p| beside(path, p)) {

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::clouds::LeaderGate;
 use crate::fields::{from_value, FieldError, PromDuration, Secret};
 use crate::lock::lock;
 use crate::metrics::SelfMetrics;
@@ -117,9 +118,41 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// Parses `ha:`; `resolve` makes a relative TLS path absolute (beside the config file). Every
 /// error names its field under `ha`.
-pub fn parse(raw: Yaml, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<HaConfig, Vec<FieldError>> {
-    let raw: RawHa = from_value(raw).map_err(|e| vec![e])?;
+pub fn parse(
+    mut raw: Yaml,
+    resolve: impl Fn(PathBuf) -> PathBuf,
+) -> Result<HaConfig, Vec<FieldError>> {
     let mut errs = Vec::new();
+    // Every unknown key is named, not only the first (then the rest is read without them).
+    unknown_keys(
+        &mut raw,
+        "",
+        &["etcd", "prefix", "lease", "shards", "id"],
+        &mut errs,
+    );
+    if let Some(etcd) = raw.get_mut("etcd") {
+        unknown_keys(
+            etcd,
+            "etcd.",
+            &["endpoints", "username", "password", "tls"],
+            &mut errs,
+        );
+        if let Some(tls) = etcd.get_mut("tls") {
+            unknown_keys(
+                tls,
+                "etcd.tls.",
+                &["ca_file", "cert_file", "key_file"],
+                &mut errs,
+            );
+        }
+    }
+    let raw: RawHa = match from_value(raw) {
+        Ok(r) => r,
+        Err(e) => {
+            errs.push(e);
+            return Err(errs);
+        }
+    };
     let mut endpoints = Vec::new();
     if raw.etcd.endpoints.is_empty() {
         errs.push(FieldError::new(
@@ -129,6 +162,10 @@ pub fn parse(raw: Yaml, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<HaConfig
     }
     for (i, e) in raw.etcd.endpoints.iter().enumerate() {
         match check_endpoint(e) {
+            Ok(u) if endpoints.contains(&u) => errs.push(FieldError::new(
+                format!("etcd.endpoints[{i}]"),
+                format!("{u} is listed twice"),
+            )),
             Ok(u) => endpoints.push(u),
             Err(why) => errs.push(FieldError::new(format!("etcd.endpoints[{i}]"), why)),
         }
@@ -161,6 +198,10 @@ pub fn parse(raw: Yaml, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<HaConfig
         key_file: t.key_file.map(&resolve),
     });
     if let Some(t) = &tls {
+        // Read now, so --config.check finds a missing or wrong file, not the start.
+        if let Err(e) = t.load() {
+            errs.push(e);
+        }
         if t.cert_file.is_some() != t.key_file.is_some() {
             errs.push(FieldError::new(
                 "etcd.tls",
@@ -239,8 +280,34 @@ pub fn parse(raw: Yaml, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<HaConfig
     }
 }
 
+/// Names the keys of mapping `v` not in `known` (under `path`) and removes them.
+fn unknown_keys(v: &mut Yaml, path: &str, known: &[&str], errs: &mut Vec<FieldError>) {
+    let Yaml::Mapping(m) = v else { return };
+    let unknown: Vec<Yaml> = m
+        .keys()
+        .filter(|k| k.as_str().is_none_or(|k| !known.contains(&k)))
+        .cloned()
+        .collect();
+    for k in unknown {
+        let name = k.as_str().unwrap_or("(not a string)").to_string();
+        errs.push(FieldError::new(
+            format!("{path}{name}"),
+            format!(
+                "unknown field `{name}`, expected one of {}",
+                known.join(", ")
+            ),
+        ));
+        m.remove(&k);
+    }
+}
+
 /// An etcd client URL: `http://` or `https://`, a host, no path.
 fn check_endpoint(e: &str) -> Result<String, String> {
+    if !e.contains("://") {
+        return Err(format!(
+            "{e:?} has no scheme: write http://{e} (or https:// with etcd.tls)"
+        ));
+    }
     let u = reqwest::Url::parse(e).map_err(|why| format!("not a URL ({why}): {e:?}"))?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err(format!(
@@ -312,6 +379,26 @@ pub fn shard_of(name: &str, shards: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % u64::from(shards.max(1))) as u32
 }
 
+/// A target's day as read from etcd.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeptDay {
+    /// The state file's content, gzipped.
+    pub data: Vec<u8>,
+    /// Written by this very process: its own day is as new or newer.
+    pub own: bool,
+}
+
+/// Why a day could not be read from etcd.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// etcd did not answer: try again.
+    #[error("{0}")]
+    Unreachable(String),
+    /// What etcd holds cannot be a day: no use trying again.
+    #[error("{0}")]
+    Damaged(String),
+}
+
 /// The lease this replica holds and until when, on its own clock, it may lead.
 struct Lease {
     id: i64,
@@ -341,6 +428,12 @@ pub struct Ha {
     last_error: Mutex<Option<String>>,
     /// Called when a gauge changed, so `/metrics` shows it without waiting for a poll.
     changed: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Until when the lease lets this replica lead, on its own clock: every gate checks it at
+    /// each vendor request.
+    until: Arc<Mutex<Option<Instant>>>,
+    /// This process among every writer of the days in etcd: a day it wrote itself is not read
+    /// back over its own (newer) one.
+    writer: String,
 }
 
 impl Ha {
@@ -370,6 +463,8 @@ impl Ha {
             task: Mutex::new(None),
             last_error: Mutex::new(None),
             changed: Mutex::new(None),
+            until: Arc::new(Mutex::new(None)),
+            writer: format!("{:016x}", fastrand::u64(..)),
         }))
     }
 
@@ -399,12 +494,22 @@ impl Ha {
         shard_of(name, self.config.shards)
     }
 
-    /// Whether this replica leads target `name`'s shard, as it changes.
-    pub fn gate(&self, name: &str) -> watch::Receiver<bool> {
-        match self.gates.get(self.shard(name) as usize) {
+    /// Whether this replica leads target `name`'s shard, as it changes, and until when its
+    /// lease lets it.
+    pub fn gate(&self, name: &str) -> LeaderGate {
+        let open = match self.gates.get(self.shard(name) as usize) {
             Some(g) => g.subscribe(),
             None => watch::channel(false).1,
+        };
+        LeaderGate {
+            open,
+            until: self.until.clone(),
         }
+    }
+
+    /// Sets the lease's deadline, as every gate reads it.
+    fn valid_until(&self, until: Option<Instant>) {
+        *lock(&self.until) = until;
     }
 
     /// Starts campaigning: renewing the lease and taking or giving up shards every round (a
@@ -467,7 +572,7 @@ impl Ha {
                     }
                 }
                 Some(Err(e)) => self.failed(&e),
-                None => self.failed(&"no answer before the lease's deadline"),
+                None => self.failed(&"no answer before the lease ran out on this replica's clock"),
             }
             let expired = lease
                 .as_ref()
@@ -501,15 +606,20 @@ impl Ha {
     /// One round: renew (or get) the lease, count the replicas, give up or take shards.
     async fn round(&self, lease: &mut Option<Lease>) -> Result<(), EtcdError> {
         let sent = Instant::now();
+        // A renewal counts only once the whole round went through: a replica that can renew
+        // its lease but not read or write its keys (etcd auth without the key permissions, a
+        // failing etcd) stops leading at its deadline like one that cannot renew.
+        let mut renewed = None;
         if let Some(l) = lease.as_mut() {
             let ttl = self.etcd.keep_alive(l.id).await?;
             if ttl <= 0 {
                 tracing::warn!("ha: the lease ran out in etcd; every shard is given up");
+                self.valid_until(None);
                 self.close_all("lease gone");
                 *lease = None;
                 lock(&self.held).shards.clear();
             } else {
-                l.valid_until = sent + valid_for(ttl);
+                renewed = Some(sent + valid_for(ttl));
             }
         }
         let l = match lease {
@@ -529,6 +639,7 @@ impl Ha {
                 tracing::info!(id = %self.config.id, lease = %format!("{id:x}"), ttl, "ha: joined the group");
                 // Shards are taken from the next round on, once every replica that starts now
                 // has registered.
+                self.valid_until(Some(sent + valid_for(ttl)));
                 *lease = Some(Lease {
                     id,
                     valid_until: sent + valid_for(ttl),
@@ -626,11 +737,14 @@ impl Ha {
                     .await?;
                 if won {
                     held.insert(k);
-                    tracing::info!(shard = k, "ha: leading shard");
                 }
             }
         }
         lock(&self.held).shards = held.clone();
+        if let Some(until) = renewed {
+            l.valid_until = until;
+            self.valid_until(Some(until));
+        }
         for k in 0..shards {
             let lead = held.contains(&k) && !l.releasing.contains(&k);
             if !lead || Instant::now() < l.valid_until {
@@ -641,8 +755,17 @@ impl Ha {
     }
 
     fn set_gate(&self, shard: u32, leading: bool) {
-        if let Some(g) = self.gates.get(shard as usize) {
-            g.send_if_modified(|v| std::mem::replace(v, leading) != leading);
+        let changed = self
+            .gates
+            .get(shard as usize)
+            .is_some_and(|g| g.send_if_modified(|v| std::mem::replace(v, leading) != leading));
+        if changed && leading {
+            tracing::info!(shard, "ha: leading shard");
+        } else if changed {
+            tracing::info!(
+                shard,
+                "ha: no longer leading shard; its targets are not polled here"
+            );
         }
         let gauge = self
             .metrics
@@ -707,8 +830,12 @@ impl Ha {
                 return Ok(false);
             }
         }
-        let pointer =
-            json!({"generation": generation, "chunks": chunks.len(), "bytes": data.len()});
+        let pointer = json!({
+            "generation": generation,
+            "chunks": chunks.len(),
+            "bytes": data.len(),
+            "writer": self.writer,
+        });
         let dir = format!("{base}/");
         let this = format!("{base}/{generation}/");
         let after = format!("{base}/{generation}0");
@@ -730,49 +857,55 @@ impl Ha {
         Ok(ran)
     }
 
-    /// Reads target `name`'s day from etcd: `None` where none was written.
-    pub async fn load_day(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+    /// Reads target `name`'s day from etcd: `None` where none was written. The pointer and
+    /// each chunk are read at their own keys (one answer never holds more than a chunk).
+    pub async fn load_day(&self, name: &str) -> Result<Option<KeptDay>, LoadError> {
         let base = self.state_key(name);
-        let pointer = self
-            .etcd
-            .range_prefix(&base)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|kv| kv.key == base.as_bytes());
-        let Some(pointer) = pointer else {
+        let unreachable = |e: EtcdError| LoadError::Unreachable(e.to_string());
+        let Some(pointer) = self.etcd.get(&base).await.map_err(unreachable)? else {
             return Ok(None);
         };
         let p: Value = serde_json::from_slice(&pointer.value)
-            .map_err(|e| format!("{base}: not a day's pointer: {e}"))?;
+            .map_err(|e| LoadError::Damaged(format!("{base}: not the pointer of a day: {e}")))?;
         let (Some(generation), Some(n), Some(bytes)) = (
             p.get("generation").and_then(Value::as_str),
             p.get("chunks").and_then(Value::as_u64),
             p.get("bytes").and_then(Value::as_u64),
         ) else {
-            return Err(format!(
-                "{base}: the day's pointer lacks generation, chunks or bytes"
-            ));
+            return Err(LoadError::Damaged(format!(
+                "{base}: the pointer of the day lacks generation, chunks or bytes"
+            )));
         };
-        let chunks = self
-            .etcd
-            .range_prefix(&format!("{base}/{generation}/"))
-            .await
-            .map_err(|e| e.to_string())?;
-        if chunks.len() as u64 != n {
-            return Err(format!(
-                "{base}: {} of the day's {n} chunks are in etcd",
-                chunks.len()
-            ));
+        if n == 0 || n > 1 << 16 || bytes > n.saturating_mul(CHUNK as u64) {
+            return Err(LoadError::Damaged(format!(
+                "{base}: a pointer to {n} chunks of {bytes} bytes"
+            )));
         }
-        let data: Vec<u8> = chunks.into_iter().flat_map(|c| c.value).collect();
+        let mut data = Vec::with_capacity(bytes as usize);
+        for i in 0..n {
+            let key = format!("{base}/{generation}/{i:05}");
+            match self.etcd.get(&key).await.map_err(unreachable)? {
+                Some(c) => data.extend_from_slice(&c.value),
+                None => {
+                    return Err(LoadError::Damaged(format!(
+                        "{base}: chunk {i} of the day's {n} is missing"
+                    )))
+                }
+            }
+        }
         if data.len() as u64 != bytes {
-            return Err(format!(
-                "{base}: the day's chunks hold {} bytes, not {bytes}",
+            return Err(LoadError::Damaged(format!(
+                "{base}: the chunks of the day hold {} bytes, not {bytes}",
                 data.len()
-            ));
+            )));
         }
-        Ok(Some(data))
+        let own = p.get("writer").and_then(Value::as_str) == Some(self.writer.as_str());
+        Ok(Some(KeptDay { data, own }))
+    }
+
+    /// Whether the last round with etcd went through (writes are not tried while it does not).
+    pub fn etcd_up(&self) -> bool {
+        self.metrics.ha.etcd_up.get() == 1.0
     }
 }
 
@@ -864,7 +997,54 @@ mod tests {
             .join("\n");
         assert!(!errs.contains("hunter2"), "{errs}");
         assert!(parsed("{etcd: {endpoints: []}}").is_err());
-        assert!(parsed("{etcd: {endpoints: [http://h:1]}, leader: x}").is_err());
+        // Every unknown key at once, and the other errors beside them.
+        let errs = parsed(
+            "{etcd: {endpoints: ['localhost:2379', 'http://h:1', 'http://h:1/'], peers: 1, tls: {ca: x}}, leader: x, lease: 1s}",
+        )
+        .err()
+        .unwrap_or_default()
+        .join("\n");
+        for want in [
+            "leader: unknown field `leader`",
+            "etcd.peers: unknown field `peers`",
+            "etcd.tls.ca: unknown field `ca`",
+            "lease: must be from 3s to 300s",
+            "etcd.endpoints[0]: \"localhost:2379\" has no scheme: write http://localhost:2379",
+            "etcd.endpoints[2]: http://h:1 is listed twice",
+        ] {
+            assert!(errs.contains(want), "{want} not in:\n{errs}");
+        }
+    }
+
+    #[test]
+    fn tls_files_are_read_when_the_config_is() {
+        let dir = std::env::temp_dir().join(format!("rtc-ha-tls-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let garbage = dir.join("garbage.pem");
+        let _ = std::fs::write(&garbage, "garbage\n");
+        for (tls, want) in [
+            (
+                format!("{{ca_file: {}}}", dir.join("missing.pem").display()),
+                "etcd.tls.ca_file: ",
+            ),
+            (
+                format!("{{ca_file: {}}}", garbage.display()),
+                "etcd.tls.ca_file: ",
+            ),
+            (
+                format!("{{cert_file: {0}, key_file: {0}}}", garbage.display()),
+                "etcd.tls.cert_file: ",
+            ),
+        ] {
+            let errs = parsed(&format!(
+                "{{etcd: {{endpoints: [https://h:2379], tls: {tls}}}, id: a}}"
+            ))
+            .err()
+            .unwrap_or_default()
+            .join("\n");
+            assert!(errs.contains(want), "{tls}: {want} not in {errs}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

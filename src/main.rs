@@ -530,7 +530,9 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("rtc-exporter: {e}");
             match e {
-                app::AppError::Config(_) | app::AppError::Web(_) => ExitCode::from(EXIT_CONFIG),
+                app::AppError::Config(_) | app::AppError::Web(_) | app::AppError::Ha(_) => {
+                    ExitCode::from(EXIT_CONFIG)
+                }
                 _ => ExitCode::FAILURE,
             }
         }

@@ -20,9 +20,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::board::Board;
-use crate::clouds::{Plumbing, PollCtx, PollError};
+use crate::clouds::{LeaderGate, Plumbing, PollCtx, PollError};
 use crate::config::{Config, Global, Target};
-use crate::ha::Ha;
+use crate::ha::{Ha, LoadError};
 use crate::ledger::{Day, Ledger, Limits};
 use crate::lock::lock;
 use crate::metrics::PollResult;
@@ -89,7 +89,7 @@ pub struct Supervisor {
     /// The [`RunState::generation`] its state file holds (0: not written by this supervisor).
     written: AtomicU64,
     /// With `ha:`: the group, and whether this replica leads the target's shard.
-    ha: Option<(Arc<Ha>, watch::Receiver<bool>)>,
+    ha: Option<(Arc<Ha>, LeaderGate)>,
     /// Whether its view is on the board (always without `ha:`; with it, while leading).
     shown: Mutex<bool>,
     /// The [`RunState::generation`] its day in etcd holds (`ha:`).
@@ -111,11 +111,14 @@ impl Supervisor {
         target: Target,
         global: Global,
         ledger: Option<Ledger>,
-        previous: Option<TargetView>,
+        previous: Option<&Supervisor>,
     ) -> Arc<Self> {
         let (plumbing, board) = (fleet.plumbing.clone(), fleet.board.clone());
         let (saved, ha) = (fleet.saved.clone(), fleet.ha.clone());
-        let previous_led = previous.is_some() && ledger.is_some();
+        // A reload while this replica leads the target, polling (past its take-over), hands
+        // over the day as it is now: newer than what etcd holds until the next write.
+        let current = ledger.is_some() && previous.is_some_and(|p| *lock(&p.shown));
+        let previous = previous.map(Supervisor::view);
         plumbing
             .metrics
             .init_target(&target.name, target.vendor.name);
@@ -156,9 +159,6 @@ impl Supervisor {
             let gate = ha.gate(&target.name);
             (ha, gate)
         });
-        // A reload while this replica leads the target hands over the day as it is now: newer
-        // than what etcd holds until the next write.
-        let current = previous_led && ha.as_ref().is_some_and(|(_, g)| *g.borrow());
         Arc::new(Supervisor {
             current: AtomicBool::new(current),
             shown: Mutex::new(ha.is_none()),
@@ -201,10 +201,12 @@ impl Supervisor {
         self.show_counted(view, || {});
     }
 
-    /// [`Board::publish_counted`] where its view is shown; else only `count` runs.
+    /// [`Board::publish_counted`] where its view is shown; else only `count` runs. With `ha:`,
+    /// a target this replica has not polled yet is not shown: a new leader serves a target
+    /// from its first poll on (and stays ready meanwhile).
     fn show_counted(&self, view: TargetView, count: impl FnOnce()) {
         let shown = lock(&self.shown);
-        if *shown {
+        if *shown && (self.ha.is_none() || view.polled) {
             self.board.publish_counted(view, count);
         } else {
             count();
@@ -216,7 +218,10 @@ impl Supervisor {
         let mut shown = lock(&self.shown);
         *shown = on;
         if on {
-            self.board.publish(self.lock().view.clone());
+            let view = self.lock().view.clone();
+            if view.polled {
+                self.board.publish(view);
+            }
         } else {
             self.board.withdraw(&self.target.name);
         }
@@ -380,49 +385,66 @@ impl Supervisor {
         let Some((ha, gate)) = self.ha.clone() else {
             return self.schedule(stop, phase, at_once).await;
         };
-        let mut gate = gate;
+        let mut open = gate.open.clone();
         loop {
             tokio::select! {
-                r = gate.wait_for(|leading| *leading) => if r.is_err() { return },
+                r = open.wait_for(|leading| *leading) => if r.is_err() { return },
                 _ = stop.wait_for(|stopped| *stopped) => return,
             }
             let led = tokio::select! {
                 _ = self.take_over(&ha) => true,
-                _ = gate.wait_for(|leading| !*leading) => false,
+                _ = gate.closed() => false,
                 _ = stop.wait_for(|stopped| *stopped) => return,
             };
             if led {
                 self.set_shown(true);
                 tokio::select! {
                     _ = self.clone().schedule(stop.clone(), Duration::ZERO, true) => return,
-                    _ = gate.wait_for(|leading| !*leading) => {
-                        tracing::info!("another replica leads this target now; its polls stop here");
+                    _ = gate.closed() => {
+                        tracing::debug!("this replica no longer leads the target's shard; its polls stop here");
                     }
                 }
             }
             self.set_shown(false);
+            // The deadline passed with the gate still open (a frozen process): wait for the
+            // campaign to close it, or to renew, before leading again.
+            if *open.borrow() {
+                tokio::select! {
+                    _ = open.wait_for(|leading| !*leading) => {}
+                    _ = async { while !gate.is_open() { tokio::time::sleep(Duration::from_millis(100)).await } } => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                }
+            }
         }
     }
 
     /// Loads the target's day from etcd, where the last leader wrote it, in place of its own
-    /// (which may be older); tries again every second while etcd does not answer (polling
-    /// without the day would begin its figures afresh).
+    /// (which may be older), unless this process wrote that day itself (its own is as new).
+    /// While etcd does not answer it tries again every second (polling without the day would
+    /// begin its figures afresh; the lease's deadline ends the wait); what cannot be a day is
+    /// logged and left, and its own day goes on.
     async fn take_over(&self, ha: &Ha) {
         if self.current.swap(false, Ordering::AcqRel) {
             return;
         }
+        let mut warned = false;
         loop {
             match ha.load_day(&self.target.name).await {
                 Ok(None) => {
                     tracing::info!("leading this target; etcd holds no day of it yet");
                     return;
                 }
-                Ok(Some(data)) => {
+                Ok(Some(day)) if day.own => {
+                    tracing::info!("leading this target again; the day in etcd is this replica's own, its day goes on");
+                    return;
+                }
+                Ok(Some(day)) => {
                     let name = self.target.name.clone();
-                    let file =
-                        tokio::task::spawn_blocking(move || state::from_compressed(&data, &name))
-                            .await
-                            .unwrap_or_else(|e| Err(format!("decoding task failed: {e}")));
+                    let file = tokio::task::spawn_blocking(move || {
+                        state::from_compressed(&day.data, &name)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("decoding task failed: {e}")));
                     match file {
                         Ok(f) => self.adopt(f),
                         Err(e) => {
@@ -431,8 +453,15 @@ impl Supervisor {
                     }
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the day kept in etcd; trying again before polling");
+                Err(LoadError::Damaged(e)) => {
+                    tracing::warn!(error = %e, "the day kept in etcd is damaged and ignored; this replica's own goes on (the next write replaces it)");
+                    return;
+                }
+                Err(LoadError::Unreachable(e)) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "cannot read the day kept in etcd; trying again every second before polling");
+                        warned = true;
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -903,6 +932,8 @@ pub struct Fleet {
     disk: Arc<Disk>,
     /// With `ha:`, the group (which targets this replica polls; the day in etcd).
     ha: Option<Arc<Ha>>,
+    /// Targets whose last write to etcd failed (their next failure is not logged again).
+    etcd_failing: Mutex<BTreeSet<String>>,
 }
 
 /// What the state's writer keeps between writes (it runs on a blocking thread).
@@ -1036,6 +1067,7 @@ impl Fleet {
                 ..Disk::default()
             }),
             ha,
+            etcd_failing: Mutex::new(BTreeSet::new()),
         });
         if config.global.state_file.is_some() {
             // Served from the first scrape, before the first write (and with no target that
@@ -1140,13 +1172,7 @@ impl Fleet {
             }
             (Schedule::Cron(_), _) => Duration::ZERO,
         };
-        let s = Supervisor::new(
-            self,
-            target,
-            global.clone(),
-            ledger,
-            previous.map(Supervisor::view),
-        );
+        let s = Supervisor::new(self, target, global.clone(), ledger, previous);
         s.spawn(phase, previous.is_none());
         s
     }
@@ -1392,7 +1418,17 @@ impl Fleet {
     /// day or cursors changed since its last write, on a blocking thread.
     pub async fn save_now(&self) {
         self.save_to_disk().await;
-        self.save_to_etcd().await;
+        // Bounded: a slow etcd neither holds up the next write of the state file nor a stop
+        // (what is not written now goes at the next save).
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.save_to_etcd())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                seconds = SHUTDOWN_GRACE.as_secs(),
+                "writing the days to etcd took too long; the rest go at the next save"
+            );
+        }
     }
 
     /// Writes the day of every target whose shard this replica holds to etcd (`ha:`), where
@@ -1401,6 +1437,11 @@ impl Fleet {
         let Some(ha) = &self.ha else {
             return;
         };
+        // Not tried while etcd does not answer (each would wait out its timeout): the day goes
+        // at the first save after etcd is back.
+        if !ha.etcd_up() {
+            return;
+        }
         let global = self.global();
         let timezone = global.timezone.name().to_string();
         let supervisors: Vec<Arc<Supervisor>> = self.lock().values().cloned().collect();
@@ -1421,13 +1462,11 @@ impl Fleet {
                 Ok(Some((generation, Ok(data)))) => (generation, data),
                 Ok(None) => continue,
                 Ok(Some((_, Err(e)))) => {
-                    metrics.state_writes.with_label_values(&["failure"]).inc();
-                    tracing::warn!(target_name = %name, error = %e, "day not written to etcd");
+                    self.etcd_write_failed(&name, &e);
                     continue;
                 }
                 Err(e) => {
-                    metrics.state_writes.with_label_values(&["failure"]).inc();
-                    tracing::warn!(target_name = %name, error = %e, "day not written to etcd");
+                    self.etcd_write_failed(&name, &e.to_string());
                     continue;
                 }
             };
@@ -1436,14 +1475,30 @@ impl Fleet {
                     s.etcd_written.store(generation, Ordering::Release);
                     metrics.state_writes.with_label_values(&["success"]).inc();
                     tracing::debug!(target_name = %name, bytes = data.len(), "day written to etcd");
+                    if lock(&self.etcd_failing).remove(&name) {
+                        tracing::info!(target_name = %name, "day written to etcd again");
+                    }
                 }
                 // Another replica leads it now: its day is that one's to write.
                 Ok(false) => {}
-                Err(e) => {
-                    metrics.state_writes.with_label_values(&["failure"]).inc();
-                    tracing::warn!(target_name = %name, error = %e, "day not written to etcd");
-                }
+                Err(e) => self.etcd_write_failed(&name, &e),
             }
+        }
+    }
+
+    /// Counts a failed write of a target's day to etcd; logs the first of a run of them (the
+    /// next success says so).
+    fn etcd_write_failed(&self, name: &str, error: &str) {
+        self.plumbing
+            .metrics
+            .ha
+            .state_writes
+            .with_label_values(&["failure"])
+            .inc();
+        if lock(&self.etcd_failing).insert(name.to_string()) {
+            tracing::warn!(target_name = %name, error = %error, "day not written to etcd (logged once until a write goes through; rtc_exporter_ha_state_writes_total counts them)");
+        } else {
+            tracing::debug!(target_name = %name, error = %error, "day not written to etcd");
         }
     }
 

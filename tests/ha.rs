@@ -335,16 +335,21 @@ async fn kill_and_take_over(a: &mut Replica, b: &mut Replica) -> (f64, Vec<Strin
     let (lead, other) = if leader == 0 { (a, b) } else { (b, a) };
     let polled_before = polls(&other.scrape().await.unwrap());
     // What the leader serves now is in etcd a moment later (written after each poll).
-    let before = figures(&lead.scrape().await.unwrap());
+    let lead_text = lead.scrape().await.unwrap();
+    let before = figures(&lead_text);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let killed = Instant::now();
     lead.kill9();
+    let targets = shown(&lead_text);
     let after = wait_for(
-        "the other replica leads and polls",
+        "the other replica leads and shows every target",
         Duration::from_secs(30),
         || async {
             let t = other.scrape().await?;
-            (gauge(&t, "rtc_exporter_ha_leader") == 1.0 && polls(&t) > polled_before).then_some(t)
+            (gauge(&t, "rtc_exporter_ha_leader") == 1.0
+                && polls(&t) > polled_before
+                && shown(&t) == targets)
+                .then_some(t)
         },
     )
     .await;
@@ -580,7 +585,7 @@ fn ha_config(endpoints: &[String], prefix: &str, id: &str) -> rtc_exporter::ha::
 }
 
 async fn leads(ha: &rtc_exporter::ha::Ha, target: &str, within: Duration) {
-    let mut gate = ha.gate(target);
+    let mut gate = ha.gate(target).open;
     tokio::time::timeout(within, gate.wait_for(|l| *l))
         .await
         .expect("leads in time")
@@ -615,7 +620,11 @@ async fn a_deposed_leader_never_overwrites_the_new_leaders_day_and_large_days_go
         .map(|i| (i % 251) as u8)
         .collect();
     assert_eq!(a.save_day("t", &big).await, Ok(true));
-    assert_eq!(b.load_day("t").await, Ok(Some(big.clone())));
+    assert!(b
+        .load_day("t")
+        .await
+        .unwrap()
+        .is_some_and(|d| d.data == big && !d.own));
     let client = etcd::Etcd::new(&endpoints, None, None, Duration::from_secs(2)).unwrap();
     let keys = client
         .range_prefix(&format!("{prefix}/state/t/"))
@@ -624,7 +633,10 @@ async fn a_deposed_leader_never_overwrites_the_new_leaders_day_and_large_days_go
     assert_eq!(keys.len(), 3);
     // A smaller one replaces it, and the old chunks go.
     assert_eq!(a.save_day("t", b"day of a").await, Ok(true));
-    assert_eq!(b.load_day("t").await, Ok(Some(b"day of a".to_vec())));
+    assert_eq!(
+        b.load_day("t").await.unwrap().map(|d| d.data),
+        Some(b"day of a".to_vec())
+    );
     let keys = client
         .range_prefix(&format!("{prefix}/state/t/"))
         .await
@@ -642,9 +654,12 @@ async fn a_deposed_leader_never_overwrites_the_new_leaders_day_and_large_days_go
     assert_eq!(b.save_day("t", b"day of b").await, Ok(true));
     // A still thinks it may hold the shard until its next round; etcd refuses its write.
     assert_eq!(a.save_day("t", b"stale day of a").await, Ok(false));
-    assert_eq!(b.load_day("t").await, Ok(Some(b"day of b".to_vec())));
+    assert_eq!(
+        b.load_day("t").await.unwrap().map(|d| d.data),
+        Some(b"day of b".to_vec())
+    );
     // And A sees it lost the shard within a round.
-    let mut gate = a.gate("t");
+    let mut gate = a.gate("t").open;
     tokio::time::timeout(Duration::from_secs(3), gate.wait_for(|l| !*l))
         .await
         .expect("A stops leading")
@@ -694,6 +709,18 @@ fn config_check_takes_ha_at_its_limits_and_names_the_field_past_them() {
         ("  id: 'two words'\n", "ha.id: must be"),
         ("  prefix: /\n", "ha.prefix: must start with /"),
         ("  lead: 1\n", "unknown field `lead`"),
+        (
+            "  endpoint: x\n  leader_election: true\n  lease: 1s\n",
+            "ha.leader_election: unknown field",
+        ),
+        (
+            "  endpoint: x\n  leader_election: true\n  lease: 1s\n",
+            "ha.endpoint: unknown field",
+        ),
+        (
+            "  endpoint: x\n  leader_election: true\n  lease: 1s\n",
+            "ha.lease: must be from 3s",
+        ),
     ] {
         let (code, text) = run(bad);
         assert_eq!(code, Some(1), "{bad}: {text}");
@@ -711,7 +738,7 @@ fn ha_from(text: &str) -> Arc<rtc_exporter::ha::Ha> {
 
 /// Whether `ha` comes to lead within `within`.
 async fn comes_to_lead(ha: &rtc_exporter::ha::Ha, within: Duration) -> bool {
-    let mut gate = ha.gate("t");
+    let mut gate = ha.gate("t").open;
     let led = matches!(
         tokio::time::timeout(within, gate.wait_for(|l| *l)).await,
         Ok(Ok(_))
@@ -772,7 +799,10 @@ async fn etcd_over_tls_with_a_client_certificate_and_with_a_user_and_password() 
         "leads with its user"
     );
     assert_eq!(ha.save_day("t", b"day").await, Ok(true));
-    assert_eq!(ha.load_day("t").await, Ok(Some(b"day".to_vec())));
+    assert_eq!(
+        ha.load_day("t").await.unwrap().map(|d| d.data),
+        Some(b"day".to_vec())
+    );
     ha.resign().await;
     let ha = ha_from(&login("wrong-pass"));
     ha.start();
@@ -780,7 +810,12 @@ async fn etcd_over_tls_with_a_client_certificate_and_with_a_user_and_password() 
         !comes_to_lead(&ha, Duration::from_secs(3)).await,
         "a wrong password never leads"
     );
-    let err = ha.load_day("t").await.err().unwrap_or_default();
+    let err = ha
+        .load_day("t")
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("authentication failed"), "{err}");
     assert!(
         !err.contains("wrong-pass"),
@@ -810,7 +845,7 @@ async fn a_replica_that_joins_gets_its_share_and_no_shard_is_ever_led_twice() {
         })
         .collect();
     let led = |ha: &rtc_exporter::ha::Ha| -> Vec<bool> {
-        names.iter().map(|n| *ha.gate(n).borrow()).collect()
+        names.iter().map(|n| ha.gate(n).is_open()).collect()
     };
     let a = ha_from(&text("a"));
     a.start();
@@ -940,6 +975,12 @@ fn the_example_configs_ha_block_uncommented_is_valid() {
     assert!(block.starts_with("ha:\n"), "{block}");
     let dir = temp("example-ha");
     std::fs::write(dir.join("etcd_password"), "pw\n").unwrap();
+    // The TLS files it names, made here: they are read when the config is.
+    let ca = rcgen::generate_simple_self_signed(vec!["etcd-0.example".into()]).unwrap();
+    std::fs::write(dir.join("etcd-ca.pem"), ca.cert.pem()).unwrap();
+    std::fs::write(dir.join("etcd.pem"), ca.cert.pem()).unwrap();
+    std::fs::write(dir.join("etcd-key.pem"), ca.signing_key.serialize_pem()).unwrap();
+    let block = block.replace("/etc/rtc-exporter/", &format!("{}/", dir.display()));
     let file = dir.join("c.yaml");
     std::fs::write(&file, format!("targets:\n{block}")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"))
@@ -952,4 +993,99 @@ fn the_example_configs_ha_block_uncommented_is_valid() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ha: etcd https://etcd-0.example:2379 https://etcd-1.example:2379 https://etcd-2.example:2379, prefix /rtc-exporter/prod, lease 15s, 1 shard(s), id rtc-1"), "{text}");
+}
+
+#[test]
+fn an_empty_ha_is_an_error_not_a_silent_single_exporter() {
+    let dir = temp("empty-ha");
+    let file = dir.join("c.yaml");
+    std::fs::write(
+        &file,
+        "targets:\nha:\n#  etcd: {endpoints: [http://127.0.0.1:1]}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rtc-exporter"))
+        .args(["--config.check", "--config.file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("ha: empty"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_renews_but_cannot_use_its_keys_stops_within_its_lease() {
+    let Some(mut server) = Etcd::single().await else {
+        return;
+    };
+    let endpoint = server.endpoint(0);
+    let ha = ha_from(&format!(
+        "{{etcd: {{endpoints: [{endpoint}]}}, prefix: /keys, lease: 3s, id: a}}"
+    ));
+    ha.start();
+    assert!(comes_to_lead(&ha, Duration::from_secs(10)).await);
+    // Auth on, and this replica has no user: etcd 3.4 still renews its lease, but every read
+    // and write of its keys is refused.
+    server.enable_auth("someone", "pw", "/elsewhere/").await;
+    let gate = ha.gate("t");
+    let lost = Instant::now();
+    tokio::time::timeout(lease(), gate.closed())
+        .await
+        .expect("stops leading within its lease");
+    assert!(!gate.is_open());
+    eprintln!(
+        "stopped leading {:.2}s after auth came on",
+        lost.elapsed().as_secs_f64()
+    );
+    ha.resign().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_day_in_etcd_is_named_and_left_a_big_one_reads_back_and_its_own_is_known() {
+    use rtc_exporter::ha::LoadError;
+    let Some(server) = Etcd::single().await else {
+        return;
+    };
+    let endpoint = server.endpoint(0);
+    let text = |id: &str| {
+        format!("{{etcd: {{endpoints: [{endpoint}]}}, prefix: /days, lease: 3s, id: {id}}}")
+    };
+    let a = ha_from(&text("a"));
+    a.start();
+    assert!(comes_to_lead(&a, Duration::from_secs(10)).await);
+    let b = ha_from(&text("b"));
+    // Incompressible and larger than an etcd answer is let be (8 MiB): read chunk by chunk.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..10 << 20)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        })
+        .collect();
+    assert_eq!(a.save_day("t", &big).await, Ok(true));
+    let mine = a.load_day("t").await.unwrap().unwrap();
+    assert!(mine.own, "a knows its own day");
+    assert_eq!(mine.data.len(), big.len());
+    assert!(mine.data == big);
+    let theirs = b.load_day("t").await.unwrap().unwrap();
+    assert!(!theirs.own, "b does not take a's day for its own");
+    // A target whose name starts with another's is its own key.
+    assert_eq!(a.save_day("t-2", b"other").await, Ok(true));
+    assert!(a.load_day("t").await.unwrap().unwrap().data == big);
+    // What cannot be a day: damaged, not "try again".
+    for bad in [
+        "not json",
+        r#"{"generation":"x"}"#,
+        r#"{"generation":"x","chunks":2,"bytes":3}"#,
+    ] {
+        server.put("/days/state/t", bad).await;
+        match a.load_day("t").await {
+            Err(LoadError::Damaged(e)) => assert!(e.contains("/days/state/t"), "{e}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    a.resign().await;
 }

@@ -255,7 +255,53 @@ pub struct PollCtx {
     pub max_response_bytes: Option<usize>,
     /// With `ha:`, whether this replica leads the target's shard: while it does not, no
     /// request is sent, and one under way is dropped ([`CallError::NotLeader`]).
-    pub gate: Option<tokio::sync::watch::Receiver<bool>>,
+    pub gate: Option<LeaderGate>,
+}
+
+/// With `ha:`, whether this replica may send a target's requests: its shard's gate is open
+/// *and* the lease's deadline on this process's own clock has not passed. The deadline is
+/// checked at each request, so a process frozen past it (a paused VM, SIGSTOP) sends nothing
+/// even before its campaign has run to close the gate.
+#[derive(Clone)]
+pub struct LeaderGate {
+    /// Open while this replica leads the shard.
+    pub open: tokio::sync::watch::Receiver<bool>,
+    /// Until when its lease lets it lead (`None`: no lease).
+    pub until: Arc<Mutex<Option<tokio::time::Instant>>>,
+}
+
+impl LeaderGate {
+    /// Whether requests may go out now.
+    pub fn is_open(&self) -> bool {
+        *self.open.borrow()
+            && self
+                .deadline()
+                .is_some_and(|u| tokio::time::Instant::now() < u)
+    }
+
+    /// The lease's deadline on this process's clock.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        *lock(&self.until)
+    }
+
+    /// Returns once requests may no longer go out: the gate closes or the deadline passes.
+    pub async fn closed(&self) {
+        let mut open = self.open.clone();
+        loop {
+            let Some(until) = self.deadline().filter(|_| *open.borrow()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {
+                    // The deadline may have moved on (a renewal): look again.
+                    if self.deadline().is_none_or(|u| u <= tokio::time::Instant::now()) {
+                        return;
+                    }
+                }
+                r = open.changed() => if r.is_err() { return },
+            }
+        }
+    }
 }
 
 impl PollCtx {
@@ -285,7 +331,7 @@ impl PollCtx {
     /// Whether requests may go out: always without `ha:`; with it, while this replica leads
     /// the target's shard.
     pub fn leading(&self) -> bool {
-        self.gate.as_ref().is_none_or(|g| *g.borrow())
+        self.gate.as_ref().is_none_or(LeaderGate::is_open)
     }
 
     /// A copy a task may own, reporting into the same [`Progress`].
@@ -724,10 +770,9 @@ impl Api<'_> {
         // A replica that stops leading drops the request where it stands.
         let sent = match &self.ctx.gate {
             Some(gate) => {
-                let mut gate = gate.clone();
                 tokio::select! {
                     r = sent => r,
-                    _ = gate.wait_for(|leading| !*leading) => return Err(CallError::NotLeader { api }),
+                    _ = gate.closed() => return Err(CallError::NotLeader { api }),
                 }
             }
             None => sent.await,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::fields::{cut, Secret};
+use crate::fields::{cut, FieldError, Secret};
 use crate::lock::lock;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -71,6 +71,71 @@ pub struct Tls {
     pub key_file: Option<std::path::PathBuf>,
 }
 
+impl Tls {
+    /// Reads the files: the CA's certificates (none: the system's roots) and the client's
+    /// identity. An error names the field (`etcd.tls.ca_file`, ...) and what is wrong with it.
+    pub fn load(
+        &self,
+    ) -> Result<(Vec<reqwest::Certificate>, Option<reqwest::Identity>), FieldError> {
+        let read = |field: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                FieldError::new(
+                    format!("etcd.tls.{field}"),
+                    format!("{}: {e}", path.display()),
+                )
+            })
+        };
+        let mut roots = Vec::new();
+        if let Some(ca) = &self.ca_file {
+            let pem = read("ca_file", ca)?;
+            roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty() && pem_has(&pem, "CERTIFICATE"))
+                .ok_or_else(|| {
+                    FieldError::new(
+                        "etcd.tls.ca_file",
+                        format!("{}: no PEM certificate in it", ca.display()),
+                    )
+                })?;
+        }
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read("cert_file", cert)?;
+                if !pem_has(&pem, "CERTIFICATE") {
+                    return Err(FieldError::new(
+                        "etcd.tls.cert_file",
+                        format!("{}: no PEM certificate in it", cert.display()),
+                    ));
+                }
+                let key_pem = read("key_file", key)?;
+                if !pem_has(&key_pem, "PRIVATE KEY") {
+                    return Err(FieldError::new(
+                        "etcd.tls.key_file",
+                        format!("{}: no PEM private key in it", key.display()),
+                    ));
+                }
+                pem.push(b'\n');
+                pem.extend(key_pem);
+                Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    FieldError::new(
+                        "etcd.tls",
+                        format!("cert_file and key_file are not a certificate and its key: {e}"),
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        Ok((roots, identity))
+    }
+}
+
+/// Whether `pem` has a block whose label ends with `label` (`-----BEGIN ... CERTIFICATE-----`).
+fn pem_has(pem: &[u8], label: &str) -> bool {
+    String::from_utf8_lossy(pem)
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{label}-----")))
+}
+
 /// An etcd cluster's client.
 pub struct Etcd {
     http: reqwest::Client,
@@ -95,31 +160,16 @@ impl Etcd {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("rtc-exporter/", env!("CARGO_PKG_VERSION")));
         if let Some(tls) = tls {
-            if let Some(ca) = &tls.ca_file {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| format!("ha.etcd.tls.ca_file {}: {e}", ca.display()))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    format!(
-                        "ha.etcd.tls.ca_file {}: not PEM certificates: {e}",
-                        ca.display()
-                    )
-                })?;
+            let (roots, identity) = tls
+                .load()
+                .map_err(|e| format!("ha.{}: {}", e.path, e.message))?;
+            if !roots.is_empty() {
                 b = b.tls_built_in_root_certs(false);
-                for c in certs {
+                for c in roots {
                     b = b.add_root_certificate(c);
                 }
             }
-            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-                let mut pem = std::fs::read(cert)
-                    .map_err(|e| format!("ha.etcd.tls.cert_file {}: {e}", cert.display()))?;
-                pem.push(b'\n');
-                pem.extend(
-                    std::fs::read(key)
-                        .map_err(|e| format!("ha.etcd.tls.key_file {}: {e}", key.display()))?,
-                );
-                let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    format!("ha.etcd.tls: cert_file and key_file are not a PEM certificate and key: {e}")
-                })?;
+            if let Some(id) = identity {
                 b = b.identity(id);
             }
         }
@@ -264,6 +314,14 @@ impl Etcd {
         self.call("/v3/lease/revoke", &json!({"ID": id.to_string()}))
             .await
             .map(|_| ())
+    }
+
+    /// The key `key` itself, if it exists.
+    pub async fn get(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
+        let v = self
+            .call("/v3/kv/range", &json!({"key": B64.encode(key)}))
+            .await?;
+        Ok(kvs(&v, "/v3/kv/range")?.into_iter().next())
     }
 
     /// Every key under `prefix`, in key order.
