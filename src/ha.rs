@@ -1096,6 +1096,38 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_gate_past_its_deadline_is_closed_even_while_still_open() {
+        // A process frozen past its lease's deadline wakes with the gate still open (its
+        // campaign has not run yet): no request may go out.
+        let (tx, open) = watch::channel(true);
+        let until = Arc::new(Mutex::new(Some(Instant::now() + Duration::from_secs(60))));
+        let gate = LeaderGate {
+            open,
+            until: until.clone(),
+        };
+        assert!(gate.is_open());
+        *lock(&until) = Some(Instant::now() - Duration::from_millis(1));
+        assert!(!gate.is_open(), "past the deadline");
+        tokio::time::timeout(Duration::from_secs(1), gate.closed())
+            .await
+            .expect("closed() returns at once past the deadline");
+        // Renewed: open again; then the gate closes.
+        *lock(&until) = Some(Instant::now() + Duration::from_secs(60));
+        assert!(gate.is_open());
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.closed().await }
+        });
+        tx.send_replace(false);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("closed() returns when the gate closes")
+            .expect("task");
+        *lock(&until) = None;
+        assert!(!gate.is_open(), "no lease");
+    }
+
     #[test]
     fn a_leader_stops_a_third_of_a_lease_early() {
         assert_eq!(valid_for(15), Duration::from_secs(10));

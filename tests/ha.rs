@@ -1089,3 +1089,131 @@ async fn a_damaged_day_in_etcd_is_named_and_left_a_big_one_reads_back_and_its_ow
     }
     a.resign().await;
 }
+
+/// A Volcengine room `Room1` replayed with these users in it now.
+async fn volc_replay(users: &[&str]) -> SimServer {
+    use rtc_exporter::sim::replay::{Recorded, Replay};
+    let list: Vec<String> = users.iter().map(|u| format!("\"{u}\"")).collect();
+    let body = format!(
+        r#"{{"ResponseMetadata": {{"RequestId": "r", "Action": "GetRoomOnlineUsers", "Version": "2023-11-01", "Service": "rtc", "Region": "cn-north-1"}}, "Result": {{"TotalUser": {}, "TotalInvisibleUser": 0, "VisibleUserList": [{}], "InvisibleUserList": [], "RoomExists": true}}}}"#,
+        users.len(),
+        list.join(", ")
+    );
+    let r = Replay::new(
+        "volcengine_rtc",
+        vec![Recorded {
+            api: "GetRoomOnlineUsers".into(),
+            when: None,
+            status: 200,
+            body: body.into_bytes(),
+        }],
+    );
+    SimServer::start(Arc::new(r), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// An in-process replica polling `sim` every hour (so only its first poll runs), on a manual
+/// clock standing at `at`.
+async fn at_clock(
+    sim: &SimServer,
+    endpoints: &[String],
+    prefix: &str,
+    id: &str,
+    at: i64,
+) -> (
+    rtc_exporter::app::Running,
+    Arc<rtc_exporter::clock::ManualClock>,
+) {
+    let text = format!(
+        "global:\n  timezone: Asia/Shanghai\ntargets:\n\
+         - name: volc\n  vendor: volcengine_rtc\n  interval: 1h\n  endpoint: {}\n  app_id: a\n  credentials: {{access_key_id: k, secret_access_key: s}}\n  rooms: [Room1]\n\
+         ha:\n  etcd: {{endpoints: [{}]}}\n  prefix: {prefix}\n  lease: 3s\n  id: {id}\n",
+        sim.endpoint,
+        endpoints.join(", ")
+    );
+    let clock = Arc::new(rtc_exporter::clock::ManualClock::at(at));
+    let running = rtc_exporter::app::start_with_clock(
+        common::config(&text),
+        &["127.0.0.1:0".to_string()],
+        "/metrics",
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    (running, clock)
+}
+
+/// Waits until `check` holds for a scrape of `base`; returns it, or panics with the last one.
+async fn scrape_until(base: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = try_scrape(base).await.unwrap_or_default();
+        if check(&t) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last scrape:\n{t}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn volc(text: &str, name: &str) -> Option<f64> {
+    value(text, name, &[("target", "volc")])
+}
+
+fn polled_once(text: &str) -> bool {
+    value(
+        text,
+        "rtc_exporter_polls_total",
+        &[("target", "volc"), ("result", "success")],
+    ) == Some(1.0)
+        && volc(text, "rtc_accumulated_users").is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_across_local_midnight_takes_todays_day_and_never_yesterdays() {
+    use chrono::TimeZone;
+    let Some(etcd) = Etcd::single().await else {
+        return;
+    };
+    let endpoints = etcd.endpoints();
+    // 2026-11-20 24:00 in Shanghai.
+    let midnight = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 20, 16, 0, 0)
+        .unwrap()
+        .timestamp();
+    // The first leader sees u1, u2 and u3 in the room; the next one only u1 (the others left).
+    let first = volc_replay(&["u1", "u2", "u3"]).await;
+    let next = volc_replay(&["u1"]).await;
+
+    // The leader crosses midnight without a poll: the day rolls (the three were in at its last
+    // poll, so today begins with them), goes to etcd, and the leader stops. The next leader
+    // goes on from today's day: 3, not the 1 of its own poll alone.
+    let (a, clock) = at_clock(&first, &endpoints, "/mid/rolled", "a", midnight - 60).await;
+    let text = scrape_until(&a.url(), "a's first poll", polled_once).await;
+    assert_eq!(volc(&text, "rtc_accumulated_users"), Some(3.0));
+    clock.set(midnight + 1);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (b, _) = at_clock(&next, &endpoints, "/mid/rolled", "b", midnight + 2).await;
+    a.stop().await.unwrap();
+    let text = scrape_until(&b.url(), "b leads and polls", polled_once).await;
+    assert_eq!(volc(&text, "rtc_users"), Some(1.0), "{text}");
+    assert_eq!(volc(&text, "rtc_accumulated_users"), Some(3.0), "{text}");
+    assert_eq!(volc(&text, "rtc_peak_users"), Some(3.0));
+    b.stop().await.unwrap();
+
+    // The leader stops before midnight: etcd holds yesterday's day. A leader after midnight
+    // does not take it: today is its own poll's.
+    let (a, _) = at_clock(&first, &endpoints, "/mid/yesterday", "a", midnight - 60).await;
+    scrape_until(&a.url(), "a's first poll", polled_once).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.stop().await.unwrap();
+    let (b, _) = at_clock(&next, &endpoints, "/mid/yesterday", "b", midnight + 5).await;
+    let text = scrape_until(&b.url(), "b leads and polls", polled_once).await;
+    assert_eq!(volc(&text, "rtc_accumulated_users"), Some(1.0), "{text}");
+    assert_eq!(volc(&text, "rtc_peak_users"), Some(1.0));
+    b.stop().await.unwrap();
+}
