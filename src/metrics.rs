@@ -186,7 +186,7 @@ impl SelfMetrics {
             )?,
             etcd_up: Gauge::new(
                 "rtc_exporter_ha_etcd_up",
-                "1 when the last renewal of this replica's etcd lease succeeded, else 0.",
+                "1 when this replica's last round with etcd went through (renewing the lease, reading the members and shard keys, taking or giving shards), else 0.",
             )?,
             state_writes: IntCounterVec::new(
                 Opts::new(
