@@ -572,7 +572,9 @@ impl Ha {
                     }
                 }
                 Some(Err(e)) => self.failed(&e),
-                None => self.failed(&"no answer before the lease ran out on this replica's clock"),
+                None => {
+                    self.failed(&"no answer before the lease ran out on the clock of this replica")
+                }
             }
             let expired = lease
                 .as_ref()
@@ -888,7 +890,7 @@ impl Ha {
                 Some(c) => data.extend_from_slice(&c.value),
                 None => {
                     return Err(LoadError::Damaged(format!(
-                        "{base}: chunk {i} of the day's {n} is missing"
+                        "{base}: chunk {i} of the {n} of the day is missing"
                     )))
                 }
             }

@@ -401,7 +401,7 @@ impl Supervisor {
                 tokio::select! {
                     _ = self.clone().schedule(stop.clone(), Duration::ZERO, true) => return,
                     _ = gate.closed() => {
-                        tracing::debug!("this replica no longer leads the target's shard; its polls stop here");
+                        tracing::debug!("this replica no longer leads the shard of the target; its polls stop here");
                     }
                 }
             }
@@ -435,7 +435,7 @@ impl Supervisor {
                     return;
                 }
                 Ok(Some(day)) if day.own => {
-                    tracing::info!("leading this target again; the day in etcd is this replica's own, its day goes on");
+                    tracing::info!("leading this target again; the day in etcd was written by this replica, which goes on with its own");
                     return;
                 }
                 Ok(Some(day)) => {
@@ -448,13 +448,13 @@ impl Supervisor {
                     match file {
                         Ok(f) => self.adopt(f),
                         Err(e) => {
-                            tracing::warn!(error = %e, "the day kept in etcd is ignored; this replica's own goes on")
+                            tracing::warn!(error = %e, "the day kept in etcd is ignored; this replica goes on with its own")
                         }
                     }
                     return;
                 }
                 Err(LoadError::Damaged(e)) => {
-                    tracing::warn!(error = %e, "the day kept in etcd is damaged and ignored; this replica's own goes on (the next write replaces it)");
+                    tracing::warn!(error = %e, "the day kept in etcd is damaged and ignored; this replica goes on with its own (the next write replaces it)");
                     return;
                 }
                 Err(LoadError::Unreachable(e)) => {
@@ -490,7 +490,7 @@ impl Supervisor {
         let ledger = match saved.day.restore() {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, "the day kept in etcd is damaged; this replica's own goes on");
+                tracing::warn!(error = %e, "the day kept in etcd is damaged; this replica goes on with its own");
                 return;
             }
         };
