@@ -200,7 +200,7 @@ pub fn parse(
     if let Some(t) = &tls {
         // Read now, so --config.check finds a missing or wrong file, not the start.
         if let Err(e) = t.load() {
-            errs.push(e);
+            errs.extend(e);
         }
         if t.cert_file.is_some() != t.key_file.is_some() {
             errs.push(FieldError::new(
@@ -394,6 +394,10 @@ pub enum LoadError {
     /// etcd did not answer: try again.
     #[error("{0}")]
     Unreachable(String),
+    /// etcd answered with an error (a user without read on the day's keys): asking again
+    /// gives the same.
+    #[error("{0}")]
+    Refused(String),
     /// What etcd holds cannot be a day: no use trying again.
     #[error("{0}")]
     Damaged(String),
@@ -424,8 +428,8 @@ pub struct Ha {
     held: Mutex<Held>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
-    /// The last etcd error logged (the same one is not logged every round).
-    last_error: Mutex<Option<String>>,
+    /// The etcd errors logged since the last round that went through (each once).
+    last_error: Mutex<BTreeSet<String>>,
     /// Called when a gauge changed, so `/metrics` shows it without waiting for a poll.
     changed: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     /// Until when the lease lets this replica lead, on its own clock: every gate checks it at
@@ -461,7 +465,7 @@ impl Ha {
             held: Mutex::new(Held::default()),
             stop: watch::channel(false).0,
             task: Mutex::new(None),
-            last_error: Mutex::new(None),
+            last_error: Mutex::new(BTreeSet::new()),
             changed: Mutex::new(None),
             until: Arc::new(Mutex::new(None)),
             writer: format!("{:016x}", fastrand::u64(..)),
@@ -567,14 +571,14 @@ impl Ha {
             match outcome {
                 Some(Ok(())) => {
                     self.set(&self.metrics.ha.etcd_up, 1.0);
-                    if lock(&self.last_error).take().is_some() {
+                    if !std::mem::take(&mut *lock(&self.last_error)).is_empty() {
                         tracing::info!("ha: etcd answers again");
                     }
                 }
                 Some(Err(e)) => self.failed(&e),
-                None => {
-                    self.failed(&"no answer before the lease ran out on the clock of this replica")
-                }
+                None => self.failed(
+                    &"no round went through before the lease ran out on the clock of this replica",
+                ),
             }
             let expired = lease
                 .as_ref()
@@ -598,10 +602,10 @@ impl Ha {
         self.set(&self.metrics.ha.etcd_up, 0.0);
         self.set(&self.metrics.ha.replicas, 0.0);
         let msg = e.to_string();
-        let mut last = lock(&self.last_error);
-        if last.as_deref() != Some(msg.as_str()) {
+        if lock(&self.last_error).insert(msg.clone()) {
             tracing::warn!(error = %msg, "ha: etcd request failed");
-            *last = Some(msg);
+        } else {
+            tracing::debug!(error = %msg, "ha: etcd request failed");
         }
     }
 
@@ -615,7 +619,11 @@ impl Ha {
         if let Some(l) = lease.as_mut() {
             let ttl = self.etcd.keep_alive(l.id).await?;
             if ttl <= 0 {
-                tracing::warn!("ha: the lease ran out in etcd; every shard is given up");
+                if lock(&self.held).shards.is_empty() {
+                    tracing::info!("ha: the lease ran out in etcd; joining again");
+                } else {
+                    tracing::warn!("ha: the lease ran out in etcd; every shard is given up");
+                }
                 self.valid_until(None);
                 self.close_all("lease gone");
                 *lease = None;
@@ -863,7 +871,10 @@ impl Ha {
     /// each chunk are read at their own keys (one answer never holds more than a chunk).
     pub async fn load_day(&self, name: &str) -> Result<Option<KeptDay>, LoadError> {
         let base = self.state_key(name);
-        let unreachable = |e: EtcdError| LoadError::Unreachable(e.to_string());
+        let unreachable = |e: EtcdError| match e {
+            EtcdError::Unreachable(_) => LoadError::Unreachable(e.to_string()),
+            _ => LoadError::Refused(e.to_string()),
+        };
         let Some(pointer) = self.etcd.get(&base).await.map_err(unreachable)? else {
             return Ok(None);
         };
@@ -1036,6 +1047,21 @@ mod tests {
             (
                 format!("{{cert_file: {0}, key_file: {0}}}", garbage.display()),
                 "etcd.tls.cert_file: ",
+            ),
+            // Every wrong file is named, not only the first.
+            (
+                format!(
+                    "{{ca_file: {0}, cert_file: {0}, key_file: {0}}}",
+                    garbage.display()
+                ),
+                "etcd.tls.key_file: ",
+            ),
+            (
+                format!(
+                    "{{ca_file: {0}, cert_file: {0}, key_file: {0}}}",
+                    garbage.display()
+                ),
+                "etcd.tls.ca_file: ",
             ),
         ] {
             let errs = parsed(&format!(

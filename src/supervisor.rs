@@ -223,6 +223,8 @@ impl Supervisor {
                 self.board.publish(view);
             }
         } else {
+            // Shown again only from its next poll (the view may be old by then).
+            self.lock().view.polled = false;
             self.board.withdraw(&self.target.name);
         }
     }
@@ -453,6 +455,10 @@ impl Supervisor {
                     }
                     return;
                 }
+                Err(LoadError::Refused(e)) => {
+                    tracing::warn!(error = %e, "etcd refused the day kept for this target; this replica polls with its own (does its etcd user have read and write on the whole prefix?)");
+                    return;
+                }
                 Err(LoadError::Damaged(e)) => {
                     tracing::warn!(error = %e, "the day kept in etcd is damaged and ignored; this replica goes on with its own (the next write replaces it)");
                     return;
@@ -636,6 +642,12 @@ impl Supervisor {
         let mut ctx = poll_ctx(&self.target, &self.global, self.plumbing.clone(), now);
         ctx.gate = self.ha.as_ref().map(|(_, gate)| gate.clone());
         let (obs, whole) = poll_target(&self.target, &self.global, &ctx).await;
+        if !ctx.leading() {
+            // Led no more when it ended (a process frozen mid-poll past its lease): what it
+            // read is not this replica's to fold or count.
+            tracing::debug!("poll ended after this replica stopped leading; dropped");
+            return 0;
+        }
         let elapsed = started.elapsed().as_secs_f64();
         let day = Day {
             date: ctx.today(),

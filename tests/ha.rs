@@ -263,16 +263,7 @@ async fn a_pair_makes_exactly_the_vendor_requests_of_one_exporter() {
     // A pair on etcd against the same account.
     let before = vendor.served();
     let prefix = "/rtc-test/pair";
-    let a = Replica::start(
-        &dir,
-        "a",
-        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "a"),
-    );
-    let b = Replica::start(
-        &dir,
-        "b",
-        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "b"),
-    );
+    let (a, b) = pair(&dir, &vendor, &targets, &endpoints, prefix);
     let leader = one_leader(&[&a, &b], Duration::from_secs(30)).await;
     let (lead, follow) = if leader == 0 { (&a, &b) } else { (&b, &a) };
     wait_for(
@@ -305,6 +296,19 @@ async fn a_pair_makes_exactly_the_vendor_requests_of_one_exporter() {
     assert_eq!(gauge(&t, "rtc_exporter_ha_replicas"), 2.0);
     let (status, _) = common::get(&follow.base, "/-/ready").await;
     assert_eq!(status, 200, "a follower is ready");
+}
+
+/// Two replicas `a` and `b` of `targets` under `prefix`.
+fn pair(
+    dir: &Path,
+    vendor: &Vendor,
+    targets: &[String],
+    etcd: &[String],
+    prefix: &str,
+) -> (Replica, Replica) {
+    let start =
+        |id: &str| Replica::start(dir, id, &config(vendor, targets, Some(etcd), prefix, 1, id));
+    (start("a"), start("b"))
 }
 
 /// Today's peak and accumulated figures of every target a scrape shows.
@@ -373,16 +377,7 @@ async fn kill_9_of_the_leader_hands_over_within_a_lease_and_an_interval_lowering
     let targets = vec!["urtc-a".to_string(), "urtc-b".to_string()];
     let endpoints = etcd.endpoints();
     let prefix = "/rtc-test/kill";
-    let mut a = Replica::start(
-        &dir,
-        "a",
-        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "a"),
-    );
-    let mut b = Replica::start(
-        &dir,
-        "b",
-        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "b"),
-    );
+    let (mut a, mut b) = pair(&dir, &vendor, &targets, &endpoints, prefix);
     // Three polls, so the day has figures.
     tokio::time::sleep(lease() + 3 * INTERVAL).await;
     let (took, lowered) = kill_and_take_over(&mut a, &mut b).await;
@@ -409,16 +404,7 @@ async fn etcd_gone_stops_the_leader_within_its_lease_and_etcd_back_gives_one_lea
     let targets = vec!["urtc-a".to_string()];
     let endpoints = etcd.endpoints();
     let prefix = "/rtc-test/gone";
-    let a = Replica::start(
-        &dir,
-        "a",
-        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "a"),
-    );
-    let b = Replica::start(
-        &dir,
-        "b",
-        &config(&vendor, &targets, Some(&endpoints), prefix, 1, "b"),
-    );
+    let (a, b) = pair(&dir, &vendor, &targets, &endpoints, prefix);
     one_leader(&[&a, &b], Duration::from_secs(30)).await;
     tokio::time::sleep(2 * INTERVAL).await;
 
@@ -1216,4 +1202,95 @@ async fn a_failover_across_local_midnight_takes_todays_day_and_never_yesterdays(
     assert_eq!(volc(&text, "rtc_accumulated_users"), Some(1.0), "{text}");
     assert_eq!(volc(&text, "rtc_peak_users"), Some(1.0));
     b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_may_not_read_the_day_still_polls_and_its_unwritten_days_are_counted() {
+    use base64::Engine;
+    let Some(etcd) = Etcd::single().await else {
+        return;
+    };
+    let dir = temp("no-day-read");
+    let vendor = Vendor::start(37).await;
+    let endpoint = etcd.endpoint(0);
+    // A role with read and write on <prefix>/members/ and <prefix>/shards/ only (the range
+    // [/np/m, /np/st) leaves /np/state/ out), then auth on.
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("/v3/auth/role/add", serde_json::json!({"name": "elect"})),
+        (
+            "/v3/auth/role/grant",
+            serde_json::json!({"name": "elect", "perm": {"permType": "READWRITE", "key": b64("/np/m"), "range_end": b64("/np/st")}}),
+        ),
+        (
+            "/v3/auth/user/add",
+            serde_json::json!({"name": "root", "password": "root-pw"}),
+        ),
+        (
+            "/v3/auth/user/grant",
+            serde_json::json!({"user": "root", "role": "root"}),
+        ),
+        (
+            "/v3/auth/user/add",
+            serde_json::json!({"name": "elector", "password": "pw"}),
+        ),
+        (
+            "/v3/auth/user/grant",
+            serde_json::json!({"user": "elector", "role": "elect"}),
+        ),
+        ("/v3/auth/enable", serde_json::json!({})),
+    ] {
+        let r = http
+            .post(format!("{endpoint}{path}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    let targets = vec!["urtc-a".to_string()];
+    let text = config(
+        &vendor,
+        &targets,
+        Some(std::slice::from_ref(&endpoint)),
+        "/np",
+        1,
+        "a",
+    )
+    .replace(
+        &format!("etcd: {{ endpoints: [{endpoint}] }}"),
+        &format!("etcd: {{ endpoints: [{endpoint}], username: elector, password: pw }}"),
+    );
+    let r = Replica::start(&dir, "a", &text);
+    let t = wait_for("it leads and polls", Duration::from_secs(30), || async {
+        let t = r.scrape().await?;
+        (gauge(&t, "rtc_exporter_ha_leader") == 1.0
+            && shown(&t).len() == 1
+            && value(
+                &t,
+                "rtc_exporter_ha_state_writes_total",
+                &[("result", "failure")],
+            )
+            .unwrap_or(0.0)
+                >= 1.0)
+            .then_some(t)
+    })
+    .await;
+    assert_eq!(gauge(&t, "rtc_exporter_ha_etcd_up"), 1.0);
+    assert!(requests(&t) > 0.0);
+    let logs = r.logs();
+    assert!(
+        logs.contains("etcd refused the day kept for this target"),
+        "{logs}"
+    );
+    assert_eq!(
+        logs.matches("day not written to etcd").count(),
+        1,
+        "logged once: {logs}"
+    );
 }

@@ -73,59 +73,66 @@ pub struct Tls {
 
 impl Tls {
     /// Reads the files: the CA's certificates (none: the system's roots) and the client's
-    /// identity. An error names the field (`etcd.tls.ca_file`, ...) and what is wrong with it.
+    /// identity. Every file that is missing or wrong is named (`etcd.tls.ca_file`, ...).
     pub fn load(
         &self,
-    ) -> Result<(Vec<reqwest::Certificate>, Option<reqwest::Identity>), FieldError> {
-        let read = |field: &str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| {
-                FieldError::new(
-                    format!("etcd.tls.{field}"),
-                    format!("{}: {e}", path.display()),
-                )
-            })
-        };
-        let mut roots = Vec::new();
-        if let Some(ca) = &self.ca_file {
-            let pem = read("ca_file", ca)?;
-            roots = reqwest::Certificate::from_pem_bundle(&pem)
+    ) -> Result<(Vec<reqwest::Certificate>, Option<reqwest::Identity>), Vec<FieldError>> {
+        let mut errs = Vec::new();
+        // A file's PEM where it holds a block labelled `label`.
+        let mut pem_of = |field: &str, path: &std::path::Path, label: &str, what: &str| {
+            let found = std::fs::read(path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|pem| {
+                    if pem_has(&pem, label) {
+                        Ok(pem)
+                    } else {
+                        Err(format!("{}: no PEM {what} in it", path.display()))
+                    }
+                });
+            found
+                .map_err(|m| errs.push(FieldError::new(format!("etcd.tls.{field}"), m)))
                 .ok()
-                .filter(|c| !c.is_empty() && pem_has(&pem, "CERTIFICATE"))
-                .ok_or_else(|| {
-                    FieldError::new(
-                        "etcd.tls.ca_file",
-                        format!("{}: no PEM certificate in it", ca.display()),
-                    )
-                })?;
-        }
-        let identity = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => {
-                let mut pem = read("cert_file", cert)?;
-                if !pem_has(&pem, "CERTIFICATE") {
-                    return Err(FieldError::new(
-                        "etcd.tls.cert_file",
-                        format!("{}: no PEM certificate in it", cert.display()),
-                    ));
-                }
-                let key_pem = read("key_file", key)?;
-                if !pem_has(&key_pem, "PRIVATE KEY") {
-                    return Err(FieldError::new(
-                        "etcd.tls.key_file",
-                        format!("{}: no PEM private key in it", key.display()),
-                    ));
-                }
-                pem.push(b'\n');
-                pem.extend(key_pem);
-                Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    FieldError::new(
-                        "etcd.tls",
-                        format!("cert_file and key_file are not a certificate and its key: {e}"),
-                    )
-                })?)
-            }
-            _ => None,
         };
-        Ok((roots, identity))
+        let ca = self
+            .ca_file
+            .as_ref()
+            .map(|ca| pem_of("ca_file", ca, "CERTIFICATE", "certificate"));
+        let cert = self
+            .cert_file
+            .as_ref()
+            .map(|c| pem_of("cert_file", c, "CERTIFICATE", "certificate"));
+        let key = self
+            .key_file
+            .as_ref()
+            .map(|k| pem_of("key_file", k, "PRIVATE KEY", "private key"));
+        let mut roots = Vec::new();
+        if let (Some(Some(pem)), Some(path)) = (&ca, &self.ca_file) {
+            match reqwest::Certificate::from_pem_bundle(pem) {
+                Ok(c) if !c.is_empty() => roots = c,
+                _ => errs.push(FieldError::new(
+                    "etcd.tls.ca_file",
+                    format!("{}: no readable PEM certificate in it", path.display()),
+                )),
+            }
+        }
+        let mut identity = None;
+        if let (Some(Some(cert)), Some(Some(key))) = (cert, key) {
+            let mut pem = cert;
+            pem.push(b'\n');
+            pem.extend(key);
+            match reqwest::Identity::from_pem(&pem) {
+                Ok(id) => identity = Some(id),
+                Err(e) => errs.push(FieldError::new(
+                    "etcd.tls",
+                    format!("cert_file and key_file are not a certificate and its key: {e}"),
+                )),
+            }
+        }
+        if errs.is_empty() {
+            Ok((roots, identity))
+        } else {
+            Err(errs)
+        }
     }
 }
 
@@ -160,9 +167,12 @@ impl Etcd {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("rtc-exporter/", env!("CARGO_PKG_VERSION")));
         if let Some(tls) = tls {
-            let (roots, identity) = tls
-                .load()
-                .map_err(|e| format!("ha.{}: {}", e.path, e.message))?;
+            let (roots, identity) = tls.load().map_err(|errs| {
+                errs.iter()
+                    .map(|e| format!("ha.{}: {}", e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
             if !roots.is_empty() {
                 b = b.tls_built_in_root_certs(false);
                 for c in roots {
