@@ -208,7 +208,11 @@ async fn launch(
             .with_max_response_bytes(config.global.max_response_bytes),
     );
     let ha = match &config.ha {
-        Some(c) => Some(Ha::new(c.clone(), metrics.clone()).map_err(AppError::Ha)?),
+        Some(c) => {
+            let ha = Ha::new(c.clone(), metrics.clone()).map_err(AppError::Ha)?;
+            ha.assign(config.targets.iter().map(|t| (t.name.as_str(), t.account)));
+            Some(ha)
+        }
         None => None,
     };
     // With `ha:`, a target shows on the board only once this replica leads it.

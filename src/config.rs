@@ -224,6 +224,9 @@ pub struct Target {
     /// A hash of the vendor, app and credentials (secrets resolved): equal means the same
     /// account's data, so its day's figures carry over a reload and a restart.
     pub identity: u64,
+    /// A hash of the vendor and credentials (secrets resolved): the account whose rate limit
+    /// the target shares. `ha:` keeps one account's targets in one shard.
+    pub account: u64,
 }
 
 impl fmt::Debug for Target {
@@ -650,9 +653,10 @@ fn parse_global(raw: Value, file: &str, errors: &mut Vec<String>) -> Global {
     global
 }
 
-/// Hashes a target entry with its secrets resolved: the whole entry (`fingerprint`) and what
-/// identifies the account's data (`identity`: vendor, app or account ids, credentials).
-fn hashes(map: &Mapping) -> (u64, u64) {
+/// Hashes a target entry with its secrets resolved: the whole entry (`fingerprint`), what
+/// identifies the account's data (`identity`: vendor, app or account ids, credentials), and
+/// the account whose rate limit it shares (`account`: vendor and credentials).
+fn hashes(map: &Mapping) -> (u64, u64, u64) {
     fn resolved(v: &Value, out: &mut Vec<u8>) {
         // A secret source is hashed by its value, so a rotated secret counts as a change.
         if let Value::Mapping(m) = v {
@@ -683,6 +687,14 @@ fn hashes(map: &Mapping) -> (u64, u64) {
         .collect();
     resolved(&Value::Mapping(polls), &mut all);
     let mut id = Vec::new();
+    let mut account = Vec::new();
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        if matches!(key, "vendor" | "credentials") {
+            account.extend_from_slice(key.as_bytes());
+            resolved(v, &mut account);
+        }
+    }
     for (k, v) in map {
         let key = k.as_str().unwrap_or_default();
         let identifying = matches!(key, "vendor" | "credentials" | "region")
@@ -696,6 +708,7 @@ fn hashes(map: &Mapping) -> (u64, u64) {
     (
         xxhash_rust::xxh3::xxh3_64(&all),
         xxhash_rust::xxh3::xxh3_64(&id),
+        xxhash_rust::xxh3::xxh3_64(&account),
     )
 }
 
@@ -709,7 +722,7 @@ fn parse_target(raw: Value, global: &Global) -> (Option<String>, Result<Target, 
     let Value::Mapping(mut map) = raw else {
         return (None, Err(vec![FieldError::new("", "expected a mapping")]));
     };
-    let (fingerprint, identity) = hashes(&map);
+    let (fingerprint, identity, account) = hashes(&map);
     let mut errs = Vec::new();
     let name: Option<String> = take(&mut map, "name", &mut errs);
     let shown_name = name.clone().filter(|n| valid_name(n));
@@ -910,6 +923,7 @@ fn parse_target(raw: Value, global: &Global) -> (Option<String>, Result<Target, 
             client,
             fingerprint,
             identity,
+            account,
         }),
         _ => Err(errs),
     };

@@ -1,7 +1,8 @@
 //! High availability on etcd (`ha:`): which shards of the targets this replica leads, and the
 //! day's figures kept in etcd so that a new leader goes on from them.
 //!
-//! Targets hash by name into `shards` shards ([`shard_of`]); each shard has one leader, the
+//! Targets go into `shards` shards, the targets of one account (one rate limit) together, by a
+//! stable hash of the first of their names ([`assign`]); each shard has one leader, the
 //! replica whose lease holds the shard's key (`<prefix>/shards/<k>`), and only the leader polls
 //! the shard's targets. Every replica registers under `<prefix>/members/` with its lease, so
 //! each sees how many are alive (N) and takes at most ⌈shards/N⌉ shards: free ones, when it has
@@ -328,8 +329,11 @@ fn check_endpoint(e: &str) -> Result<String, String> {
 }
 
 /// What `--config.check` says of `ha:`: the group, and which targets each shard holds (every
-/// replica computes the same).
-pub fn summary<'a>(ha: &HaConfig, targets: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+/// replica computes the same), from `(name, account)` pairs.
+pub fn summary<'a>(
+    ha: &HaConfig,
+    targets: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Vec<String> {
     let mut lines = vec![format!(
         "ha: etcd {}, prefix {}, lease {}s, {} shard(s), id {}",
         ha.endpoints.join(" "),
@@ -338,12 +342,9 @@ pub fn summary<'a>(ha: &HaConfig, targets: impl IntoIterator<Item = &'a str>) ->
         ha.shards,
         ha.id
     )];
-    let mut by_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-    for name in targets {
-        by_shard
-            .entry(shard_of(name, ha.shards))
-            .or_default()
-            .push(name);
+    let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (name, shard) in assign(targets, ha.shards) {
+        by_shard.entry(shard).or_default().push(name);
     }
     for k in 0..ha.shards {
         let names = by_shard.remove(&k).unwrap_or_default();
@@ -373,8 +374,33 @@ fn default_id() -> String {
     host.unwrap_or_else(|| "rtc-exporter".to_string())
 }
 
-/// The shard of target `name` among `shards`: a stable hash of the name (xxh3, the same on
-/// every replica and every release), so every replica agrees without asking anyone.
+/// The shard of every target among `shards`, from `(name, account)` pairs: the targets of one
+/// account (one rate limit: [`crate::config::Target::account`]) go to one shard, the one of the
+/// first of their names, so one leader paces the whole account and never two at once; every
+/// replica with the same targets computes the same.
+pub fn assign<'a>(
+    targets: impl IntoIterator<Item = (&'a str, u64)>,
+    shards: u32,
+) -> BTreeMap<String, u32> {
+    let targets: Vec<(&str, u64)> = targets.into_iter().collect();
+    let mut first: BTreeMap<u64, &str> = BTreeMap::new();
+    for (name, account) in &targets {
+        first
+            .entry(*account)
+            .and_modify(|f| *f = (*f).min(*name))
+            .or_insert(name);
+    }
+    targets
+        .iter()
+        .map(|(name, account)| {
+            let group = first.get(account).copied().unwrap_or(name);
+            (name.to_string(), shard_of(group, shards))
+        })
+        .collect()
+}
+
+/// The shard of the name `name` among `shards`: a stable hash (xxh3, the same on every replica
+/// and every release), so every replica agrees without asking anyone.
 pub fn shard_of(name: &str, shards: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % u64::from(shards.max(1))) as u32
 }
@@ -438,6 +464,8 @@ pub struct Ha {
     /// This process among every writer of the days in etcd: a day it wrote itself is not read
     /// back over its own (newer) one.
     writer: String,
+    /// The shard of every configured target ([`assign`]).
+    shards_of: Mutex<BTreeMap<String, u32>>,
 }
 
 impl Ha {
@@ -469,6 +497,7 @@ impl Ha {
             changed: Mutex::new(None),
             until: Arc::new(Mutex::new(None)),
             writer: format!("{:016x}", fastrand::u64(..)),
+            shards_of: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -493,9 +522,30 @@ impl Ha {
         &self.config
     }
 
-    /// The shard of target `name`.
+    /// Places the configured targets, `(name, account)`, in shards ([`assign`]); returns the
+    /// targets already placed that move to another shard (a target of their account came or
+    /// went: they restart under their new shard).
+    pub fn assign<'a>(
+        &self,
+        targets: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> BTreeSet<String> {
+        let next = assign(targets, self.config.shards);
+        let mut current = lock(&self.shards_of);
+        let moved = next
+            .iter()
+            .filter(|(name, k)| current.get(*name).is_some_and(|c| c != *k))
+            .map(|(name, _)| name.clone())
+            .collect();
+        *current = next;
+        moved
+    }
+
+    /// The shard of target `name` (placed by [`Ha::assign`]; by its own name otherwise).
     pub fn shard(&self, name: &str) -> u32 {
-        shard_of(name, self.config.shards)
+        lock(&self.shards_of)
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| shard_of(name, self.config.shards))
     }
 
     /// Whether this replica leads target `name`'s shard, as it changes, and until when its
@@ -1098,11 +1148,42 @@ mod tests {
     }
 
     #[test]
+    fn one_accounts_targets_share_a_shard_named_by_its_first_target() {
+        // Three accounts: 1 (a, m, z), 2 (b), 3 (c, y).
+        let targets = [("z", 1), ("a", 1), ("b", 2), ("m", 1), ("y", 3), ("c", 3)];
+        for shards in [2, 3, 6, 256] {
+            let got = assign(targets, shards);
+            assert_eq!(got.len(), 6);
+            for (name, account) in targets {
+                let group = targets
+                    .iter()
+                    .filter(|(_, a)| *a == account)
+                    .map(|(n, _)| *n)
+                    .min()
+                    .unwrap_or(name);
+                assert_eq!(got.get(name), Some(&shard_of(group, shards)), "{name}");
+            }
+            assert_eq!(got.get("a"), got.get("z"));
+            assert_eq!(got.get("c"), got.get("y"));
+        }
+        // Order does not matter: every replica computes the same.
+        let mut reversed = targets;
+        reversed.reverse();
+        assert_eq!(assign(targets, 6), assign(reversed, 6));
+        // Many accounts spread over every shard.
+        let many: Vec<(String, u64)> = (0..60).map(|i| (format!("t{i}"), i)).collect();
+        let spread: BTreeSet<u32> = assign(many.iter().map(|(n, a)| (n.as_str(), *a)), 6)
+            .into_values()
+            .collect();
+        assert_eq!(spread.len(), 6);
+    }
+
+    #[test]
     fn config_check_says_which_targets_each_shard_holds() {
         let c = parsed("{etcd: {endpoints: [http://e:2379]}, id: r1, shards: 3, prefix: /p}");
         let Ok(c) = c else { panic!("{c:?}") };
         let names = ["a", "urtc-main", "zego"];
-        let lines = summary(&c, names);
+        let lines = summary(&c, names.iter().enumerate().map(|(i, n)| (*n, i as u64)));
         assert_eq!(
             lines[0],
             "ha: etcd http://e:2379, prefix /p, lease 15s, 3 shard(s), id r1"
@@ -1118,7 +1199,7 @@ mod tests {
         let one = parsed("{etcd: {endpoints: [http://e:2379]}, id: r1}");
         let Ok(one) = one else { panic!("{one:?}") };
         assert_eq!(
-            summary(&one, []).len(),
+            summary(&one, std::iter::empty()).len(),
             1,
             "one shard and no target: the group line only"
         );

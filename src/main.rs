@@ -387,9 +387,10 @@ fn main() -> ExitCode {
                     );
                 }
                 if let Some(ha) = &c.ha {
-                    for line in
-                        rtc_exporter::ha::summary(ha, c.targets.iter().map(|t| t.name.as_str()))
-                    {
+                    for line in rtc_exporter::ha::summary(
+                        ha,
+                        c.targets.iter().map(|t| (t.name.as_str(), t.account)),
+                    ) {
                         println!("{line}");
                     }
                 }

@@ -159,6 +159,9 @@ impl Supervisor {
             let gate = ha.gate(&target.name);
             (ha, gate)
         });
+        // Only where this replica leads its shard now: a day handed over to a target that
+        // waits for its shard would be old by the time it leads.
+        let current = current && ha.as_ref().is_none_or(|(_, g)| g.is_open());
         Arc::new(Supervisor {
             current: AtomicBool::new(current),
             shown: Mutex::new(ha.is_none()),
@@ -1302,6 +1305,12 @@ impl Fleet {
         // Only the global keys that shape polls or the day restart targets (the zone also
         // decides what "today" is); the default interval is in each target's schedule.
         let global_changed = !old_global.polls_alike(&new_global);
+        // With `ha:`, a target whose account's first name changed moves to another shard:
+        // restarted under its new shard's gate.
+        let moved = match &self.ha {
+            Some(ha) => ha.assign(config.targets.iter().map(|t| (t.name.as_str(), t.account))),
+            None => BTreeSet::new(),
+        };
         if old_global.state_file != new_global.state_file {
             tracing::info!("state_file changed: the next write goes to the new path");
         }
@@ -1323,7 +1332,8 @@ impl Fleet {
                 Some(s)
                     if s.target.fingerprint == t.fingerprint
                         && s.target.schedule == t.schedule
-                        && !global_changed =>
+                        && !global_changed
+                        && !moved.contains(&t.name) =>
                 {
                     // What only shapes rendering (warning ratios) applies without a restart.
                     if s.set_expected(t.expected.clone()) {

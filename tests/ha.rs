@@ -454,24 +454,43 @@ async fn three_replicas_over_six_shards_cover_every_target_once_also_after_a_kil
         return;
     };
     let dir = temp("shards");
-    let vendor = Vendor::start(34).await;
-    let targets: Vec<String> = (0..12).map(|i| format!("urtc-{i:02}")).collect();
+    // Six accounts of two targets each: an account's two go to one shard (one rate limit).
+    let mut vendors = Vec::new();
+    for seed in 34..40 {
+        vendors.push(Vendor::start(seed).await);
+    }
+    let mut accounts: Vec<Vec<String>> = Vec::new();
+    let mut text = config(&vendors[0], &[], None, "", 1, "");
+    for (v, vendor) in vendors.iter().enumerate() {
+        let names: Vec<String> = (0..2).map(|i| format!("urtc-{v}{i}")).collect();
+        for n in &names {
+            text.push_str(&vendor.target(n));
+        }
+        accounts.push(names);
+    }
+    let targets: Vec<String> = accounts.concat();
     let endpoints = etcd.endpoints();
     let prefix = "/rtc-test/shards";
+    let with_ha = |id: &str| {
+        format!(
+            "{text}ha:\n  etcd: {{ endpoints: [{}] }}\n  prefix: {prefix}\n  lease: {}s\n  shards: 6\n  id: {id}\n",
+            endpoints.join(", "),
+            lease().as_secs()
+        )
+    };
     let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
         .iter()
-        .map(|id| {
-            Replica::start(
-                &dir,
-                id,
-                &config(&vendor, &targets, Some(&endpoints), prefix, 6, id),
-            )
-        })
+        .map(|id| Replica::start(&dir, id, &with_ha(id)))
         .collect();
     let everyone: BTreeSet<String> = targets.iter().cloned().collect();
 
     // Every target shown by exactly one replica, each leading at most ⌈6/n⌉ shards.
-    async fn covered(replicas: &[Replica], everyone: &BTreeSet<String>, share: f64) -> bool {
+    async fn covered(
+        replicas: &[Replica],
+        everyone: &BTreeSet<String>,
+        accounts: &[Vec<String>],
+        share: f64,
+    ) -> bool {
         let mut seen: Vec<String> = Vec::new();
         for r in replicas {
             let Some(t) = r.scrape().await else { continue };
@@ -482,7 +501,15 @@ async fn three_replicas_over_six_shards_cover_every_target_once_also_after_a_kil
             if led > share {
                 return false;
             }
-            seen.extend(shown(&t));
+            let mine = shown(&t);
+            // An account's targets are shown together or not at all.
+            if accounts
+                .iter()
+                .any(|a| a.iter().filter(|n| mine.contains(*n)).count() == 1)
+            {
+                return false;
+            }
+            seen.extend(mine);
         }
         let unique: BTreeSet<String> = seen.iter().cloned().collect();
         seen.len() == everyone.len() && &unique == everyone
@@ -490,7 +517,11 @@ async fn three_replicas_over_six_shards_cover_every_target_once_also_after_a_kil
     wait_for(
         "3 replicas cover 12 targets once",
         Duration::from_secs(40),
-        || async { covered(&replicas, &everyone, 2.0).await.then_some(()) },
+        || async {
+            covered(&replicas, &everyone, &accounts, 2.0)
+                .await
+                .then_some(())
+        },
     )
     .await;
 
@@ -498,7 +529,7 @@ async fn three_replicas_over_six_shards_cover_every_target_once_also_after_a_kil
     etcd.kill(2);
     tokio::time::sleep(lease()).await;
     assert!(
-        covered(&replicas, &everyone, 2.0).await,
+        covered(&replicas, &everyone, &accounts, 2.0).await,
         "one etcd member down changes nothing"
     );
 
@@ -508,7 +539,11 @@ async fn three_replicas_over_six_shards_cover_every_target_once_also_after_a_kil
     wait_for(
         "2 replicas cover 12 targets once",
         Duration::from_secs(40),
-        || async { covered(&replicas, &everyone, 3.0).await.then_some(()) },
+        || async {
+            covered(&replicas, &everyone, &accounts, 3.0)
+                .await
+                .then_some(())
+        },
     )
     .await;
     eprintln!(
@@ -1293,4 +1328,48 @@ async fn a_user_who_may_not_read_the_day_still_polls_and_its_unwritten_days_are_
         1,
         "logged once: {logs}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_an_accounts_first_target_moves_its_targets_together() {
+    use rtc_exporter::ha::shard_of;
+    let dir = temp("move");
+    let vendor = Vendor::start(41).await;
+    let other = Vendor::start(42).await;
+    let shards = 256;
+    let (first, second, third) = ("urtc-a", "urtc-m", "urtc-z");
+    assert_ne!(shard_of(first, shards), shard_of(second, shards));
+    // No etcd is needed to place targets: an endpoint nobody answers.
+    let ha = format!(
+        "ha:\n  etcd: {{ endpoints: [http://127.0.0.1:{}] }}\n  shards: {shards}\n  id: m\n",
+        free_port()
+    );
+    let write = |targets: &[(&Vendor, &str)]| {
+        let mut text = config(&vendor, &[], None, "", 1, "");
+        for (v, n) in targets {
+            text.push_str(&v.target(n));
+        }
+        text.push_str(&ha);
+        let file = dir.join("exporter.yaml");
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let file = write(&[(&vendor, second), (&other, third)]);
+    let config = rtc_exporter::config::load(&file).unwrap();
+    let running = rtc_exporter::app::start(config, &["127.0.0.1:0".to_string()], "/metrics")
+        .await
+        .unwrap();
+    let group = running.ha.clone().unwrap();
+    assert_eq!(group.shard(second), shard_of(second, shards));
+    // A target of the same account with a first name: both go to its shard; the other
+    // account stays where it was.
+    write(&[(&vendor, second), (&vendor, first), (&other, third)]);
+    let report = running.reload().await.unwrap();
+    assert_eq!(group.shard(first), shard_of(first, shards));
+    assert_eq!(group.shard(second), shard_of(first, shards));
+    assert_eq!(group.shard(third), shard_of(third, shards));
+    assert!(report.restarted.contains(&second.to_string()), "{report:?}");
+    assert!(report.unchanged.contains(&third.to_string()), "{report:?}");
+    assert_eq!(report.added, vec![first.to_string()]);
+    running.stop().await.unwrap();
 }
