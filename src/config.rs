@@ -687,12 +687,26 @@ fn hashes(map: &Mapping) -> (u64, u64, u64) {
         .collect();
     resolved(&Value::Mapping(polls), &mut all);
     let mut id = Vec::new();
+    // The account: the vendor and the credentials' values, resolved, in key order, whatever
+    // the order or the form they are written in (inline or from a file, the environment).
     let mut account = Vec::new();
-    for (k, v) in map {
-        let key = k.as_str().unwrap_or_default();
-        if matches!(key, "vendor" | "credentials") {
-            account.extend_from_slice(key.as_bytes());
-            resolved(v, &mut account);
+    if let Some(v) = map.get("vendor") {
+        account.extend_from_slice(serde_yaml::to_string(v).unwrap_or_default().as_bytes());
+    }
+    if let Some(Value::Mapping(creds)) = map.get("credentials") {
+        let mut keys: Vec<(String, &Value)> = creds
+            .iter()
+            .map(|(k, v)| (serde_yaml::to_string(k).unwrap_or_default(), v))
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in keys {
+            account.extend_from_slice(k.as_bytes());
+            match from_value::<Secret>(v.clone()) {
+                Ok(s) => account.extend_from_slice(
+                    &xxhash_rust::xxh3::xxh3_64(s.expose().as_bytes()).to_le_bytes(),
+                ),
+                Err(_) => resolved(v, &mut account),
+            }
         }
     }
     for (k, v) in map {

@@ -436,6 +436,8 @@ struct Lease {
     /// Shards beyond this replica's share: no longer polled, their keys given back at the next
     /// round, once the last poll's day has been written to etcd (about 0.2 s after it).
     releasing: BTreeSet<u32>,
+    /// The placement its member key tells (see [`Ha::place`]).
+    told: u64,
 }
 
 /// What the writers of the day need: the lease and the shards its keys hold.
@@ -443,6 +445,8 @@ struct Lease {
 struct Held {
     lease: i64,
     shards: BTreeSet<u32>,
+    /// The shards every live replica places the same targets in.
+    agreed: BTreeSet<u32>,
 }
 
 /// This replica's part in the group: its lease, the shards it leads, the day in etcd.
@@ -464,8 +468,11 @@ pub struct Ha {
     /// This process among every writer of the days in etcd: a day it wrote itself is not read
     /// back over its own (newer) one.
     writer: String,
-    /// The shard of every configured target ([`assign`]).
+    /// The shard of every configured target ([`assign`]), and how often it changed.
     shards_of: Mutex<BTreeMap<String, u32>>,
+    placed: std::sync::atomic::AtomicU64,
+    /// The shards the replicas last disagreed on (logged when it changes).
+    apart: Mutex<Vec<u32>>,
 }
 
 impl Ha {
@@ -498,6 +505,8 @@ impl Ha {
             until: Arc::new(Mutex::new(None)),
             writer: format!("{:016x}", fastrand::u64(..)),
             shards_of: Mutex::new(BTreeMap::new()),
+            placed: std::sync::atomic::AtomicU64::new(0),
+            apart: Mutex::new(Vec::new()),
         }))
     }
 
@@ -530,14 +539,46 @@ impl Ha {
         targets: impl IntoIterator<Item = (&'a str, u64)>,
     ) -> BTreeSet<String> {
         let next = assign(targets, self.config.shards);
-        let mut current = lock(&self.shards_of);
-        let moved = next
-            .iter()
+        let moved = self.moves(&next);
+        self.place(next);
+        moved
+    }
+
+    /// The targets already placed that `next` puts in another shard.
+    pub fn moves(&self, next: &BTreeMap<String, u32>) -> BTreeSet<String> {
+        let current = lock(&self.shards_of);
+        next.iter()
             .filter(|(name, k)| current.get(*name).is_some_and(|c| c != *k))
             .map(|(name, _)| name.clone())
-            .collect();
-        *current = next;
-        moved
+            .collect()
+    }
+
+    /// Takes `next` as the placement (told to the other replicas at the next round).
+    pub fn place(&self, next: BTreeMap<String, u32>) {
+        *lock(&self.shards_of) = next;
+        self.placed
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// What each shard holds, as a hash of its targets' names: replicas lead a shard only
+    /// while they all agree on it (a config reloaded on one replica but not yet on another
+    /// would otherwise have both poll one account).
+    fn contents(&self) -> Vec<String> {
+        let mut per: Vec<Vec<&str>> = vec![Vec::new(); self.config.shards as usize];
+        let placed = lock(&self.shards_of).clone();
+        for (name, k) in &placed {
+            if let Some(v) = per.get_mut(*k as usize) {
+                v.push(name);
+            }
+        }
+        per.iter()
+            .map(|names| {
+                format!(
+                    "{:016x}",
+                    xxhash_rust::xxh3::xxh3_64(names.join("\n").as_bytes())
+                )
+            })
+            .collect()
     }
 
     /// The shard of target `name` (placed by [`Ha::assign`]; by its own name otherwise).
@@ -648,6 +689,24 @@ impl Ha {
         }
     }
 
+    /// Puts this replica's member key (attached to `lease`): its id, `shards` and what it
+    /// places in each shard.
+    async fn tell(&self, member: &str, lease: i64) -> Result<(), EtcdError> {
+        let value = json!({
+            "id": self.config.id,
+            "shards": self.config.shards,
+            "placement": self.contents(),
+        });
+        self.etcd
+            .txn(
+                vec![],
+                vec![etcd::put(member, value.to_string().as_bytes(), lease)],
+                vec![],
+            )
+            .await
+            .map(|_| ())
+    }
+
     fn failed(&self, e: &dyn std::fmt::Display) {
         self.set(&self.metrics.ha.etcd_up, 0.0);
         self.set(&self.metrics.ha.replicas, 0.0);
@@ -687,14 +746,8 @@ impl Ha {
             None => {
                 let (id, ttl) = self.etcd.grant(self.config.lease).await?;
                 let member = self.key(&format!("members/{}/{id:x}", self.config.id));
-                let value = json!({"id": self.config.id, "shards": self.config.shards});
-                self.etcd
-                    .txn(
-                        vec![],
-                        vec![etcd::put(&member, value.to_string().as_bytes(), id)],
-                        vec![],
-                    )
-                    .await?;
+                let told = self.placed.load(std::sync::atomic::Ordering::Acquire);
+                self.tell(&member, id).await?;
                 lock(&self.held).lease = id;
                 tracing::info!(id = %self.config.id, lease = %format!("{id:x}"), ttl, "ha: joined the group");
                 // Shards are taken from the next round on, once every replica that starts now
@@ -704,18 +757,36 @@ impl Ha {
                     id,
                     valid_until: sent + valid_for(ttl),
                     releasing: BTreeSet::new(),
+                    told,
                 });
                 return Ok(());
             }
         };
         let (me, shards) = (l.id, self.config.shards);
+        let placed = self.placed.load(std::sync::atomic::Ordering::Acquire);
+        if l.told != placed {
+            let member = self.key(&format!("members/{}/{me:x}", self.config.id));
+            self.tell(&member, me).await?;
+            l.told = placed;
+        }
+        let mine = self.contents();
+        let mut agreed: BTreeSet<u32> = (0..shards).collect();
         let members = self.etcd.range_prefix(&self.key("members/")).await?;
         let mut alike = 0u32;
         let mut others = BTreeSet::new();
         for m in &members {
             let v: Value = serde_json::from_slice(&m.value).unwrap_or_default();
             match v.get("shards").and_then(Value::as_u64) {
-                Some(k) if k == u64::from(shards) => alike += 1,
+                Some(k) if k == u64::from(shards) => {
+                    alike += 1;
+                    if let Some(theirs) = v.get("placement").and_then(Value::as_array) {
+                        for (k, c) in mine.iter().enumerate() {
+                            if theirs.get(k).and_then(Value::as_str) != Some(c.as_str()) {
+                                agreed.remove(&(k as u32));
+                            }
+                        }
+                    }
+                }
                 _ => {
                     others.insert(
                         v.get("id")
@@ -728,6 +799,13 @@ impl Ha {
         }
         if !others.is_empty() {
             tracing::error!(replicas = ?others, shards, "ha: replicas with another ha.shards run under the same prefix; no shard is taken until every replica has the same");
+        }
+        let apart: Vec<u32> = (0..shards).filter(|k| !agreed.contains(k)).collect();
+        let was = std::mem::replace(&mut *lock(&self.apart), apart.clone());
+        if was != apart && !apart.is_empty() {
+            tracing::warn!(shards = ?apart, "ha: the replicas place targets apart in these shards (their configs differ: a reload that has not reached every replica); not polled until they agree");
+        } else if was != apart {
+            tracing::info!("ha: the replicas agree on every shard again");
         }
         let alive = alike.max(1);
         self.set(&self.metrics.ha.replicas, f64::from(alive));
@@ -800,13 +878,17 @@ impl Ha {
                 }
             }
         }
-        lock(&self.held).shards = held.clone();
+        {
+            let mut h = lock(&self.held);
+            h.shards = held.clone();
+            h.agreed = agreed.clone();
+        }
         if let Some(until) = renewed {
             l.valid_until = until;
             self.valid_until(Some(until));
         }
         for k in 0..shards {
-            let lead = held.contains(&k) && !l.releasing.contains(&k);
+            let lead = held.contains(&k) && !l.releasing.contains(&k) && agreed.contains(&k);
             if !lead || Instant::now() < l.valid_until {
                 self.set_gate(k, lead);
             }
@@ -854,7 +936,9 @@ impl Ha {
 
     /// Whether this replica's lease holds target `name`'s shard key (its day may be written).
     pub fn holds(&self, name: &str) -> bool {
-        lock(&self.held).shards.contains(&self.shard(name))
+        let k = self.shard(name);
+        let h = lock(&self.held);
+        h.shards.contains(&k) && h.agreed.contains(&k)
     }
 
     fn state_key(&self, name: &str) -> String {
@@ -864,9 +948,10 @@ impl Ha {
     /// Writes target `name`'s day (`data`: the state file's content, compressed) where this
     /// replica still holds its shard. `Ok(false)`: not written, another replica leads it.
     pub async fn save_day(&self, name: &str, data: &[u8]) -> Result<bool, String> {
+        let k = self.shard(name);
         let (lease, holds) = {
             let h = lock(&self.held);
-            (h.lease, h.shards.contains(&self.shard(name)))
+            (h.lease, h.shards.contains(&k) && h.agreed.contains(&k))
         };
         if !holds || lease == 0 {
             return Ok(false);

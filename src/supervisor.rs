@@ -1306,9 +1306,29 @@ impl Fleet {
         // decides what "today" is); the default interval is in each target's schedule.
         let global_changed = !old_global.polls_alike(&new_global);
         // With `ha:`, a target whose account's first name changed moves to another shard:
-        // restarted under its new shard's gate.
+        // stopped and its day written (to etcd under the shard it leaves) first, then restarted
+        // under its new shard's gate.
         let moved = match &self.ha {
-            Some(ha) => ha.assign(config.targets.iter().map(|t| (t.name.as_str(), t.account))),
+            Some(ha) => {
+                let next = crate::ha::assign(
+                    config.targets.iter().map(|t| (t.name.as_str(), t.account)),
+                    ha.config().shards,
+                );
+                let moved = ha.moves(&next);
+                let leaving: Vec<Arc<Supervisor>> = moved
+                    .iter()
+                    .filter_map(|name| self.lock().get(name).cloned())
+                    .collect();
+                if !leaving.is_empty() {
+                    let deadline = Instant::now() + SHUTDOWN_GRACE;
+                    for s in &leaving {
+                        s.halt(deadline).await;
+                    }
+                    self.save_now().await;
+                }
+                ha.place(next);
+                moved
+            }
             None => BTreeSet::new(),
         };
         if old_global.state_file != new_global.state_file {
@@ -1366,6 +1386,11 @@ impl Fleet {
                         report.replaced.push(t.name.clone());
                     }
                     let next = self.supervise(t.clone(), &new_global, ledger, Some(s));
+                    // With `ha:`, the old view leaves the board unless this replica leads the
+                    // target's (new) shard: the new supervisor shows it when it leads.
+                    if next.ha.as_ref().is_some_and(|(_, g)| !g.is_open()) {
+                        self.board.withdraw(&t.name);
+                    }
                     self.lock().insert(t.name.clone(), next);
                 }
                 None => {

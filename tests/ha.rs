@@ -1373,3 +1373,99 @@ async fn a_reload_that_changes_an_accounts_first_target_moves_its_targets_togeth
     assert_eq!(report.added, vec![first.to_string()]);
     running.stop().await.unwrap();
 }
+
+#[test]
+fn an_account_is_the_same_whatever_the_order_or_form_of_its_credentials() {
+    let dir = temp("account");
+    let key = dir.join("pk");
+    std::fs::write(&key, "secret-1\n").unwrap();
+    let target = |name: &str, creds: &str| {
+        format!(
+            "  - name: {name}\n    vendor: ucloud_urtc\n    app_id: a\n    credentials: {creds}\n"
+        )
+    };
+    let text = format!(
+        "targets:\n{}{}{}{}",
+        target("t1", "{ public_key: p, private_key: secret-1 }"),
+        target("t2", "{ private_key: secret-1, public_key: p }"),
+        target(
+            "t3",
+            &format!(
+                "{{ public_key: p, private_key: {{ file: {} }} }}",
+                key.display()
+            )
+        ),
+        target("t4", "{ public_key: q, private_key: secret-1 }"),
+    );
+    let c = common::config(&text);
+    let account: Vec<u64> = c.targets.iter().map(|t| t.account).collect();
+    assert_eq!(account[0], account[1], "keys in another order");
+    assert_eq!(account[0], account[2], "a secret from a file");
+    assert_ne!(account[0], account[3], "another public key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_place_targets_apart_lead_neither_shard_until_they_agree() {
+    use rtc_exporter::ha::{assign, shard_of};
+    let Some(server) = Etcd::single().await else {
+        return;
+    };
+    let endpoint = server.endpoint(0);
+    let text = |id: &str| {
+        format!(
+            "{{etcd: {{endpoints: [{endpoint}]}}, prefix: /apart, lease: 3s, shards: 4, id: {id}}}"
+        )
+    };
+    // "t" and "a" of one account: a replica that knows "a" places "t" in "a"'s shard.
+    let (t, a) = (
+        "t",
+        (0..)
+            .map(|i| format!("a{i}"))
+            .find(|n| shard_of(n, 4) != shard_of("t", 4))
+            .unwrap(),
+    );
+    let old = assign([(t, 1u64)], 4);
+    let new = assign([(t, 1u64), (a.as_str(), 1u64)], 4);
+    let (from, to) = (old[t], new[t]);
+    assert_ne!(from, to);
+    let x = ha_from(&text("x"));
+    let y = ha_from(&text("y"));
+    x.place(old.clone());
+    y.place(new.clone());
+    x.start();
+    y.start();
+    // The shards they agree on are led; the two they place apart are led by nobody.
+    let other = (0..4).find(|k| *k != from && *k != to).unwrap();
+    let named = |k: u32| {
+        (0..)
+            .map(|i| format!("n{i}"))
+            .find(|n| shard_of(n, 4) == k)
+            .unwrap()
+    };
+    let led = |k: u32| {
+        // A name that falls in shard k on both replicas (not placed: by its own name).
+        let n = named(k);
+        x.gate(&n).is_open() || y.gate(&n).is_open()
+    };
+    wait_for(
+        "an agreed shard is led",
+        Duration::from_secs(10),
+        || async { led(other).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !x.gate(t).is_open() && !y.gate(t).is_open(),
+        "{t} is led while placed apart"
+    );
+    // Both on the new config: one leads "t" again.
+    x.place(new.clone());
+    wait_for(
+        "agreed again, t is led",
+        Duration::from_secs(10),
+        || async { (x.gate(t).is_open() || y.gate(t).is_open()).then_some(()) },
+    )
+    .await;
+    x.resign().await;
+    y.resign().await;
+}
