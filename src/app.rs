@@ -210,7 +210,10 @@ async fn launch(
     let ha = match &config.ha {
         Some(c) => {
             let ha = Ha::new(c.clone(), metrics.clone()).map_err(AppError::Ha)?;
-            ha.assign(config.targets.iter().map(|t| (t.name.as_str(), t.account)));
+            ha.place(crate::ha::assign(
+                config.targets.iter().map(|t| (t.name.as_str(), t.account)),
+                c.shards,
+            ));
             Some(ha)
         }
         None => None,

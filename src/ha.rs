@@ -531,19 +531,6 @@ impl Ha {
         &self.config
     }
 
-    /// Places the configured targets, `(name, account)`, in shards ([`assign`]); returns the
-    /// targets already placed that move to another shard (a target of their account came or
-    /// went: they restart under their new shard).
-    pub fn assign<'a>(
-        &self,
-        targets: impl IntoIterator<Item = (&'a str, u64)>,
-    ) -> BTreeSet<String> {
-        let next = assign(targets, self.config.shards);
-        let moved = self.moves(&next);
-        self.place(next);
-        moved
-    }
-
     /// The targets already placed that `next` puts in another shard.
     pub fn moves(&self, next: &BTreeMap<String, u32>) -> BTreeSet<String> {
         let current = lock(&self.shards_of);
@@ -581,7 +568,7 @@ impl Ha {
             .collect()
     }
 
-    /// The shard of target `name` (placed by [`Ha::assign`]; by its own name otherwise).
+    /// The shard of target `name` (placed by [`Ha::place`]; by its own name otherwise).
     pub fn shard(&self, name: &str) -> u32 {
         lock(&self.shards_of)
             .get(name)

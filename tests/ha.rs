@@ -514,14 +514,26 @@ async fn three_replicas_over_six_shards_cover_every_target_once_also_after_a_kil
         let unique: BTreeSet<String> = seen.iter().cloned().collect();
         seen.len() == everyone.len() && &unique == everyone
     }
-    wait_for(
-        "3 replicas cover 12 targets once",
-        Duration::from_secs(40),
-        || async {
-            covered(&replicas, &everyone, &accounts, 2.0)
+    async fn until_covered(
+        replicas: &[Replica],
+        everyone: &BTreeSet<String>,
+        accounts: &[Vec<String>],
+        share: f64,
+        what: &str,
+    ) {
+        wait_for(what, Duration::from_secs(40), || async {
+            covered(replicas, everyone, accounts, share)
                 .await
                 .then_some(())
-        },
+        })
+        .await
+    }
+    until_covered(
+        &replicas,
+        &everyone,
+        &accounts,
+        2.0,
+        "3 replicas cover 12 targets once",
     )
     .await;
 
@@ -536,14 +548,12 @@ async fn three_replicas_over_six_shards_cover_every_target_once_also_after_a_kil
     // One replica killed: the two left take its shards within a lease (and a round).
     replicas[1].kill9();
     let killed = Instant::now();
-    wait_for(
+    until_covered(
+        &replicas,
+        &everyone,
+        &accounts,
+        3.0,
         "2 replicas cover 12 targets once",
-        Duration::from_secs(40),
-        || async {
-            covered(&replicas, &everyone, &accounts, 3.0)
-                .await
-                .then_some(())
-        },
     )
     .await;
     eprintln!(
